@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every part: the embedded broker, clients, topic admin and true offsets."""

