@@ -71,6 +71,12 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
         return _caps_cache[key]
     topic = f"_rtqis.selfcheck.{uuid.uuid4().hex[:12]}"
     admin = admin_client(settings)
+    try:
+        admin.list_topics(timeout=_PROBE_TIMEOUT_S)
+    except KafkaException:
+        raise BrokerError(
+            f"no broker answers at {settings.bootstrap}: start one with `rtqis up` or `rtqis broker`"
+        ) from None
     from confluent_kafka.admin import NewTopic
 
     fut = admin.create_topics([NewTopic(topic, 1, replication_factor=-1)], operation_timeout=10)[topic]
@@ -97,7 +103,7 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
     finally:
         admin.delete_topics([topic], operation_timeout=10)
     if not caps.exact_end_offsets or not caps.time_index:
-        log.info("broker at %s: %s; using fetch-based offsets", key, caps)
+        log.debug("broker at %s: %s; using fetch-based offsets", key, caps)
     _caps_cache[key] = caps
     return caps
 

@@ -9,6 +9,7 @@ headers are read as JSON of the topic's declared schema.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, Literal, NamedTuple
 
@@ -80,7 +81,8 @@ def _avro_bytes(name: str, record: dict[str, Any]) -> bytes:
 def header_map(headers: Any) -> dict[str, str]:
     """Kafka headers (list of pairs, any client) as a dict of str."""
     out: dict[str, str] = {}
-    for k, v in headers or ():
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for k, v in items:
         if isinstance(v, bytes | bytearray | memoryview):
             out[k] = bytes(v).decode("utf-8", "replace")
         elif v is not None:

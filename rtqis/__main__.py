@@ -1,0 +1,3 @@
+from rtqis.cli import main
+
+raise SystemExit(main())

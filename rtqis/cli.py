@@ -1,0 +1,284 @@
+"""The ``rtqis`` command: a thin layer over library functions (everything here can be done from Python).
+
+Errors the user can fix print one line (``rtqis: error: ...``) and exit non-zero; bugs keep their
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import orjson
+
+from rtqis import __version__
+from rtqis.errors import ConfigError, RtqisError
+from rtqis.settings import Settings, load_settings
+
+log = logging.getLogger("rtqis")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def parse_time(text: str) -> int:
+    """Epoch milliseconds from ISO-8601 (UTC when no offset is given) or an integer of epoch ms."""
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        return int(t)
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise RtqisError(f"cannot read time {text!r}: use ISO-8601 (2024-08-09T00:00:00Z) or epoch ms") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def cmd_config(s: Settings, a: argparse.Namespace) -> int:
+    d = s.masked()
+    if a.json:
+        print(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for k, v in d.items():
+            print(f"RTQIS_{k.upper():<26} {v}")
+    return 0
+
+
+def cmd_broker(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.kafka.admin import create_topics
+    from rtqis.kafka.embedded import EmbeddedBroker
+
+    port = a.port or s.broker_port
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    with EmbeddedBroker(s.broker_host, port, s.broker_bin, s.log_dir / "broker.log") as b:
+        print(f"embedded broker (Tansu) ready on {b.bootstrap}, pid {b.pid}; Ctrl-C stops it", flush=True)
+        if a.create_topics:
+            created = create_topics(s.model_copy(update={"bootstrap_servers": b.bootstrap}))
+            print(f"created {len(created)} topics", flush=True)
+        while not stop.wait(0.5):
+            if not b.alive():
+                raise RtqisError("the broker process exited unexpectedly; see " + str(b.log_path))
+    print("broker stopped")
+    return 0
+
+
+def cmd_topics(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.kafka.admin import create_topics, list_topics
+
+    if a.topics_cmd == "create":
+        created = create_topics(s)
+        print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
+    elif a.topics_cmd == "list":
+        for t in list_topics(s):
+            print(f"{t.name:<40} partitions={t.partitions}")
+    elif a.topics_cmd == "offsets":
+        return _offsets(s, a)
+    return 0
+
+
+def _offsets(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.kafka.admin import list_topics
+    from rtqis.kafka.offsets import topic_offsets
+    from rtqis.kafka.tail import resolve_topic
+
+    names = [resolve_topic(s, t)[0] for t in a.topics] or [t.name for t in list_topics(s)]
+    at = parse_time(a.time) if a.time else None
+    rows = topic_offsets(s, names, group=a.group, at_time_ms=at)
+    for r in rows:
+        d = r.as_dict(group=a.group is not None, at_time=at is not None)
+        if a.json:
+            print(orjson.dumps(d).decode())
+        else:
+            print(" ".join(f"{k}={v}" for k, v in d.items()))
+    return 0
+
+
+def cmd_produce(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.producers.feed import install_stop_signals, run_synthetic
+
+    stop = threading.Event()
+    install_stop_signals(stop)
+    max_rate = a.rate == "max"
+    rate = None if (a.rate is None or max_rate) else _positive_float(a.rate, "--rate")
+    stats = run_synthetic(s, rate=rate, max_rate=max_rate, limit=a.limit, duration_s=a.duration, stop=stop)
+    print(f"sent {stats.trades} trades and {stats.books} book tickers in {stats.frames} frames")
+    return 0
+
+
+def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from rtqis.agents.app import create_app
+
+    app = create_app(s)
+    level = {"warning": "warn"}.get(s.log_level, s.log_level)
+    worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()  # handles SIGINT/SIGTERM: stops agents, flushes, commits
+    return 0
+
+
+def cmd_up(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.supervisor import Supervisor
+
+    return Supervisor(s, source=a.source).run()
+
+
+def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.kafka.tail import tail
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    tail(
+        s,
+        a.topic,
+        sys.stdout,
+        sys.stderr,
+        from_beginning=a.from_beginning,
+        from_time_ms=parse_time(a.from_time) if a.from_time else None,
+        limit=a.limit,
+        as_json=a.json,
+        until_end=a.until_end,
+        stop=stop,
+    )
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    import signal
+
+    def _h(_n: int, _f: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _h)
+    signal.signal(signal.SIGTERM, _h)
+
+
+def _positive_float(text: str, flag: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise RtqisError(f"{flag} takes a number or 'max', not {text!r}") from None
+    if not v > 0:
+        raise RtqisError(f"{flag} must be > 0")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rtqis",
+        description="RT-QIS: real-time quantitative intelligence for crypto markets. "
+        "Configuration comes from RTQIS_* environment variables or rtqis.toml (see `rtqis config`).",
+    )
+    p.add_argument("--version", action="version", version=f"rtqis {__version__}")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: RTQIS_LOG_LEVEL (info)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    c = sub.add_parser("up", help="run the whole system: broker, topics, producer, worker (Ctrl-C stops all)")
+    c.add_argument("--source", default="synthetic", choices=["synthetic"], help="tick source (default: synthetic)")
+    c.set_defaults(func=cmd_up)
+
+    c = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    c.add_argument("--json", action="store_true", help="as JSON")
+    c.set_defaults(func=cmd_config)
+
+    c = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")
+    c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_BROKER_PORT, 9092)")
+    c.add_argument("--create-topics", action="store_true", help="create every registry topic once it is up")
+    c.set_defaults(func=cmd_broker)
+
+    c = sub.add_parser("topics", help="create, list and inspect topics")
+    tsub = c.add_subparsers(dest="topics_cmd", metavar="ACTION", parser_class=_Parser)
+    tsub.required = True
+    tsub.add_parser("create", help="create every topic of the registry that is missing")
+    tsub.add_parser("list", help="list topics with their partition counts")
+    o = tsub.add_parser("offsets", help="earliest and true end offset per partition (lag with --group)")
+    o.add_argument("topics", nargs="*", metavar="TOPIC", help="topics (default: all)")
+    o.add_argument("--group", help="consumer group: adds committed offset and lag")
+    o.add_argument("--time", metavar="T", help="adds at_time: first offset with timestamp >= T (ISO-8601 or ms)")
+    o.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.set_defaults(func=cmd_topics)
+
+    c = sub.add_parser("produce", help="publish ticks to the tick topics")
+    psub = c.add_subparsers(dest="source", metavar="SOURCE", parser_class=_Parser)
+    psub.required = True
+    ps = psub.add_parser("synthetic", help="seeded synthetic market (BTC random walk, ETH cointegrated)")
+    ps.add_argument("--rate", help="trades/s per symbol, or 'max' for load (default: RTQIS_SYNTHETIC_RATE, 20)")
+    ps.add_argument("--limit", type=_positive_int, help="stop after this many trades")
+    ps.add_argument("--duration", type=float, help="stop after this many seconds")
+    c.set_defaults(func=cmd_produce)
+
+    c = sub.add_parser("worker", help="run the Faust worker (agents and tables)")
+    c.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser("tail", help="print a topic's messages as they arrive (frames: one tick per line)")
+    c.add_argument("topic", metavar="TOPIC", help="e.g. ticks.trade, analytics.ticker, deadletter")
+    c.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    c.add_argument("--from-time", metavar="T", help="start at the first record with timestamp >= T")
+    c.add_argument("--limit", type=_positive_int, help="stop after N lines")
+    c.add_argument("--until-end", action="store_true", help="stop at the end offsets seen at start")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.set_defaults(func=cmd_tail)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        if args.log_level:
+            overrides["log_level"] = args.log_level
+        settings = load_settings(**overrides)
+        if args.cmd != "worker":  # Faust configures logging for the worker
+            _setup_logging(settings.log_level)
+        return int(args.func(settings, args) or 0)
+    except ConfigError as e:
+        print(f"rtqis: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except RtqisError as e:
+        print(f"rtqis: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
