@@ -142,12 +142,23 @@ def test_invariants_across_calls() -> None:
         for i, (spec, t, b) in enumerate(zip(specs, trades, books, strict=True)):
             assert t.symbol == b.symbol == spec.symbol
             n = len(t)
-            for arr, dtype in [(t.trade_id, np.int64), (t.price, np.float64), (t.qty, np.float64),
-                               (t.event_time, np.int64), (t.buyer_maker, np.bool_)]:
+            for arr, dtype in [
+                (t.trade_id, np.int64),
+                (t.price, np.float64),
+                (t.qty, np.float64),
+                (t.event_time, np.int64),
+                (t.buyer_maker, np.bool_),
+            ]:
                 assert arr.dtype == dtype and arr.shape == (n,)
             nb = len(b)
-            for arr, dtype in [(b.update_id, np.int64), (b.bid_price, np.float64), (b.bid_qty, np.float64),
-                               (b.ask_price, np.float64), (b.ask_qty, np.float64), (b.event_time, np.int64)]:
+            for arr, dtype in [
+                (b.update_id, np.int64),
+                (b.bid_price, np.float64),
+                (b.bid_qty, np.float64),
+                (b.ask_price, np.float64),
+                (b.ask_qty, np.float64),
+                (b.event_time, np.int64),
+            ]:
                 assert arr.dtype == dtype and arr.shape == (nb,)
             # every trade comes with its own quote update
             assert nb >= n
@@ -176,8 +187,7 @@ def test_invariants_across_calls() -> None:
             quotes = set(zip(b.event_time.tolist(), b.bid_price.tolist(), b.ask_price.tolist(), strict=True))
             bids = {(q[0], q[1]) for q in quotes}
             asks = {(q[0], q[2]) for q in quotes}
-            for et, px, bm in zip(t.event_time.tolist(), t.price.tolist(), t.buyer_maker.tolist(),
-                                  strict=True):
+            for et, px, bm in zip(t.event_time.tolist(), t.price.tolist(), t.buyer_maker.tolist(), strict=True):
                 assert ((et, px) in bids) if bm else ((et, px) in asks)
             n_trades[i] += n
             n_bm[i] += int(t.buyer_maker.sum())
@@ -298,8 +308,11 @@ def test_hedge_beta_shows_in_returns() -> None:
 
 
 def test_many_followers_are_each_cointegrated() -> None:
-    specs = (SymbolSpec("BTCUSDT", 90_000.0), SymbolSpec("ETHUSDT", 3_000.0),
-             SymbolSpec("SOLUSDT", 150.0, lot_size=0.001))
+    specs = (
+        SymbolSpec("BTCUSDT", 90_000.0),
+        SymbolSpec("ETHUSDT", 3_000.0),
+        SymbolSpec("SOLUSDT", 150.0, lot_size=0.001),
+    )
     s = sample_mids(SyntheticMarket(specs, seed=9, trade_rate=5.0), 3600, chunk_s=600)
     lx = s.log_mid[0]
     for ly in s.log_mid[1:]:

@@ -81,7 +81,9 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
 
     ``exact_end_offsets`` skips the broker self-check when the caller already knows the answer.
     """
-    if exact_end_offsets is None:
+    if settings.recovery_fix != "auto":
+        exact_end_offsets = settings.recovery_fix == "off"
+    elif exact_end_offsets is None:
         exact_end_offsets = broker_capabilities(settings).exact_end_offsets
     _patch_fetch_wait(settings.fetch_max_wait_ms)
     ns = settings.namespace

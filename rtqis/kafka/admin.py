@@ -35,7 +35,9 @@ def list_topics(settings: Settings, timeout_s: float = 10.0) -> list[TopicInfo]:
         md = admin_client(settings).list_topics(timeout=timeout_s)
     except KafkaException as e:
         raise BrokerError(f"cannot list topics at {settings.bootstrap}: {e}") from None
-    return sorted(TopicInfo(t.topic, len(t.partitions)) for t in md.topics.values() if not t.topic.startswith(("__", "_rtqis.")))
+    return sorted(
+        TopicInfo(t.topic, len(t.partitions)) for t in md.topics.values() if not t.topic.startswith(("__", "_rtqis."))
+    )
 
 
 def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:

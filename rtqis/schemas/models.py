@@ -8,9 +8,9 @@ milliseconds UTC; prices are float64 in quote currency.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AdfResult",
@@ -160,7 +160,7 @@ class DeadLetter(Message):
     stage: str
     reason: str
     source_topic: str | None = None
-    partition: int | None = None
+    partition: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # Avro int
     offset: int | None = None
     key: str | None = None
     location: str | None = None

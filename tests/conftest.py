@@ -1,0 +1,170 @@
+"""Shared fixtures: a real broker for the session, an isolated namespace per test, child processes.
+
+The broker is the embedded Tansu started here on a free port, or the one named by
+RTQIS_BOOTSTRAP_SERVERS (so the same suite runs against Apache Kafka).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtqis.kafka.admin import create_topics
+from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.kafka.tail import iter_rows
+from rtqis.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("RTQIS_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    b = EmbeddedBroker(port=free_port(), log_path=log)
+    b.start()
+    try:
+        yield b.bootstrap
+    finally:
+        b.stop()
+
+
+def make_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "namespace": "t" + uuid.uuid4().hex[:10],
+        "data_dir": data_dir,
+        "worker_web_port": free_port(),
+        "ui_port": free_port(),
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own namespace (topics, consumer group, tables), topics created."""
+    s = make_settings(bootstrap, tmp_path)
+    create_topics(s)
+    return s
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """Environment for a child `rtqis` process that uses exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
+    for k, v in settings.model_dump(mode="json").items():
+        if v is None:
+            continue
+        if isinstance(v, list):
+            v = ",".join(v)
+        env[f"RTQIS_{k.upper()}"] = str(v)
+    return env
+
+
+class Procs:
+    """Child `rtqis` processes of one test; all stopped (then killed) at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, settings: Settings, *args: str, name: str = "proc") -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            p = subprocess.Popen(
+                [sys.executable, "-m", "rtqis", *args],
+                env=env_of(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs.append((p, log))
+        return p
+
+    def log_of(self, p: subprocess.Popen[bytes]) -> str:
+        for q, log in self.procs:
+            if q is p:
+                return log.read_text(errors="replace")
+        return ""
+
+    @staticmethod
+    def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        return int(p.returncode)
+
+    def stop_all(self) -> None:
+        for p, _ in self.procs:
+            self.stop(p)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    ps = Procs(tmp_path)
+    try:
+        yield ps
+    finally:
+        ps.stop_all()
+
+
+def collect(
+    settings: Settings,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float = 60.0,
+    **kw: Any,
+) -> list[dict[str, Any]]:
+    """Rows of ``topic`` from the beginning until ``until(rows)`` holds; fails the test at the timeout."""
+    stop = threading.Event()
+    timer = threading.Timer(timeout_s, stop.set)
+    timer.start()
+    rows: list[dict[str, Any]] = []
+    try:
+        for row in iter_rows(settings, topic, from_beginning=True, stop=stop, **kw):
+            rows.append(row)
+            if until(rows):
+                return rows
+    finally:
+        timer.cancel()
+    if kw.get("until_end"):
+        return rows
+    raise AssertionError(f"timed out after {timeout_s} s waiting on {topic}; got {len(rows)} rows: {rows[-3:]}")
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
