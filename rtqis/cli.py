@@ -145,6 +145,28 @@ def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     return Supervisor(s, source=a.source).run()
 
 
+def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rtqis.bench import run_bench
+
+    sections = tuple(a.only.split(",")) if a.only else ("codec", "raw", "shapes", "latency")
+    unknown = set(sections) - {"codec", "raw", "shapes", "latency"}
+    if unknown:
+        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use codec, raw, shapes, latency")
+    json_path = Path(a.json) if a.json else Path("bench/results") / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    run_bench(
+        s,
+        ticks=a.ticks,
+        runs=a.runs,
+        sections=sections,
+        latency_seconds=a.latency_seconds,
+        latency_rate=a.latency_rate,
+        json_path=json_path,
+    )
+    return 0
+
+
 def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.kafka.tail import tail
 
@@ -245,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("worker", help="run the Faust worker (agents and tables)")
     c.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser("bench", help="measure codec, raw consume, worker throughput by tick shape, latency")
+    c.add_argument("--ticks", type=_positive_int, default=200_000, help="ticks per throughput run (default 200000)")
+    c.add_argument("--runs", type=_positive_int, default=1, help="runs per figure; the median is kept (default 1)")
+    c.add_argument("--only", help="comma-separated sections: codec,raw,shapes,latency (default: all)")
+    c.add_argument("--latency-seconds", type=float, default=30.0, help="steady-feed duration (default 30)")
+    c.add_argument("--latency-rate", type=float, default=2000.0, help="trades/s in the steady feed (default 2000)")
+    c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
+    c.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("tail", help="print a topic's messages as they arrive (frames: one tick per line)")
     c.add_argument("topic", metavar="TOPIC", help="e.g. ticks.trade, analytics.ticker, deadletter")

@@ -124,6 +124,12 @@ def run_synthetic(
     next_report = t0 + report_every_s
     try:
         while not stop.is_set():
+            if not max_rate:
+                # pace event time with the wall clock: a slice is published once it is over, as a
+                # live feed would (its ticks are at most ``frame_max_ms`` old when they leave)
+                wait = (market.now_ms + step_ms - now_ms) / 1000.0 - (time.monotonic() - t0)
+                if wait > 0 and stop.wait(wait):
+                    break
             trades, books = market.advance(step_ms)
             if limit is not None:
                 trades = _cap(trades, limit - stats.trades)
@@ -147,11 +153,6 @@ def run_synthetic(
                 next_report = now + report_every_s
             if (limit is not None and stats.trades >= limit) or (duration_s is not None and now - t0 >= duration_s):
                 break
-            if not max_rate:
-                # pace event time with the wall clock
-                ahead = (market.now_ms - now_ms) / 1000.0 - (now - t0)
-                if ahead > 0:
-                    stop.wait(ahead)
     finally:
         left = producer.flush()
         if left:

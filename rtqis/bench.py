@@ -1,0 +1,403 @@
+"""``rtqis bench``: figures anyone can reproduce, printed as a table and written as JSON.
+
+Sections (each runs on the embedded broker, or the configured one, in its own namespace):
+- codec: encode + decode cost of a trade frame, JSON vs Avro;
+- raw: confluent-kafka consume rate of the tick frames (the ceiling);
+- shapes: Faust worker throughput with one tick per message vs frames of 50/500/5000 ticks, with and
+  without the exact-recovery fix (one changelog record per batch);
+- latency: a steady live-like feed; produce -> consume and tick -> worker output, per hop.
+Benchmarks are not tests: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import timeit
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+from confluent_kafka import TopicPartition
+
+from rtqis import __version__
+from rtqis.kafka.admin import create_topics
+from rtqis.kafka.clients import MessageProducer, new_consumer
+from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.kafka.offsets import topic_offsets
+from rtqis.producers.feed import run_synthetic, trade_frames
+from rtqis.producers.synthetic import SymbolSpec, SyntheticMarket
+from rtqis.schemas.codec import decode, encode
+from rtqis.schemas.frames import Frame
+from rtqis.settings import Settings
+from rtqis.topics import TICKER, TRADES
+
+__all__ = ["run_bench"]
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ns(settings: Settings, **update: Any) -> Settings:
+    values = {"namespace": "bench" + uuid.uuid4().hex[:8], "worker_web_port": _free_port(), **update}
+    s = settings.model_copy(update=values)
+    create_topics(s)
+    return s
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
+    for k, v in settings.model_dump(mode="json").items():
+        if v is not None:
+            env[f"RTQIS_{k.upper()}"] = ",".join(v) if isinstance(v, list) else str(v)
+    return env
+
+
+def _market(rate: float, seed: int = 1) -> SyntheticMarket:
+    return SyntheticMarket(
+        [SymbolSpec("BTCUSDT", 90_000.0), SymbolSpec("ETHUSDT", 3_000.0)], seed=seed, trade_rate=rate
+    )
+
+
+def _produce_trades(settings: Settings, n: int, frame_ticks: int) -> int:
+    """n synthetic trades as frames of ``frame_ticks`` (max rate); returns the trades sent."""
+    m = _market(50_000)
+    p = MessageProducer(settings)
+    sent = 0
+    while sent < n:
+        trades, _ = m.advance(100)
+        for b in trades:
+            for f in trade_frames(b, frame_ticks):
+                if sent >= n:
+                    break
+                k = min(len(f), n - sent)
+                if k < len(f):
+                    f = f.take(np.arange(len(f)) < k)
+                p.send(TRADES, f, key=f.symbol, timestamp_ms=int(f.cols["event_time"][0]))  # type: ignore[index]
+                sent += len(f)
+    p.flush()
+    return sent
+
+
+# --- sections ---------------------------------------------------------------------------------------------
+
+
+def bench_codec(say: Say) -> dict[str, Any]:
+    b = _market(50_000).advance(100)[0][0]
+    f = trade_frames(b, 500)[0]
+    out: dict[str, Any] = {"frame_ticks": len(f)}
+    for codec in ("json", "avro"):
+        enc = encode(f, codec)  # type: ignore[arg-type]
+        n = 300
+        e_us = timeit.timeit(lambda c=codec: encode(f, c), number=n) / n * 1e6  # type: ignore[misc]
+        d_us = timeit.timeit(lambda e=enc: decode(*e), number=n) / n * 1e6  # type: ignore[misc]
+        out[codec] = {
+            "bytes": len(enc.value),
+            "encode_us": e_us,
+            "decode_us": d_us,
+            "us_per_tick": (e_us + d_us) / len(f),
+        }
+        say(
+            f"codec {codec:<4}  {len(enc.value):>7} B/frame  encode {e_us:7.1f} us  decode {d_us:7.1f} us  "
+            f"= {(e_us + d_us) / len(f):.3f} us/tick"
+        )
+    return out
+
+
+def bench_raw(settings: Settings, n: int, say: Say) -> dict[str, Any]:
+    s = _ns(settings)
+    _produce_trades(s, n, s.frame_max_ticks)
+    topic = TRADES.full_name(s.namespace)
+    ends = {r.partition: r.end for r in topic_offsets(s, [topic])}
+    c = new_consumer(s, **{"fetch.wait.max.ms": 10})
+    c.assign([TopicPartition(topic, p, 0) for p in ends])
+    msgs = ticks = 0
+    t0 = None
+    done = set()
+    try:
+        while len(done) < len(ends):
+            batch = c.consume(1000, 1.0)
+            if t0 is None and batch:
+                t0 = time.perf_counter()
+            for msg in batch:
+                if msg.error():
+                    continue
+                obj = decode(msg.value(), msg.headers(), TRADES.value_schema)
+                ticks += len(obj) if isinstance(obj, Frame) else 1
+                msgs += 1
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    done.add(msg.partition())
+        dt = time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        c.close()
+    res = {"ticks": ticks, "messages": msgs, "seconds": dt, "ticks_per_s": ticks / dt, "messages_per_s": msgs / dt}
+    say(
+        f"raw consume (confluent-kafka + decode): {res['ticks_per_s']:,.0f} ticks/s, {res['messages_per_s']:,.0f} msg/s"
+    )
+    return res
+
+
+class Worker:
+    """A `rtqis worker` child process."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rtqis", "worker"],
+                env=_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def rss_mb(self) -> float:
+        try:
+            return psutil.Process(self.proc.pid).memory_info().rss / 1e6
+        except psutil.Error:
+            return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _tickers(settings: Settings, until_trades: int, timeout_s: float) -> list[tuple[int, dict[str, Any]]]:
+    """(kafka timestamp ms, Ticker) of analytics.ticker until the symbols' trade counts sum to ``until_trades``."""
+    topic = TICKER.full_name(settings.namespace)
+    c = new_consumer(settings)
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: list[tuple[int, dict[str, Any]]] = []
+    last: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in c.consume(1000, 0.5):
+                if msg.error():
+                    continue
+                t = decode(msg.value(), msg.headers()).model_dump()
+                out.append((msg.timestamp()[1], t))
+                last[t["symbol"]] = t["trades"]
+            if sum(last.values()) >= until_trades:
+                return out
+    finally:
+        c.close()
+    raise TimeoutError(f"worker output reached {sum(last.values())} of {until_trades} trades in {timeout_s:.0f} s")
+
+
+def bench_worker(settings: Settings, n: int, frame_ticks: int, fix: str, tmp: Path) -> dict[str, Any]:
+    s = _ns(settings, recovery_fix=fix)
+    sent = _produce_trades(s, n, frame_ticks)
+    w = Worker(s, tmp / f"worker-{frame_ticks}-{fix}.log")
+    try:
+        rows = _tickers(s, sent, timeout_s=max(120.0, n / 1000))
+        rss = w.rss_mb()
+    finally:
+        w.stop()
+    # throughput between the first and last output: excludes start-up and group join
+    (t_first, first), (t_last, _) = rows[0], rows[-1]
+    dt = (t_last - t_first) / 1000
+    ticks = sent - first["trades"]
+    return {
+        "frame_ticks": frame_ticks,
+        "recovery_fix": fix,
+        "ticks": sent,
+        "frames": len(rows),
+        "ticks_per_s": ticks / dt if dt > 0 else float("nan"),
+        "frames_per_s": (len(rows) - 1) / dt if dt > 0 else float("nan"),
+        "worker_rss_mb": rss,
+    }
+
+
+def _pct(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs)
+    if not len(a):
+        return {}
+    return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))} | {
+        "n": len(a)
+    }
+
+
+def bench_latency(settings: Settings, seconds: float, rate: float, say: Say, tmp: Path) -> dict[str, Any]:
+    """Steady feed (``rate`` trades/s in all, plus book tickers): per-hop latency in ms."""
+    s = _ns(settings)
+    w = Worker(s, tmp / "worker-latency.log")
+    hop1: list[float] = []
+    hop2: list[float] = []
+    stop = threading.Event()
+
+    def consume_ticks() -> None:
+        topic = TRADES.full_name(s.namespace)
+        c = new_consumer(s)
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        while not stop.is_set():
+            msg = c.poll(0.1)  # poll, not consume(n, t): consume waits for n messages or t
+            if msg is not None and not msg.error():
+                now = time.time() * 1000
+                f = decode(msg.value(), msg.headers())
+                hop1.extend(now - f.cols["event_time"])  # type: ignore[union-attr,operator]
+        c.close()
+
+    def consume_ticker() -> None:
+        topic = TICKER.full_name(s.namespace)
+        c = new_consumer(s)
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        while not stop.is_set():
+            for msg in c.consume(100, 0.2):
+                if not msg.error():
+                    t = decode(msg.value(), msg.headers())
+                    hop2.append(msg.timestamp()[1] - t.event_time)  # type: ignore[union-attr]
+        c.close()
+
+    try:
+        # let the worker join its group before the clock starts
+        _wait_ready(w)
+        threads = [threading.Thread(target=consume_ticks), threading.Thread(target=consume_ticker)]
+        for t in threads:
+            t.start()
+        feed = s.model_copy(update={"synthetic_rate": rate / len(s.symbols)})
+        run_synthetic(feed, duration_s=seconds, report_every_s=1e9)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        w.stop()
+    res = {
+        "rate_trades_per_s": rate,
+        "seconds": seconds,
+        "fetch_max_wait_ms": s.fetch_max_wait_ms,
+        "frame_max_ms": s.frame_max_ms,
+        "tick_to_consumer_ms": _pct(hop1),
+        "tick_to_worker_output_ms": _pct(hop2),
+    }
+    for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms"):
+        p = res[k]
+        if p:
+            say(
+                f"latency {k:<26} p50 {p['p50']:6.1f}  p95 {p['p95']:6.1f}  p99 {p['p99']:6.1f}  max {p['max']:7.1f} ms"
+            )
+    return res
+
+
+def _wait_ready(w: Worker, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"worker exited: see {w.log_path}")
+        if b"Worker]: Ready" in w.log_path.read_bytes():
+            return
+        time.sleep(0.2)
+    raise TimeoutError("worker not ready")
+
+
+def _median_runs(fn: Callable[[], dict[str, Any]], runs: int, key: str) -> dict[str, Any]:
+    results = [fn() for _ in range(runs)]
+    vals = [r[key] for r in results]
+    best = sorted(results, key=lambda r: r[key])[len(results) // 2]
+    return best | {
+        f"{key}_min": min(vals),
+        f"{key}_max": max(vals),
+        f"{key}_median": statistics.median(vals),
+        "runs": runs,
+    }
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    ticks: int = 200_000,
+    runs: int = 1,
+    sections: tuple[str, ...] = ("codec", "raw", "shapes", "latency"),
+    latency_seconds: float = 30.0,
+    latency_rate: float = 2000.0,
+    json_path: Path | None = None,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Run the chosen sections; return (and write) the results."""
+    tmp = settings.data_dir / "bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if settings.embedded:
+        broker = EmbeddedBroker(settings.broker_host, _free_port(), settings.broker_bin, tmp / "broker.log").start()
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
+    res: dict[str, Any] = {
+        "version": __version__,
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": {
+            "broker": "embedded tansu" if broker else settings.bootstrap,
+            "codec": settings.codec,
+            "compression": settings.compression,
+            "frame_max_ticks": settings.frame_max_ticks,
+            "frame_max_ms": settings.frame_max_ms,
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+            "ticks": ticks,
+            "runs": runs,
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        if "codec" in sections:
+            res["codec"] = bench_codec(say)
+        if "raw" in sections:
+            res["raw"] = _median_runs(lambda: bench_raw(settings, ticks, say), runs, "ticks_per_s")
+            res["raw_consume_per_s"] = res["raw"]["ticks_per_s"]
+        if "shapes" in sections:
+            shapes = []
+            plan = [(1, "on"), (1, "off"), (50, "on"), (500, "on"), (500, "off"), (5000, "on")]
+            for frame, fix in plan:
+                n = min(ticks, 20_000) if frame == 1 else ticks
+                r = _median_runs(lambda f=frame, x=fix, k=n: bench_worker(settings, k, f, x, tmp), runs, "ticks_per_s")  # type: ignore[misc]
+                say(
+                    f"worker, frames of {frame:>5} ticks, recovery fix {fix:<3}: {r['ticks_per_s']:>11,.0f} ticks/s "
+                    f"({r['frames_per_s']:,.0f} frames/s), worker RSS {r['worker_rss_mb']:.0f} MB"
+                )
+                shapes.append(r)
+            res["shapes"] = shapes
+            default = [r for r in shapes if r["frame_ticks"] == settings.frame_max_ticks and r["recovery_fix"] == "on"]
+            if default:
+                res["worker_ticks_per_s"] = default[0]["ticks_per_s"]
+                res["worker_rss_mb"] = default[0]["worker_rss_mb"]
+        if "latency" in sections:
+            res["latency"] = bench_latency(settings, latency_seconds, latency_rate, say, tmp)
+    finally:
+        if broker is not None:
+            broker.stop()
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        say(f"wrote {json_path}")
+    return res
