@@ -61,7 +61,8 @@ def cmd_config(s: Settings, a: argparse.Namespace) -> int:
         print(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
     else:
         for k, v in d.items():
-            print(f"RTQIS_{k.upper():<26} {v}")
+            shown = ",".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+            print(f"RTQIS_{k.upper():<26} {shown}")
     return 0
 
 
@@ -116,15 +117,59 @@ def _offsets(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_produce(s: Settings, a: argparse.Namespace) -> int:
-    from rtqis.producers.feed import install_stop_signals, run_synthetic
+    from rtqis.producers.feed import install_stop_signals, run_files, run_synthetic
 
     stop = threading.Event()
     install_stop_signals(stop)
+    if a.source == "file":
+        speed = None if a.speed == "max" else _positive_float(a.speed, "--speed")
+        progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+        stats = run_files(
+            s,
+            a.paths,
+            speed=speed,
+            limit=a.limit,
+            start_ms=parse_time(a.start) if a.start else None,
+            end_ms=parse_time(a.end) if a.end else None,
+            symbols={x.strip().upper() for x in a.symbols.split(",")} if a.symbols else None,
+            stop=stop,
+            on_progress=progress,
+        )
+        if progress:
+            progress.done()
+        print(
+            f"sent {stats.trades} trades and {stats.books} book tickers in {stats.frames} frames; "
+            f"{stats.dead_lettered} bad rows sent to deadletter"
+        )
+        return 0
     max_rate = a.rate == "max"
     rate = None if (a.rate is None or max_rate) else _positive_float(a.rate, "--rate")
     stats = run_synthetic(s, rate=rate, max_rate=max_rate, limit=a.limit, duration_s=a.duration, stop=stop)
     print(f"sent {stats.trades} trades and {stats.books} book tickers in {stats.frames} frames")
     return 0
+
+
+class _Progress:
+    """A one-line progress display on a terminal: percent of bytes read, ticks sent, rate."""
+
+    def __init__(self, out: Any) -> None:
+        import time
+
+        self.out, self.t0, self.last, self._time = out, time.monotonic(), 0.0, time.monotonic
+
+    def __call__(self, stats: Any, done: int, total: int) -> None:
+        now = self._time()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        ticks = stats.trades + stats.books
+        pct = 100.0 * done / total if total else 0.0
+        rate = ticks / max(now - self.t0, 1e-9)
+        self.out.write(f"\r{pct:5.1f}%  {stats.trades:,} trades  {stats.books:,} book tickers  {rate:,.0f} ticks/s ")
+        self.out.flush()
+
+    def done(self) -> None:
+        self.out.write("\n")
 
 
 def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
@@ -142,7 +187,11 @@ def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
 def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.supervisor import Supervisor
 
-    return Supervisor(s, source=a.source).run()
+    if a.source == "file" and not a.paths:
+        raise RtqisError("--source file needs at least one PATH")
+    if a.source != "file" and a.paths:
+        raise RtqisError("PATH arguments go with --source file")
+    return Supervisor(s, source=a.source, paths=a.paths, speed=a.speed).run()
 
 
 def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
@@ -232,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     c = sub.add_parser("up", help="run the whole system: broker, topics, producer, worker (Ctrl-C stops all)")
-    c.add_argument("--source", default="synthetic", choices=["synthetic"], help="tick source (default: synthetic)")
+    c.add_argument(
+        "--source", default="synthetic", choices=["synthetic", "file"], help="tick source (default: synthetic)"
+    )
+    c.add_argument("paths", nargs="*", metavar="PATH", help="with --source file: Binance data files to replay")
+    c.add_argument("--speed", default="1", help="with --source file: 1 = real time (default), 60, or max")
     c.set_defaults(func=cmd_up)
 
     c = sub.add_parser("config", help="print the effective configuration (secrets masked)")
@@ -263,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--rate", help="trades/s per symbol, or 'max' for load (default: RTQIS_SYNTHETIC_RATE, 20)")
     ps.add_argument("--limit", type=_positive_int, help="stop after this many trades")
     ps.add_argument("--duration", type=float, help="stop after this many seconds")
+    pf = psub.add_parser(
+        "file",
+        help="Binance data files: archive trades/aggTrades/bookTicker CSV or zip, Parquet, raw WebSocket captures",
+    )
+    pf.add_argument("paths", nargs="+", metavar="PATH", help="files, merged by event time")
+    pf.add_argument("--speed", default="max", help="1 = real time, 60 = 60x, max = as fast as possible (default)")
+    pf.add_argument("--limit", type=_positive_int, help="stop after this many trades")
+    pf.add_argument("--start", metavar="T", help="skip ticks before T (ISO-8601 UTC or epoch ms)")
+    pf.add_argument("--end", metavar="T", help="stop at T (exclusive)")
+    pf.add_argument("--symbols", help="only these symbols (comma-separated; default: all in the files)")
     c.set_defaults(func=cmd_produce)
 
     c = sub.add_parser("worker", help="run the Faust worker (agents and tables)")

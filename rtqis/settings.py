@@ -59,9 +59,11 @@ class Settings(BaseSettings):
     compression: Compression = Field("zstd", description="producer compression (broker memory ~6x less)")
     frame_max_ticks: int = Field(500, ge=1, le=100_000, description="ticks per frame at most")
     frame_max_ms: int = Field(20, ge=0, le=10_000, description="a frame is sent this long after its first tick")
-    recovery_fix: Literal["auto", "on", "off"] = Field(
+    recovery_fix: Literal["auto", "end-offsets", "batch1", "off"] = Field(
         "auto",
-        description="one changelog record per batch so table recovery is exact; auto = when the broker needs it",
+        description="how Faust table recovery reads to the true end on brokers with wrong end offsets: "
+        "end-offsets (probe the true end when recovering), batch1 (one changelog record per batch), "
+        "off; auto = end-offsets when the broker's self-check fails",
     )
     fetch_max_wait_ms: int = Field(
         25, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"

@@ -86,9 +86,18 @@ class Child:
 class Supervisor:
     """Owns the broker and the children; :meth:`run` blocks until Ctrl-C/SIGTERM or a child dies."""
 
-    def __init__(self, settings: Settings, source: str = "synthetic", out: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: str = "synthetic",
+        out: Any = None,
+        paths: list[str] | None = None,
+        speed: str = "1",
+    ) -> None:
         self.settings = settings
         self.source = source
+        self.paths = [str(Path(p).resolve()) for p in paths or []]
+        self.speed = speed
         self.out = out or sys.stdout
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
@@ -104,10 +113,18 @@ class Supervisor:
 
     def plan(self) -> list[Child]:
         logs = self.settings.log_dir
-        if self.source != "synthetic":
-            raise RtqisError(f"unknown source {self.source!r}: only 'synthetic' exists so far")
+        if self.source == "synthetic":
+            producer = self._child_argv("produce", "synthetic")
+        elif self.source == "file":
+            from rtqis.producers.files import inspect_file
+
+            for p in self.paths:
+                inspect_file(p)  # a bad file fails `up` before anything starts
+            producer = self._child_argv("produce", "file", *self.paths, "--speed", self.speed)
+        else:
+            raise RtqisError(f"unknown source {self.source!r}")
         return [
-            Child("producer", self._child_argv("produce", "synthetic"), logs / "producer.log"),
+            Child("producer", producer, logs / "producer.log"),
             Child("worker", self._child_argv("worker"), logs / "worker.log"),
         ]
 

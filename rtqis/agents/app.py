@@ -6,8 +6,8 @@ Dataflow (the whole pipeline in one place)::
                                    \\--> deadletter (DeadLetter: undecodable frames, invalid rows)
 
 Settings that matter on the embedded broker (measured, see bench/README.md):
-- ``producer_max_batch_size=1`` when the broker's end offsets are not exact (self-check at start):
-  every changelog record is its own batch, so Faust's table recovery reads to the true end.
+- table recovery reads each changelog to its true end, probed with a fetch, when the broker's end
+  offsets fail the self-check at start (``RTQIS_RECOVERY_FIX``);
 - consumer fetch wait = ``RTQIS_FETCH_MAX_WAIT_MS`` (Faust hard-codes 1,500 ms; the broker holds each
   fetch that long even when data is there).
 - rebalance/session timeouts of a few seconds (the group join waits for the rebalance timeout).
@@ -15,6 +15,7 @@ Settings that matter on the embedded broker (measured, see bench/README.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -25,7 +26,7 @@ import numpy as np
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from rtqis.errors import DecodeError
-from rtqis.kafka.offsets import broker_capabilities
+from rtqis.kafka.offsets import broker_capabilities, true_end_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode as decode_message
 from rtqis.schemas.codec import encode
@@ -74,6 +75,7 @@ class RtqisApp(faust.App):
 
     rtqis: Settings
     dead_letters: int
+    recovery_fix: str
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -81,19 +83,22 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
 
     ``exact_end_offsets`` skips the broker self-check when the caller already knows the answer.
     """
-    if settings.recovery_fix != "auto":
-        exact_end_offsets = settings.recovery_fix == "off"
-    elif exact_end_offsets is None:
-        exact_end_offsets = broker_capabilities(settings).exact_end_offsets
+    fix = settings.recovery_fix
+    if fix == "auto":
+        if exact_end_offsets is None:
+            exact_end_offsets = broker_capabilities(settings).exact_end_offsets
+        fix = "off" if exact_end_offsets else "end-offsets"
     _patch_fetch_wait(settings.fetch_max_wait_ms)
+    _patch_recovery_highwaters(settings if fix == "end-offsets" else None)
     ns = settings.namespace
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
         "store": "memory://",
         "topic_partitions": settings.partitions,
         "topic_allow_declare": True,
-        "broker_rebalance_timeout": 5.0 if settings.embedded or not exact_end_offsets else 30.0,
-        "broker_session_timeout": 5.0 if settings.embedded or not exact_end_offsets else 30.0,
+        # the group join waits for the rebalance timeout: keep it short (measured ~4.5 s to Ready)
+        "broker_rebalance_timeout": 5.0,
+        "broker_session_timeout": 5.0,
         "broker_heartbeat_interval": 1.0,
         "broker_commit_interval": 1.0,
         "web_port": settings.worker_web_port,
@@ -104,9 +109,9 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         "consumer_auto_offset_reset": "earliest",
         "table_cleanup_interval": 30.0,
     }
-    if not exact_end_offsets:
-        # Tansu reports the end of a partition as the last batch's base offset + 1; one record per
-        # batch makes that exact, so table recovery restores every changelog record.
+    if fix == "batch1":
+        # every changelog record its own batch: the broker's "base offset of the last batch + 1" is
+        # then exact (costs a round trip per table write and ~1.8 KB of broker memory per record)
         conf["producer_max_batch_size"] = 1
     creds = _credentials(settings)
     if creds is not None:
@@ -114,8 +119,39 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     app = RtqisApp(app_id(ns), **conf)
     app.rtqis = settings
     app.dead_letters = 0
+    app.recovery_fix = fix
+    log.info("recovery fix: %s; fetch wait %d ms", fix, settings.fetch_max_wait_ms)
     _register(app, settings)
     return app
+
+
+def _patch_recovery_highwaters(settings: Settings | None) -> None:
+    """Make Faust's table recovery read changelogs to their true end (``settings=None`` undoes it).
+
+    Faust asks the broker for each changelog partition's end offset and replays up to it; on a broker
+    that understates it (Tansu: base offset of the last batch + 1) the last records of a batch would
+    be skipped. The true end comes from :func:`rtqis.kafka.offsets.true_end_offsets` (a fetch).
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(cls, "_rtqis_original_highwaters", None) or cls._highwaters
+    cls._rtqis_original_highwaters = original  # type: ignore[attr-defined]
+    if settings is None:
+        cls._highwaters = original  # type: ignore[method-assign]
+        return
+
+    async def _highwaters(self: Any, partitions: Any) -> Any:
+        reported = await original(self, partitions)
+        if self.consumer.in_transaction or not reported:
+            return reported
+        loop = asyncio.get_running_loop()
+        keys = [(tp.topic, tp.partition) for tp in reported]
+        true = await loop.run_in_executor(None, true_end_offsets, settings, keys)
+        fixed = {tp: max(v, true[(tp.topic, tp.partition)]) for tp, v in reported.items()}
+        if fixed != dict(reported):
+            log.info("changelog end offsets corrected from the broker's %s to %s", dict(reported), fixed)
+        return fixed
+
+    cls._highwaters = _highwaters  # type: ignore[method-assign]
 
 
 def _register(app: RtqisApp, settings: Settings) -> None:

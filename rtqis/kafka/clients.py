@@ -53,6 +53,8 @@ def consumer_config(settings: Settings, group: str | None = None, **overrides: A
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": settings.fetch_max_wait_ms,
             "fetch.queue.backoff.ms": 10,  # librdkafka's default of 1 s halves throughput past 100k queued
+            # the embedded broker holds every fetch for the full wait: take more per fetch
+            "max.partition.fetch.bytes": 8 * 2**20,
             "fetch.error.backoff.ms": 50,
             "logger": _librdkafka_log,
         }

@@ -22,7 +22,14 @@ from rtqis.kafka.admin import admin_client
 from rtqis.kafka.clients import consumer_config
 from rtqis.settings import Settings
 
-__all__ = ["BrokerCapabilities", "PartitionOffsets", "broker_capabilities", "offsets_at_time", "topic_offsets"]
+__all__ = [
+    "true_end_offsets",
+    "BrokerCapabilities",
+    "PartitionOffsets",
+    "broker_capabilities",
+    "offsets_at_time",
+    "topic_offsets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +153,18 @@ def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[
     if pending:
         raise BrokerError(f"could not read the end of {sorted(pending)} within {_PROBE_TIMEOUT_S:.0f} s")
     return ends
+
+
+def true_end_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """True end offset (last offset + 1) of each (topic, partition), whatever the broker's ListOffsets says."""
+    c = Consumer(consumer_config(settings, **{"fetch.wait.max.ms": 10}))
+    try:
+        wm = _watermarks(c, [TopicPartition(t, p) for t, p in partitions])
+        return _true_ends(c, wm)
+    except KafkaException as e:
+        raise BrokerError(f"end offset lookup failed: {e}") from None
+    finally:
+        c.close()
 
 
 def _timestamp_at(c: Consumer, topic: str, partition: int, offset: int) -> tuple[int, int]:

@@ -14,17 +14,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rtqis.kafka.clients import MessageProducer
 from rtqis.producers.synthetic import BookBatch, SymbolSpec, SyntheticMarket, TradeBatch
+from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.settings import Settings
-from rtqis.topics import BOOK, TRADES
+from rtqis.topics import BOOK, DEADLETTER, TRADES
 
-__all__ = ["FeedStats", "book_frames", "run_synthetic", "trade_frames"]
+__all__ = ["FeedStats", "book_frames", "frame_time", "run_files", "run_synthetic", "trade_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class FeedStats:
     trades: int = 0
     books: int = 0
     frames: int = 0
+    dead_lettered: int = 0
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -78,11 +81,17 @@ def book_frames(b: BookBatch, max_ticks: int) -> list[Frame]:
     return out
 
 
+def frame_time(f: Frame) -> int:
+    """Timestamp of a frame's message: its first tick's event time (receive time where there is none)."""
+    t = f.cols["event_time"] if f.cols["event_time"] is not None else f.cols["recv_time"]
+    return int(t[0])  # type: ignore[index]
+
+
 def _publish(producer: MessageProducer, frames: list[tuple[Any, Frame]], stats: FeedStats) -> None:
     # Send in time order of first tick so each partition's timestamps never go backwards.
-    frames.sort(key=lambda tf: int(tf[1].cols["event_time"][0]))  # type: ignore[index]
+    frames.sort(key=lambda tf: frame_time(tf[1]))
     for topic, f in frames:
-        producer.send(topic, f, key=f.symbol, timestamp_ms=int(f.cols["event_time"][0]))  # type: ignore[index]
+        producer.send(topic, f, key=f.symbol, timestamp_ms=frame_time(f))
         stats.frames += 1
         if f.type is TRADE_FRAME:
             stats.trades += len(f)
@@ -182,3 +191,75 @@ def install_stop_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+
+
+def run_files(
+    settings: Settings,
+    paths: list[str],
+    *,
+    speed: float | None = None,
+    limit: int | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    symbols: set[str] | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[FeedStats, int, int], None] | None = None,
+) -> FeedStats:
+    """Replay Binance data files (archive CSV/zip/Parquet, raw WebSocket captures) into the tick topics.
+
+    Files are merged by event time with bounded memory. ``speed`` None = as fast as possible, 1 = real
+    time, 60 = 60x. Bad rows go to ``deadletter`` with file and line, and are counted. A file of an
+    unknown format fails before anything is published (:class:`rtqis.producers.files.SourceFormatError`).
+    """
+    from rtqis.producers.files import Pacer, inspect_file, merge_sources
+
+    stop = stop or threading.Event()
+    for p in paths:
+        inspect_file(p)  # every file is recognised before anything is sent
+    producer = MessageProducer(settings)
+    pacer = Pacer(speed)
+    stats = FeedStats()
+    progress = {"done": 0, "total": 1}
+
+    def _on_file_progress(rows: int, done: int, total: int) -> None:
+        progress["done"], progress["total"] = done, total
+
+    slice_ms = settings.frame_max_ms if speed is not None else None
+    try:
+        for batch in merge_sources(
+            [Path(p) for p in paths],
+            symbols=symbols,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=limit,
+            slice_ms=slice_ms,
+            on_progress=_on_file_progress,
+        ):
+            if stop.is_set():
+                break
+            for bad in batch.bad:
+                producer.send(
+                    DEADLETTER,
+                    m.DeadLetter(
+                        time=int(time.time() * 1000),
+                        stage="producer.file",
+                        reason=bad.reason,
+                        location=f"{bad.file}:{bad.line}",
+                        payload=bad.raw.encode("utf-8", "replace"),
+                    ),
+                    key="producer.file",
+                )
+                stats.dead_lettered += 1
+            if not len(batch):
+                continue
+            pacer.wait_until(batch.t0)
+            frames = batch.frames(settings.frame_max_ticks)
+            _publish(producer, [(TRADES if f.type is TRADE_FRAME else BOOK, f) for f in frames], stats)
+            if on_progress is not None:
+                on_progress(stats, progress["done"], progress["total"])
+    finally:
+        left = producer.flush()
+        if left:
+            log.error("%d messages undelivered at shutdown", left)
+    log.info("file feed done: %s, %d delivery failures", stats, producer.stats.failed)
+    return stats

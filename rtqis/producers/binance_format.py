@@ -1,0 +1,707 @@
+"""Normalisers for Binance market-data payloads: WebSocket messages and public-archive CSV rows.
+
+Pure functions, no I/O: the live WebSocket client and the file source (:mod:`rtqis.producers.files`)
+both turn Binance's text into our models/columns here, so that the two agree on every rule.
+
+Units and conventions (the same as :mod:`rtqis.schemas.models`):
+
+* Times are epoch **milliseconds** UTC (int). Binance sends ms by default; newer archive files and
+  ``timeUnit=MICROSECOND`` streams use microseconds, local capture clocks use nanoseconds. Any time
+  >= 1e14 is taken as microseconds and >= 1e17 as nanoseconds, and is cut down to ms by integer
+  division (:func:`to_ms`): sub-millisecond precision is dropped on purpose (our schemas are ms).
+* Prices and quantities arrive as decimal strings (``"61737.63000000"``) and are stored as float64:
+  ``float(text)`` is the correctly rounded nearest double of the exact decimal.
+* A trade needs price > 0 and qty > 0; a book ticker needs both prices and both quantities > 0 and
+  bid < ask; a depth diff may carry qty 0 (level removed) but never a price <= 0. Anything else is
+  rejected with :class:`BadMessage`, whose ``reason`` is one short sentence naming the field.
+
+WebSocket payloads handled by :func:`parse_ws_message` (bare or in the combined-stream wrapper
+``{"stream": ..., "data": ...}``): ``trade``, ``aggTrade``, ``bookTicker`` (spot: no ``e`` and no event
+time; futures: ``e``, ``E`` and ``T``), ``depthUpdate``, subscription replies ``{"result": null, "id": N}``
+and, as ``ControlEvent(kind="other")``, error replies, ``serverShutdown`` and REST depth snapshots.
+
+CSV layouts of data.binance.vision (see ``shared/data/README.md``) are described by :class:`CsvLayout`
+objects; :func:`layout_for_header` / :func:`layout_for_row` recognise them and :func:`parse_csv_row`
+converts one row with the same rules as above (the file source uses a vectorised twin of it and falls
+back to it row by row to explain rejected rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from rtqis.errors import RtqisError
+from rtqis.schemas.models import BookTicker, Trade
+
+__all__ = [
+    "BOOKTICKER_ARCHIVE",
+    "BOOKTICKER_FUTURES_CAPTURE",
+    "BOOKTICKER_SPOT_CAPTURE",
+    "CM_TRADES",
+    "CM_TRADES_ARCHIVE",
+    "CSV_LAYOUTS",
+    "FIELD_KINDS",
+    "KLINES",
+    "MAX_INT64",
+    "SPOT_AGGTRADES",
+    "SPOT_TRADES",
+    "UM_AGGTRADES",
+    "UM_TRADES",
+    "AggTradeEvent",
+    "BadMessage",
+    "BookEvent",
+    "ControlEvent",
+    "CsvLayout",
+    "DepthDiffEvent",
+    "TradeEvent",
+    "WsEvent",
+    "agg_trade_fields",
+    "book_fields",
+    "classify_payload",
+    "depth_fields",
+    "layout_for_header",
+    "layout_for_row",
+    "parse_csv_row",
+    "parse_ws_message",
+    "to_ms",
+    "to_ms_array",
+    "trade_fields",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_INT64 = 2**63 - 1
+_US_FROM = 10**14  # epoch ms reaches 1e14 in the year 5138; epoch us is ~1.7e15 today
+_NS_FROM = 10**17  # epoch ns is ~1.7e18 today
+_FINF = math.inf
+
+
+class BadMessage(RtqisError):
+    """A payload or row that cannot be normalised; ``reason`` is one readable sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    """One ``@trade`` message."""
+
+    trade: Trade
+
+
+@dataclass(frozen=True, slots=True)
+class AggTradeEvent:
+    """One ``@aggTrade`` message; ``trade.trade_id`` is the aggregate id ``a``."""
+
+    trade: Trade
+    first_trade_id: int
+    last_trade_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookEvent:
+    """One ``@bookTicker`` message (``book.event_time`` is None for spot, which sends none)."""
+
+    book: BookTicker
+
+
+@dataclass(frozen=True, slots=True)
+class DepthDiffEvent:
+    """One ``depthUpdate``: levels ``(price, qty)`` to set; qty 0 removes the level."""
+
+    symbol: str
+    first_update_id: int
+    final_update_id: int
+    event_time: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    recv_time: int
+    prev_final_update_id: int | None = None  # futures ``pu``
+    transaction_time: int | None = None  # futures ``T``
+
+
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """Not market data: a subscription reply (``result``) or anything else we recognise (``other``)."""
+
+    kind: Literal["result", "other"]
+    payload: dict[str, Any]
+
+
+WsEvent = TradeEvent | AggTradeEvent | BookEvent | DepthDiffEvent | ControlEvent
+
+
+# --------------------------------------------------------------------------------------------------
+# Scalars
+
+
+def to_ms(t: int) -> int:
+    """Epoch time in ms from ms, us (>= 1e14) or ns (>= 1e17); sub-ms precision is dropped."""
+    if t >= _NS_FROM:
+        return t // 1_000_000
+    if t >= _US_FROM:
+        return t // 1_000
+    return t
+
+
+def to_ms_array(t: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`to_ms` over an int64 array (returns a new array only if something changes)."""
+    t = np.asarray(t, dtype=np.int64)
+    if t.size == 0 or t.max() < _US_FROM:
+        return t
+    return np.where(t >= _NS_FROM, t // 1_000_000, np.where(t >= _US_FROM, t // 1_000, t))
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _get(d: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return d[key]
+    except KeyError:
+        raise BadMessage(f"missing field {what} ({key!r})") from None
+
+
+def _float(v: Any, key: str, what: str) -> float:
+    if isinstance(v, str):
+        try:
+            x = float(v)
+        except ValueError:
+            raise BadMessage(f"{what} ({key!r}) is not a number: {_short(v)}") from None
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+        try:
+            x = float(v)
+        except OverflowError:
+            raise BadMessage(f"{what} ({key!r}) is out of range") from None
+    else:
+        raise BadMessage(f"{what} ({key!r}) has the wrong type: {type(v).__name__}")
+    if not math.isfinite(x):
+        raise BadMessage(f"{what} ({key!r}) is not a finite number: {_short(v)}")
+    return x
+
+
+def _positive(d: Mapping[str, Any], key: str, what: str) -> float:
+    x = _float(_get(d, key, what), key, what)
+    if x <= 0:
+        raise BadMessage(f"{what} ({key!r}) must be > 0, got {_short(d[key])}")
+    return x
+
+
+def _nonneg(v: Any, key: str, what: str) -> float:
+    x = _float(v, key, what)
+    if x < 0:
+        raise BadMessage(f"{what} ({key!r}) must be >= 0, got {_short(v)}")
+    return x
+
+
+def _int(d: Mapping[str, Any], key: str, what: str) -> int:
+    v = _get(d, key, what)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
+    if not 0 <= v <= MAX_INT64:
+        raise BadMessage(f"{what} ({key!r}) is out of range: {_short(v)}")
+    return v
+
+
+def _time(d: Mapping[str, Any], key: str, what: str) -> int:
+    t = _int(d, key, what)
+    if t <= 0:
+        raise BadMessage(f"{what} ({key!r}) must be > 0, got {t}")
+    return to_ms(t)
+
+
+def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
+    v = _get(d, key, what)
+    if not isinstance(v, bool):
+        raise BadMessage(f"{what} ({key!r}) must be true or false, got {type(v).__name__}")
+    return v
+
+
+def _symbol(d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None) -> str:
+    v = _get(d, "s", "symbol")
+    if not isinstance(v, str) or not v:
+        raise BadMessage(f"symbol ('s') must be a non-empty string, got {_short(v)}")
+    s = v.upper()
+    if symbols is not None and s not in symbols:
+        raise BadMessage(f"unknown symbol {_short(s)}")
+    return s
+
+
+# --------------------------------------------------------------------------------------------------
+# WebSocket payloads
+
+PayloadKind = Literal["trade", "aggTrade", "bookTicker", "depthUpdate", "result", "other"]
+
+
+def classify_payload(obj: Any) -> tuple[PayloadKind, dict[str, Any]]:
+    """Unwrap a decoded message and name its kind; raise :class:`BadMessage` if unknown."""
+    if not isinstance(obj, dict):
+        raise BadMessage(f"message is not a JSON object but {type(obj).__name__}")
+    if "data" in obj and "stream" in obj:
+        obj = obj["data"]
+        if not isinstance(obj, dict):
+            raise BadMessage(f"'data' of the combined-stream message is not an object but {type(obj).__name__}")
+    e = obj.get("e")
+    if e is None:
+        if "id" in obj and "result" in obj:
+            return "result", obj
+        if "id" in obj and "error" in obj:
+            return "other", obj
+        if "lastUpdateId" in obj:
+            return "other", obj  # REST depth snapshot recorded in a capture
+        if "u" in obj and "s" in obj and "b" in obj and "a" in obj:
+            return "bookTicker", obj  # spot bookTicker carries no event type
+        raise BadMessage("message has no event type ('e') and is not a bookTicker")
+    if e in ("trade", "aggTrade", "bookTicker", "depthUpdate"):
+        return e, obj
+    if e == "serverShutdown":
+        return "other", obj
+    raise BadMessage(f"event type ('e') {_short(e)} is not supported")
+
+
+def trade_fields(
+    d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None = None
+) -> tuple[str, int, float, float, int, int, bool]:
+    """``(symbol, trade_id, price, qty, trade_time, event_time, buyer_maker)`` of a trade payload."""
+    try:  # fast path for well-formed messages; anything unusual goes through the checks below
+        s, tid, p, q, tt, et, m = d["s"], d["t"], d["p"], d["q"], d["T"], d["E"], d["m"]
+        if (
+            type(p) is str
+            and type(q) is str
+            and type(tid) is int
+            and type(tt) is int
+            and type(et) is int
+            and type(m) is bool
+            and type(s) is str
+            and (s in symbols if symbols is not None else s.isupper())
+            and 0 <= tid <= MAX_INT64
+            and 0 < tt < _US_FROM
+            and 0 < et < _US_FROM
+        ):
+            pf, qf = float(p), float(q)
+            if 0 < pf < _FINF and 0 < qf < _FINF:
+                return s, tid, pf, qf, tt, et, m
+    except (KeyError, ValueError, TypeError):
+        pass
+    return (
+        _symbol(d, symbols),
+        _int(d, "t", "trade id"),
+        _positive(d, "p", "price"),
+        _positive(d, "q", "quantity"),
+        _time(d, "T", "trade time"),
+        _time(d, "E", "event time"),
+        _bool(d, "m", "buyer-maker flag"),
+    )
+
+
+def agg_trade_fields(
+    d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None = None
+) -> tuple[str, int, float, float, int, int, bool, int, int]:
+    """Like :func:`trade_fields` for an aggTrade (id = aggregate id ``a``), plus first and last trade id."""
+    return (
+        _symbol(d, symbols),
+        _int(d, "a", "aggregate trade id"),
+        _positive(d, "p", "price"),
+        _positive(d, "q", "quantity"),
+        _time(d, "T", "trade time"),
+        _time(d, "E", "event time"),
+        _bool(d, "m", "buyer-maker flag"),
+        _int(d, "f", "first trade id"),
+        _int(d, "l", "last trade id"),
+    )
+
+
+def book_fields(
+    d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None = None
+) -> tuple[str, int, float, float, float, float, int | None]:
+    """``(symbol, update_id, bid, bid_qty, ask, ask_qty, event_time|None)`` of a bookTicker payload."""
+    try:  # fast path for well-formed messages; anything unusual goes through the checks below
+        s, uid, b_, bq_, a_, aq_ = d["s"], d["u"], d["b"], d["B"], d["a"], d["A"]
+        et_ = d.get("E")
+        if (
+            type(b_) is str
+            and type(bq_) is str
+            and type(a_) is str
+            and type(aq_) is str
+            and type(uid) is int
+            and type(s) is str
+            and (s in symbols if symbols is not None else s.isupper())
+            and 0 <= uid <= MAX_INT64
+            and (et_ is None or (type(et_) is int and 0 < et_ < _US_FROM))
+        ):
+            bf_, bqf, af, aqf = float(b_), float(bq_), float(a_), float(aq_)
+            if 0 < bf_ < af < _FINF and 0 < bqf < _FINF and 0 < aqf < _FINF:
+                return s, uid, bf_, bqf, af, aqf, et_
+    except (KeyError, ValueError, TypeError):
+        pass
+    s = _symbol(d, symbols)
+    uid = _int(d, "u", "update id")
+    bid = _positive(d, "b", "bid price")
+    bq = _positive(d, "B", "bid quantity")
+    ask = _positive(d, "a", "ask price")
+    aq = _positive(d, "A", "ask quantity")
+    if bid >= ask:
+        raise BadMessage(f"crossed book: bid price ('b') {bid} >= ask price ('a') {ask}")
+    et = _time(d, "E", "event time") if "E" in d else None
+    return s, uid, bid, bq, ask, aq, et
+
+
+def _levels(d: Mapping[str, Any], key: str, what: str) -> list[tuple[float, float]]:
+    v = _get(d, key, what)
+    if not isinstance(v, list):
+        raise BadMessage(f"{what} ({key!r}) must be a list of [price, qty], got {type(v).__name__}")
+    out = []
+    for lvl in v:
+        if not isinstance(lvl, list) or len(lvl) < 2:
+            raise BadMessage(f"{what} ({key!r}) has a level that is not [price, qty]: {_short(lvl)}")
+        p = _float(lvl[0], key, f"{what} price")
+        if p <= 0:
+            raise BadMessage(f"{what} price ({key!r}) must be > 0, got {_short(lvl[0])}")
+        out.append((p, _nonneg(lvl[1], key, f"{what} quantity")))
+    return out
+
+
+def depth_fields(
+    d: Mapping[str, Any], recv_time_ms: int, symbols: set[str] | frozenset[str] | None = None
+) -> DepthDiffEvent:
+    """A ``depthUpdate`` payload as a :class:`DepthDiffEvent`."""
+    return DepthDiffEvent(
+        symbol=_symbol(d, symbols),
+        first_update_id=_int(d, "U", "first update id"),
+        final_update_id=_int(d, "u", "final update id"),
+        event_time=_time(d, "E", "event time"),
+        bids=_levels(d, "b", "bid"),
+        asks=_levels(d, "a", "ask"),
+        recv_time=recv_time_ms,
+        prev_final_update_id=_int(d, "pu", "previous final update id") if "pu" in d else None,
+        transaction_time=_time(d, "T", "transaction time") if "T" in d else None,
+    )
+
+
+def parse_ws_message(raw: str | bytes, recv_time_ms: int, symbols: set[str] | None = None) -> WsEvent:
+    """Normalise one WebSocket message (bare or combined-stream); raise :class:`BadMessage` if unusable.
+
+    ``recv_time_ms`` is the local receive time (epoch ms) stamped on the result; ``symbols``, if given,
+    is the set of accepted (upper-case) symbols.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError) as e:
+        raise BadMessage(f"message is not valid JSON ({str(e).splitlines()[0][:60]})") from None
+    kind, d = classify_payload(obj)
+    try:
+        if kind == "trade":
+            s, tid, p, q, tt, et, m = trade_fields(d, symbols)
+            return TradeEvent(Trade(**_trade_kw(s, tid, p, q, tt, et, recv_time_ms, m)))
+        if kind == "aggTrade":
+            s, tid, p, q, tt, et, m, f, last = agg_trade_fields(d, symbols)
+            return AggTradeEvent(Trade(**_trade_kw(s, tid, p, q, tt, et, recv_time_ms, m)), f, last)
+        if kind == "bookTicker":
+            s, uid, b, bq, a, aq, bet = book_fields(d, symbols)
+            return BookEvent(
+                BookTicker(
+                    symbol=s,
+                    update_id=uid,
+                    bid_price=b,
+                    bid_qty=bq,
+                    ask_price=a,
+                    ask_qty=aq,
+                    event_time=bet,
+                    recv_time=recv_time_ms,
+                )
+            )
+        if kind == "depthUpdate":
+            return depth_fields(d, recv_time_ms, symbols)
+    except ValidationError as e:  # a rule of the model we did not check above: still the message's fault
+        raise BadMessage(f"invalid {kind}: {e.errors()[0].get('msg', 'invalid value')}") from None
+    return ControlEvent("result" if kind == "result" else "other", d)
+
+
+def _trade_kw(s: str, tid: int, p: float, q: float, tt: int, et: int, recv: int, m: bool) -> dict[str, Any]:
+    return {
+        "symbol": s,
+        "trade_id": tid,
+        "price": p,
+        "qty": q,
+        "trade_time": tt,
+        "event_time": et,
+        "recv_time": recv,
+        "buyer_maker": m,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Archive CSV layouts
+
+FieldKind = Literal["id", "pos", "nonneg", "time", "bool", "count"]
+
+FIELD_KINDS: dict[str, FieldKind] = {
+    # trades
+    "trade_id": "id",
+    "price": "pos",
+    "qty": "pos",
+    "time": "time",
+    "buyer_maker": "bool",
+    # book tickers
+    "update_id": "id",
+    "bid_price": "pos",
+    "bid_qty": "pos",
+    "ask_price": "pos",
+    "ask_qty": "pos",
+    "event_time": "time",
+    "transaction_time": "time",
+    "recv_time": "time",
+    # klines
+    "open_time": "time",
+    "open": "pos",
+    "high": "pos",
+    "low": "pos",
+    "close": "pos",
+    "volume": "nonneg",
+    "close_time": "time",
+    "quote_volume": "nonneg",
+    "count": "count",
+    "taker_buy_volume": "nonneg",
+    "taker_buy_quote_volume": "nonneg",
+}
+"""How each output field of a CSV row is parsed and checked."""
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """One CSV layout: the file's columns (in order) and which output field each used column fills.
+
+    ``format`` is the :class:`rtqis.producers.files.FileFormat` value; ``header`` whether files of this
+    layout normally start with a header line (both are accepted when reading).
+    """
+
+    format: str
+    kind: Literal["trade", "book", "kline"]
+    columns: tuple[str, ...]
+    fields: tuple[tuple[str, str], ...]  # (output field, column name)
+    header: bool
+
+    @property
+    def out_fields(self) -> tuple[str, ...]:
+        return tuple(f for f, _ in self.fields)
+
+    def index(self, header: Sequence[str] | None = None) -> dict[str, int]:
+        """Output field -> column position, from the header line if there is one."""
+        cols = [c.strip() for c in header] if header is not None else list(self.columns)
+        return {f: cols.index(c) for f, c in self.fields}
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+
+def _layout(fmt: str, kind: Literal["trade", "book", "kline"], cols: str, fields: str, header: bool) -> CsvLayout:
+    pairs = tuple(tuple(p.split("=")) if "=" in p else (p, p) for p in fields.split(","))
+    return CsvLayout(fmt, kind, tuple(cols.split(",")), pairs, header)  # type: ignore[arg-type]
+
+
+SPOT_TRADES = _layout(
+    "spot_trades",
+    "trade",
+    "id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch",
+    "trade_id=id,price,qty,time,buyer_maker=isBuyerMaker",
+    header=False,
+)
+UM_TRADES = _layout(
+    "um_trades",
+    "trade",
+    "id,price,qty,quote_qty,time,is_buyer_maker",
+    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
+    header=True,
+)
+CM_TRADES = _layout(
+    "cm_trades",
+    "trade",
+    "id,price,qty_contracts,time,is_buyer_maker",
+    "trade_id=id,price,qty=qty_contracts,time,buyer_maker=is_buyer_maker",
+    header=True,
+)
+CM_TRADES_ARCHIVE = _layout(  # COIN-M as published on data.binance.vision: qty in contracts + base qty
+    "cm_trades",
+    "trade",
+    "id,price,qty,base_qty,time,is_buyer_maker",
+    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
+    header=True,
+)
+SPOT_AGGTRADES = _layout(
+    "spot_aggtrades",
+    "trade",
+    "agg_id,price,qty,first_id,last_id,time,isBuyerMaker,isBestMatch",
+    "trade_id=agg_id,price,qty,time,buyer_maker=isBuyerMaker",
+    header=False,
+)
+UM_AGGTRADES = _layout(
+    "um_aggtrades",
+    "trade",
+    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker",
+    "trade_id=agg_trade_id,price,qty=quantity,time=transact_time,buyer_maker=is_buyer_maker",
+    header=True,
+)
+BOOKTICKER_SPOT_CAPTURE = _layout(  # shared/data/binance/bookticker/*-spot-*: no exchange time
+    "bookticker",
+    "book",
+    "local_recv_ns,update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty",
+    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
+    "recv_time=local_recv_ns",
+    header=True,
+)
+BOOKTICKER_FUTURES_CAPTURE = _layout(  # shared/data/binance/bookticker/*-um-*, *-cm-*
+    "bookticker",
+    "book",
+    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time,local_recv_ns",
+    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
+    "event_time,recv_time=local_recv_ns",
+    header=True,
+)
+BOOKTICKER_ARCHIVE = _layout(  # futures bookTicker as published on data.binance.vision
+    "bookticker",
+    "book",
+    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time",
+    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,event_time",
+    header=True,
+)
+KLINES = _layout(
+    "klines",
+    "kline",
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore",
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume",
+    header=False,
+)
+
+CSV_LAYOUTS: tuple[CsvLayout, ...] = (
+    SPOT_TRADES,
+    UM_TRADES,
+    CM_TRADES,
+    CM_TRADES_ARCHIVE,
+    SPOT_AGGTRADES,
+    UM_AGGTRADES,
+    BOOKTICKER_SPOT_CAPTURE,
+    BOOKTICKER_FUTURES_CAPTURE,
+    BOOKTICKER_ARCHIVE,
+    KLINES,
+)
+
+
+def layout_for_header(header: Sequence[str]) -> CsvLayout | None:
+    """The layout whose columns are exactly ``header`` (or, failing that, all present in it)."""
+    names = [h.strip() for h in header]
+    for lay in CSV_LAYOUTS:
+        if list(lay.columns) == names:
+            return lay
+    have = set(names)
+    for lay in CSV_LAYOUTS:
+        if set(lay.columns) == have:
+            return lay
+    for lay in CSV_LAYOUTS:
+        if {c for _, c in lay.fields} <= have:
+            return lay
+    return None
+
+
+def _is_int(s: str) -> bool:
+    return s.strip().isdigit()
+
+
+def _is_bool(s: str) -> bool:
+    return s.strip().lower() in ("true", "false")
+
+
+def layout_for_row(row: Sequence[str]) -> CsvLayout | None:
+    """The layout of a header-less file from its first data row (field count and shapes)."""
+    n = len(row)
+    if n == 0 or not _is_int(row[0]):
+        return None
+    if n == 7 and _is_bool(row[5]) and _is_bool(row[6]):
+        return SPOT_TRADES
+    if n == 7 and _is_int(row[5]) and _is_bool(row[6]):
+        return UM_AGGTRADES
+    if n == 7 and _is_int(row[5]) and _is_int(row[6]):
+        return BOOKTICKER_ARCHIVE
+    if n == 8 and _is_int(row[5]) and _is_bool(row[6]):
+        return SPOT_AGGTRADES
+    if n == 6 and _is_int(row[4]) and _is_bool(row[5]):
+        return UM_TRADES
+    if n == 5 and _is_int(row[3]) and _is_bool(row[4]):
+        return CM_TRADES
+    if n == 12 and _is_int(row[6]):
+        return KLINES
+    return None
+
+
+def _csv_value(kind: FieldKind, col: str, s: str) -> Any:
+    if kind in ("id", "time", "count"):
+        try:
+            v = int(s)
+        except ValueError:
+            raise BadMessage(f"{col} is not an integer: {_short(s)}") from None
+        if not 0 <= v <= MAX_INT64:
+            raise BadMessage(f"{col} is out of range: {_short(s)}")
+        if kind == "time":
+            if v <= 0:
+                raise BadMessage(f"{col} must be > 0, got {_short(s)}")
+            return to_ms(v)
+        return v
+    if kind == "bool":
+        t = s.strip().lower()
+        if t not in ("true", "false"):
+            raise BadMessage(f"{col} is not true/false: {_short(s)}")
+        return t == "true"
+    try:
+        x = float(s)
+    except ValueError:
+        raise BadMessage(f"{col} is not a number: {_short(s)}") from None
+    if not math.isfinite(x):
+        raise BadMessage(f"{col} is not a finite number: {_short(s)}")
+    if kind == "pos" and x <= 0:
+        raise BadMessage(f"{col} must be > 0, got {_short(s)}")
+    if kind == "nonneg" and x < 0:
+        raise BadMessage(f"{col} must be >= 0, got {_short(s)}")
+    return x
+
+
+def parse_csv_row(
+    layout: CsvLayout, row: Sequence[str], index: Mapping[str, int] | None = None, width: int | None = None
+) -> tuple[Any, ...]:
+    """One CSV row as a tuple in ``layout.out_fields`` order; raise :class:`BadMessage` if unusable.
+
+    ``index`` maps output fields to positions (from :meth:`CsvLayout.index` of the file's header) and
+    ``width`` is the file's field count; by default the layout's own columns. Times are normalised to
+    ms; book rows must not be crossed.
+    """
+    idx = index if index is not None else layout.index()
+    n = width if width is not None else layout.width
+    if len(row) != n:
+        names = f" ({','.join(layout.columns)})" if n == layout.width else ""
+        raise BadMessage(f"expected {n} fields{names}, got {len(row)}")
+    cols = dict(layout.fields)
+    out = tuple(_csv_value(FIELD_KINDS[f], cols[f], row[idx[f]]) for f in layout.out_fields)
+    if layout.kind == "book":
+        o = dict(zip(layout.out_fields, out, strict=True))
+        if o["bid_price"] >= o["ask_price"]:
+            raise BadMessage(f"crossed book: bid price {o['bid_price']} >= ask price {o['ask_price']}")
+    elif layout.kind == "kline":
+        o = dict(zip(layout.out_fields, out, strict=True))
+        if o["high"] < o["low"]:
+            raise BadMessage(f"high {o['high']} < low {o['low']}")
+    return out
