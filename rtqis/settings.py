@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["ETHUSDT/BTCUSDT"], description="pairs as Y/X (y regressed on x)"
     )
 
+    # --- Binance source -----------------------------------------------------------------------------
+    binance_ws_url: str = Field("wss://stream.binance.com:9443", description="Binance WebSocket base URL")
+    binance_rest_url: str = Field("https://api.binance.com", description="Binance REST base URL")
+    binance_depth: bool = Field(True, description="keep a local order book and publish ticks.depth")
+    binance_agg_trades: bool = Field(False, description="also subscribe @aggTrade (logged, not published)")
+    depth_levels: int = Field(20, ge=1, le=1000, description="levels per side published to ticks.depth")
+    depth_max_per_s: float = Field(10.0, gt=0, le=100, description="ticks.depth publish rate per symbol")
+    stats_every_s: float = Field(10.0, gt=0, description="producers log their counters this often")
+
     # --- synthetic source ---------------------------------------------------------------------------
     synthetic_rate: float = Field(20.0, gt=0, description="trades per second per symbol")
     seed: int = 42

@@ -1,0 +1,77 @@
+"""Cut a live stream of ticks into frames: per (kind, symbol), at most ``max_ticks`` rows, and never
+holding a tick longer than ``max_ms`` (so sparse markets still see low latency)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from rtqis.schemas import models as m
+from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
+from rtqis.schemas.registry import FrameType
+
+__all__ = ["FrameBuffer"]
+
+
+class _Pending:
+    __slots__ = ("ftype", "rows", "since")
+
+    def __init__(self, ftype: FrameType, since: float) -> None:
+        self.ftype = ftype
+        self.rows: list[tuple[Any, ...]] = []
+        self.since = since
+
+
+class FrameBuffer:
+    """Rows in, frames out. ``clock`` is monotonic seconds (injectable for tests)."""
+
+    def __init__(self, max_ticks: int, max_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_ticks = max_ticks
+        self.max_s = max_ms / 1000.0
+        self.clock = clock
+        self._pending: dict[tuple[str, str], _Pending] = {}
+
+    def __len__(self) -> int:
+        return sum(len(p.rows) for p in self._pending.values())
+
+    def add(self, row: m.Trade | m.BookTicker) -> Frame | None:
+        """Add one tick; returns a full frame when this tick completes one."""
+        ftype = TRADE_FRAME if isinstance(row, m.Trade) else BOOK_FRAME
+        key = (ftype.name, row.symbol)
+        p = self._pending.get(key)
+        if p is None:
+            p = self._pending[key] = _Pending(ftype, self.clock())
+        p.rows.append(tuple(getattr(row, f) for f in ftype.dtypes))
+        if len(p.rows) >= self.max_ticks:
+            del self._pending[key]
+            return self._frame(row.symbol, p)
+        return None
+
+    def due(self) -> list[Frame]:
+        """Frames whose first tick is at least ``max_ms`` old, oldest first."""
+        now = self.clock()
+        out = []
+        for key in [k for k, p in self._pending.items() if now - p.since >= self.max_s]:
+            p = self._pending.pop(key)
+            out.append(self._frame(key[1], p))
+        return out
+
+    def flush(self) -> list[Frame]:
+        """Every pending frame (at shutdown)."""
+        out = [self._frame(k[1], p) for k, p in self._pending.items()]
+        self._pending.clear()
+        return out
+
+    @staticmethod
+    def _frame(symbol: str, p: _Pending) -> Frame:
+        cols: dict[str, Any] = {}
+        for i, name in enumerate(p.ftype.dtypes):
+            vals = [r[i] for r in p.rows]
+            if name in p.ftype.optional and any(v is None for v in vals):
+                cols[name] = None
+            else:
+                cols[name] = np.asarray(vals, dtype=p.ftype.dtypes[name])
+        return Frame(p.ftype, symbol, cols)
