@@ -121,6 +121,17 @@ def cmd_produce(s: Settings, a: argparse.Namespace) -> int:
 
     stop = threading.Event()
     install_stop_signals(stop)
+    if a.source == "binance":
+        from rtqis.producers.binance_live import run_binance
+
+        if a.no_depth:
+            s = s.model_copy(update={"binance_depth": False})
+        st = run_binance(s, handle_signals=True)
+        print(
+            f"sent {st.trades} trades and {st.books} book tickers in {st.frames} frames, "
+            f"{st.depth_published} depth snapshots; {st.dead_lettered} bad frames sent to deadletter"
+        )
+        return 0
     if a.source == "file":
         speed = None if a.speed == "max" else _positive_float(a.speed, "--speed")
         progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
@@ -316,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--rate", help="trades/s per symbol, or 'max' for load (default: RTQIS_SYNTHETIC_RATE, 20)")
     ps.add_argument("--limit", type=_positive_int, help="stop after this many trades")
     ps.add_argument("--duration", type=float, help="stop after this many seconds")
+    pb = psub.add_parser(
+        "binance", help="live Binance trades, best bid/ask and order book (RTQIS_BINANCE_WS_URL, RTQIS_SYMBOLS)"
+    )
+    pb.add_argument("--no-depth", action="store_true", help="skip the order book (ticks.depth)")
     pf = psub.add_parser(
         "file",
         help="Binance data files: archive trades/aggTrades/bookTicker CSV or zip, Parquet, raw WebSocket captures",

@@ -115,6 +115,8 @@ class Supervisor:
         logs = self.settings.log_dir
         if self.source == "synthetic":
             producer = self._child_argv("produce", "synthetic")
+        elif self.source == "binance":
+            producer = self._child_argv("produce", "binance")
         elif self.source == "file":
             from rtqis.producers.files import inspect_file
 
