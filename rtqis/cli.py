@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -227,6 +228,50 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sink(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.sinks.sink import run_sink, sink_paths
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if a.backfill_hours:
+        from rtqis.sinks.history import backfill
+
+        backfill(s, lookback_h=a.backfill_hours)
+    print(f"sink writing {sink_paths(s)[0]} (snapshot for readers: {sink_paths(s)[1]})", flush=True)
+    st = run_sink(s, stop)
+    print(f"sink stopped: {st.rows} rows in {st.batches} batches")
+    return 0
+
+
+def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.sinks.history import backfill
+
+    n = backfill(s, lookback_h=a.hours)
+    print(f"back-filled {n} 1m candles (5m derived) over the last {a.hours:g} h")
+    return 0
+
+
+def cmd_candles(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.sinks.history import import_candles, open_history
+    from rtqis.sinks.store import export_candles
+
+    if a.candles_cmd == "import":
+        n, how = import_candles(s, a.file, symbol=a.symbol.upper(), interval=a.interval)
+        print(f"imported {n} {a.interval} candles of {a.symbol.upper()} ({how})")
+        return 0
+    with open_history(s) as store:
+        start = parse_time(a.start) if a.start else None
+        end = parse_time(a.end) if a.end else None
+        if a.output:
+            n = export_candles(store, a.symbol.upper(), a.interval, start, end, fmt=a.format, out=Path(a.output))
+            print(f"exported {n} candles to {a.output}", file=sys.stderr)
+        else:
+            if a.format == "parquet":
+                raise RtqisError("--format parquet needs -o FILE")
+            n = export_candles(store, a.symbol.upper(), a.interval, start, end, fmt="csv", out=sys.stdout)
+    return 0
+
+
 def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.kafka.tail import tail
 
@@ -345,6 +390,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("worker", help="run the Faust worker (agents and tables)")
     c.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser("sink", help="store candles, analytics and the tick archive in DuckDB (effectively once)")
+    c.add_argument("--backfill-hours", type=float, default=0.0, help="first fill 1m candle holes from Binance REST")
+    c.set_defaults(func=cmd_sink)
+
+    c = sub.add_parser("backfill", help="fill holes in the 1m candles from Binance REST klines (5m derived)")
+    c.add_argument("--hours", type=float, default=24.0, help="look-back (default 24)")
+    c.set_defaults(func=cmd_backfill)
+
+    c = sub.add_parser("candles", help="import or export candles")
+    csub = c.add_subparsers(dest="candles_cmd", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    ci = csub.add_parser("import", help="load an OHLC CSV (Binance klines or generic header) in one transaction")
+    ci.add_argument("file", metavar="FILE")
+    ci.add_argument("--symbol", required=True)
+    ci.add_argument("--interval", default="1m")
+    ce = csub.add_parser("export", help="write candles as CSV or Parquet, sorted by open_time")
+    ce.add_argument("--symbol", required=True)
+    ce.add_argument("--interval", default="1m")
+    ce.add_argument("--start", metavar="T", help="ISO-8601 UTC or epoch ms (inclusive)")
+    ce.add_argument("--end", metavar="T", help="ISO-8601 UTC or epoch ms (exclusive)")
+    ce.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    ce.add_argument("-o", "--output", metavar="FILE", help="default: CSV to standard output")
+    c.set_defaults(func=cmd_candles)
 
     c = sub.add_parser("bench", help="measure codec, raw consume, worker throughput by tick shape, latency")
     c.add_argument("--ticks", type=_positive_int, default=200_000, help="ticks per throughput run (default 200000)")

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["ETHUSDT/BTCUSDT"], description="pairs as Y/X (y regressed on x)"
     )
 
+    # --- candles ------------------------------------------------------------------------------------
+    candle_intervals: Annotated[list[Literal["1m", "5m"]], NoDecode] = Field(
+        default_factory=lambda: ["1m", "5m"], description="candle intervals (comma-separated)"
+    )
+    candle_grace_ms: int = Field(2000, ge=0, description="a candle closes when event time passes its end + this")
+    live_candle_ms: int = Field(250, ge=10, description="the open candle is published at most this often")
+
     # --- Binance source -----------------------------------------------------------------------------
     binance_ws_url: str = Field("wss://stream.binance.com:9443", description="Binance WebSocket base URL")
     binance_rest_url: str = Field("https://api.binance.com", description="Binance REST base URL")
@@ -96,7 +103,7 @@ class Settings(BaseSettings):
     display_tz: str = Field("UTC", description="IANA time zone for display; data stays UTC")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("symbols", "pairs", mode="before")
+    @field_validator("symbols", "pairs", "candle_intervals", mode="before")
     @classmethod
     def _split_commas(cls, v: Any) -> Any:
         if isinstance(v, str):

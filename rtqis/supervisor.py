@@ -128,6 +128,7 @@ class Supervisor:
         return [
             Child("producer", producer, logs / "producer.log"),
             Child("worker", self._child_argv("worker"), logs / "worker.log"),
+            Child("sink", self._child_argv("sink"), logs / "sink.log"),
         ]
 
     def start(self) -> None:
@@ -152,7 +153,8 @@ class Supervisor:
             self.say(f"{child.name:<10} pid {child.proc.pid if child.proc else '?'}, log {child.log_path}")
         self.say("")
         self.say("Watch the ticks:   rtqis tail ticks.trade        (another terminal)")
-        self.say("Watch the worker:  rtqis tail analytics.ticker")
+        self.say("Watch the worker:  rtqis tail analytics.ticker   /   rtqis tail candles.1m")
+        self.say("Candle history:    rtqis candles export --symbol BTCUSDT --interval 1m")
         self.say("Stop everything:   Ctrl-C")
 
     def run(self) -> int:

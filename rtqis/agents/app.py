@@ -25,6 +25,7 @@ import faust
 import numpy as np
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from rtqis.analytics.candles import CandleState, interval_ms, to_rows
 from rtqis.errors import DecodeError
 from rtqis.kafka.offsets import broker_capabilities, true_end_offsets
 from rtqis.schemas import models as m
@@ -32,10 +33,12 @@ from rtqis.schemas.codec import decode as decode_message
 from rtqis.schemas.codec import encode
 from rtqis.schemas.frames import Frame, validate_trade_frame
 from rtqis.settings import Settings
-from rtqis.topics import DEADLETTER, TICKER, TRADES
+from rtqis.topics import CANDLES_1M, CANDLES_5M, DEADLETTER, TICKER, TRADES
 from rtqis.topics.registry import app_id
 
 __all__ = ["RtqisApp", "create_app"]
+
+CANDLE_TOPICS = {"1m": CANDLES_1M, "5m": CANDLES_5M}
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
             exact_end_offsets = broker_capabilities(settings).exact_end_offsets
         fix = "off" if exact_end_offsets else "end-offsets"
     _patch_fetch_wait(settings.fetch_max_wait_ms)
+    _patch_producer_flush()
     _patch_recovery_highwaters(settings if fix == "end-offsets" else None)
     ns = settings.namespace
     conf: dict[str, Any] = {
@@ -123,6 +127,39 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     log.info("recovery fix: %s; fetch wait %d ms", fix, settings.fetch_max_wait_ms)
     _register(app, settings)
     return app
+
+
+def _patch_producer_flush() -> None:
+    """Make Faust's producer-buffer flush wait until the buffer is really empty.
+
+    Faust commits consumer offsets after ``producer.flush()``, but its buffer flush gives up after
+    100 ms without a message sent (``flush_atmost``), so offsets could be committed while table
+    changelog records were still buffered; a SIGKILL then lost them and the table came back behind the
+    committed offsets (seen in tests/test_candles_pipeline.py). Waiting for the buffer to drain keeps
+    "changelog durable before offsets" true. During shutdown the wait is bounded (5 s).
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer, "_rtqis_patched", False):
+        return
+
+    async def flush(self: Any) -> None:
+        deadline = None
+        while self.size:
+            if self.should_stop:
+                loop = asyncio.get_running_loop()
+                deadline = deadline or loop.time() + 5.0
+                if loop.time() > deadline:
+                    log.error("producer buffer still holds %d messages at shutdown", self.size)
+                    return
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+    ProducerBuffer._rtqis_patched = True  # type: ignore[attr-defined]
 
 
 def _patch_recovery_highwaters(settings: Settings | None) -> None:
@@ -182,26 +219,52 @@ def _register(app: RtqisApp, settings: Settings) -> None:
             "dead-lettered %s[%s]@%s: %s (total %d)", msg.topic, msg.partition, msg.offset, reason, app.dead_letters
         )
 
-    @app.agent(trades, name="last_trade")
-    async def last_trade_agent(stream: Any) -> None:
-        """Last trade and counts per symbol. Idempotent: rows with trade ids already applied are skipped,
-        so a redelivered frame (at-least-once after a crash) changes nothing."""
+    candle_table = app.Table("candles", default=dict, partitions=settings.partitions)
+    candle_topics = {
+        iv: app.topic(spec.full_name(ns), value_serializer="raw", key_serializer="raw")
+        for iv, spec in CANDLE_TOPICS.items()
+        if iv in settings.candle_intervals
+    }
+    candles = _CandleBook(settings)
+
+    async def publish(topic: Any, model: m.Message, key: str, wait: bool = False) -> None:
+        value, headers = encode(model, codec)
+        fut = await topic.send(key=key.encode(), value=value, headers=headers)
+        if wait:
+            await fut  # delivered before the state that says "published" is written
+
+    @app.agent(trades, name="trades")
+    async def trades_agent(stream: Any) -> None:
+        """Every trade frame, decoded and validated once, then:
+        - ``last_trade`` table -> ``analytics.ticker`` (last trade and counts per symbol);
+        - ``candles`` table -> ``candles.1m`` / ``candles.5m`` (closed once, corrections, live <= 4/s).
+        Idempotent: trade ids already applied are skipped, so a frame redelivered after a crash changes
+        nothing. Closed candles are delivered before the table records them (at-least-once publish;
+        consumers upsert by (symbol, interval, open_time))."""
         async for event in stream.events():
             try:
                 frame = decode_message(event.value, event.headers, TRADES.value_schema)
                 if not isinstance(frame, Frame):
                     raise DecodeError(f"expected a TradeFrame, got {type(frame).__name__}")
             except DecodeError as e:
-                await dead_letter(event, str(e), event.value or b"", "worker.last_trade")
+                await dead_letter(event, str(e), event.value or b"", "worker.trades")
                 continue
             good, bad = validate_trade_frame(frame)
             if bad:
                 reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
-                await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, "worker.last_trade")
+                await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, "worker.trades")
                 frame = frame.take(good)
                 if not len(frame):
                     continue
-            state = last_trade[frame.symbol]
+            sym = frame.symbol
+            # candles first: closed ones are delivered before their state is stored
+            out, new_state = candles.update(sym, candle_table[sym], frame)
+            for interval, row, wait in out:
+                await publish(candle_topics[interval], m.Candle(**row), sym, wait=wait)
+            if new_state is not None:
+                candle_table[sym] = new_state
+
+            state = last_trade[sym]
             ids = frame.cols["trade_id"]
             assert ids is not None
             fresh = ids > state.get("trade_id", -1)
@@ -216,7 +279,57 @@ def _register(app: RtqisApp, settings: Settings) -> None:
                 "trades": state.get("trades", 0) + n,
                 "frames": state.get("frames", 0) + 1,
             }
-            last_trade[frame.symbol] = new
-            out = m.Ticker(symbol=frame.symbol, **new)
-            value, headers = encode(out, codec)
-            await ticker.send(key=frame.symbol.encode(), value=value, headers=headers)
+            last_trade[sym] = new
+            await publish(ticker, m.Ticker(symbol=sym, **new), sym)
+
+
+class _CandleBook:
+    """Per-symbol :class:`CandleState` objects cached in memory, checked against the table by a sequence
+    number (the table, restored from its changelog, is the truth after a restart or a rebalance)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.intervals = [(iv, interval_ms(iv)) for iv in settings.candle_intervals]
+        self.grace_ms = settings.candle_grace_ms
+        self.live_s = settings.live_candle_ms / 1000.0
+        self.cache: dict[str, tuple[int, dict[str, CandleState]]] = {}
+        self.last_live: dict[tuple[str, str], float] = {}
+
+    def _states(self, sym: str, stored: dict[str, Any]) -> tuple[int, dict[str, CandleState]]:
+        seq = int(stored.get("seq", 0))
+        cached = self.cache.get(sym)
+        if cached is not None and cached[0] == seq:
+            return cached
+        states = {
+            iv: CandleState.from_dict(stored["state"][iv])
+            if iv in stored.get("state", {})
+            else CandleState(size, grace_ms=self.grace_ms)
+            for iv, size in self.intervals
+        }
+        return seq, states
+
+    def update(
+        self, sym: str, stored: dict[str, Any], frame: Frame
+    ) -> tuple[list[tuple[str, dict[str, Any], bool]], dict[str, Any] | None]:
+        """Apply a frame: (candles to publish as (interval, row, wait for delivery), new table value or None)."""
+        seq, states = self._states(sym, stored)
+        c = frame.cols
+        out: list[tuple[str, dict[str, Any], bool]] = []
+        changed = False
+        now = time.monotonic()
+        for iv, _ in self.intervals:
+            upd = states[iv].update(c["trade_time"], c["price"], c["qty"], c["buyer_maker"], c["trade_id"])
+            if upd.applied == 0 and not len(upd.closed) and not len(upd.corrections):
+                continue
+            changed = True
+            final = to_rows(upd.closed, sym, iv, closed_before_ms=upd.closed_until) + to_rows(
+                upd.corrections, sym, iv, closed_before_ms=upd.closed_until, correction=True
+            )
+            out.extend((iv, row, True) for row in final)
+            if len(upd.live) and now - self.last_live.get((sym, iv), 0.0) >= self.live_s:
+                self.last_live[(sym, iv)] = now
+                out.extend((iv, row, False) for row in to_rows(upd.live, sym, iv))
+        if not changed:
+            return out, None
+        seq += 1
+        self.cache[sym] = (seq, states)
+        return out, {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}}

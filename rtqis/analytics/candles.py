@@ -165,6 +165,7 @@ class CandleAgg:
             value = getattr(self, name)
             if value is None:
                 value = np.zeros(len(self.open_time), dtype=np.float64)
+                setattr(self, name, value)
             if type(value) is not np.ndarray or value.dtype != dtype:
                 value = np.asarray(value, dtype=dtype)
                 setattr(self, name, value)

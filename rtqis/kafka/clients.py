@@ -31,6 +31,8 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf.update(
         {
             "compression.type": settings.compression,
+            # no duplicates or reordering on retries (works on Apache Kafka and on the embedded broker)
+            "enable.idempotence": True,
             "linger.ms": 5,
             "batch.num.messages": 10_000,
             "queue.buffering.max.kbytes": 256 * 1024,  # back-pressure point: 256 MB of unsent data

@@ -98,7 +98,7 @@ _BY_NAME = {t.name: t for t in ALL_TOPICS}
 
 #: Faust tables (name, source topic). Their changelog topics are created with the source topic's
 #: partition count before any worker starts (Faust raises PartitionsMismatch otherwise).
-TABLES: tuple[tuple[str, TopicSpec], ...] = (("last_trade", TRADES),)
+TABLES: tuple[tuple[str, TopicSpec], ...] = (("last_trade", TRADES), ("candles", TRADES))
 
 
 def app_id(namespace: str = "") -> str:

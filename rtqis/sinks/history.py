@@ -1,0 +1,179 @@
+"""History for the CLI and the dashboard while the sink may be running: read, import, back-fill.
+
+DuckDB lets one process write a file. When the sink runs it holds the live database, so:
+- reads use the sink's published snapshot (at most ``snapshot_s`` old) when the live file is locked;
+- ``candles import`` validates the whole file locally, then either writes it (sink not running) or
+  publishes the rows to ``candles.<interval>`` with ``source=import`` for the sink to store;
+- ``backfill`` (sink not running, or from the sink itself) fills holes in the 1m candles from
+  Binance REST klines and derives the 5m candles from the 1m ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rtqis.analytics.candles import CandleAgg, resample, to_rows
+from rtqis.errors import RtqisError
+from rtqis.settings import Settings
+from rtqis.sinks.sink import sink_paths
+from rtqis.sinks.store import Store, StoreError, import_candles_csv, open_snapshot
+
+__all__ = ["backfill", "import_candles", "open_history"]
+
+log = logging.getLogger(__name__)
+
+
+def open_history(settings: Settings) -> Store:
+    """A read-only Store: the live database if no sink holds it, else the sink's snapshot."""
+    live, snap = sink_paths(settings)
+    if live.exists():
+        try:
+            return Store(live, read_only=True)
+        except StoreError:
+            pass  # the sink holds it: read its snapshot
+    if snap.exists():
+        return open_snapshot(snap)
+    raise RtqisError(f"no candle history yet: {live} does not exist (run `rtqis up` or `rtqis sink`)")
+
+
+def import_candles(settings: Settings, path: str, *, symbol: str, interval: str = "1m") -> tuple[int, str]:
+    """Import an OHLC CSV; returns (rows, "written" | "published to the running sink")."""
+    live, _ = sink_paths(settings)
+    try:
+        store = Store(live)
+    except StoreError:
+        store = None
+    if store is not None:
+        with store:
+            return import_candles_csv(store, path, symbol=symbol, interval=interval), "written"
+    # the sink runs: validate into a scratch store, then hand the rows to the sink through Kafka
+    from rtqis.kafka.clients import MessageProducer
+    from rtqis.schemas.models import Candle
+    from rtqis.topics import by_name
+
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "import.duckdb") as scratch:
+        n = import_candles_csv(scratch, path, symbol=symbol, interval=interval)
+        df = scratch.candles(symbol, interval)
+    spec = by_name(f"candles.{interval}")
+    if spec is None:
+        raise RtqisError(f"the running sink only takes 1m and 5m candles through Kafka, not {interval}")
+    p = MessageProducer(settings)
+    fields = Candle.model_fields
+    for row in df.iter_rows(named=True):
+        clean: dict[str, Any] = {k: v for k, v in row.items() if k in fields and v is not None}
+        clean.update(source="import", closed=True)
+        clean.setdefault("quote_volume", 0.0)
+        clean.setdefault("trades", 0)
+        clean.setdefault("taker_buy_volume", 0.0)
+        clean.setdefault("taker_buy_quote_volume", 0.0)
+        clean.setdefault("vwap", 0.0)
+        p.send(spec, Candle(**clean), key=symbol, timestamp_ms=int(row["open_time"]))
+    if p.flush():
+        raise RtqisError("could not deliver every imported candle to the broker")
+    return n, "published to the running sink"
+
+
+def _klines_to_agg(k: Any) -> CandleAgg:
+    cols = k.columns() if callable(getattr(k, "columns", None)) else k.columns
+    n = len(cols["open_time"])
+    zeros = np.zeros(n, dtype=np.int64)
+    return CandleAgg.from_columns(
+        {
+            "open_time": cols["open_time"],
+            "open": cols["open"],
+            "high": cols["high"],
+            "low": cols["low"],
+            "close": cols["close"],
+            "volume": cols["volume"],
+            "quote_volume": cols["quote_volume"],
+            "taker_buy_volume": cols["taker_buy_volume"],
+            "taker_buy_quote_volume": cols["taker_buy_quote_volume"],
+            "trades": cols["trades"],
+            "first_trade_id": zeros - 1,
+            "last_trade_id": zeros - 1,
+            "first_time": cols["open_time"],
+            "last_time": cols["close_time"],
+        }
+    )
+
+
+def backfill(
+    settings: Settings, *, lookback_h: float = 24.0, now_ms: int | None = None, store: Store | None = None
+) -> int:
+    """Fill holes in the 1m candles of every symbol over the look-back from REST klines; derive 5m.
+
+    Returns the 1m rows written. Offline (REST unreachable): warns once and returns 0.
+    """
+    from rtqis.producers.binance_rest import BinanceRest, RestError
+
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    end = now - now % 60_000  # the current minute is still forming
+    start = end - int(lookback_h * 3600_000)
+    own = store is None
+    st = store or Store(sink_paths(settings)[0])
+    written = 0
+    try:
+        with BinanceRest(settings.binance_rest_url, max_retries=2) as rest:
+            for sym in settings.symbols:
+                for g0, g1 in st.missing_minutes(sym, start, end):
+                    try:
+                        k = rest.klines(sym, "1m", start_ms=g0, end_ms=g1 - 1)
+                    except RestError as e:
+                        log.warning("back-fill skipped (Binance REST unreachable or refused): %s", e)
+                        return written
+                    if not len(k):
+                        continue
+                    agg = _klines_to_agg(k)
+                    keep = (agg.open_time >= g0) & (agg.open_time < g1)
+                    agg = agg.take(keep)
+                    rows = to_rows(agg, sym, "1m", closed_before_ms=end, source="backfill")
+                    for r in rows:
+                        r["first_trade_id"] = r["last_trade_id"] = None
+                    written += st.upsert_candles(rows, source="backfill")
+                    # 5m windows touched by the gap, rebuilt from the stored 1m candles
+                    w0, w1 = g0 - g0 % 300_000, g1 - g1 % 300_000 + (300_000 if g1 % 300_000 else 0)
+                    ones = st.candles(sym, "1m", w0, w1)
+                    if ones.height:
+                        five = resample(_frame_to_agg(ones), 60_000, 300_000)
+                        full = five.take(five.open_time + 300_000 <= end)
+                        rows5 = to_rows(full, sym, "5m", closed_before_ms=end, source="backfill")
+                        for r in rows5:
+                            r["first_trade_id"] = r["last_trade_id"] = None
+                        st.upsert_candles(rows5, source="backfill")
+    finally:
+        if own:
+            st.close()
+    log.info("back-filled %d 1m candles over the last %.0f h", written, lookback_h)
+    return written
+
+
+def _frame_to_agg(df: pl.DataFrame) -> CandleAgg:
+    def col(name: str, fill: float = 0.0) -> np.ndarray:
+        return df[name].fill_null(fill).to_numpy()
+
+    n = df.height
+    return CandleAgg.from_columns(
+        {
+            "open_time": col("open_time").astype(np.int64),
+            "open": col("open"),
+            "high": col("high"),
+            "low": col("low"),
+            "close": col("close"),
+            "volume": col("volume"),
+            "quote_volume": col("quote_volume"),
+            "taker_buy_volume": col("taker_buy_volume"),
+            "taker_buy_quote_volume": col("taker_buy_quote_volume"),
+            "trades": col("trades", 0).astype(np.int64),
+            "first_trade_id": np.full(n, -1, dtype=np.int64),
+            "last_trade_id": np.full(n, -1, dtype=np.int64),
+            "first_time": col("open_time").astype(np.int64),
+            "last_time": col("close_time").astype(np.int64),
+        }
+    )
