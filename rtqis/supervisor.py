@@ -128,7 +128,12 @@ class Supervisor:
         return [
             Child("producer", producer, logs / "producer.log"),
             Child("worker", self._child_argv("worker"), logs / "worker.log"),
-            Child("sink", self._child_argv("sink"), logs / "sink.log"),
+            # live Binance: fill holes in the last 24 h of 1m candles from REST first (warns if offline)
+            Child(
+                "sink",
+                self._child_argv("sink", *(["--backfill-hours", "24"] if self.source == "binance" else [])),
+                logs / "sink.log",
+            ),
         ]
 
     def start(self) -> None:

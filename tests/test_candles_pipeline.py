@@ -33,7 +33,9 @@ def binance_klines() -> dict[int, list[str]]:
 
 
 def closed(settings: Settings, topic: str, want: int) -> dict[int, dict]:
-    rows = collect(settings, topic, lambda rows: sum(r["closed"] for r in rows) >= want, timeout_s=90)
+    rows = collect(
+        settings, topic, lambda rows: len({r["open_time"] for r in rows if r["closed"]}) >= want, timeout_s=90
+    )
     return {r["open_time"]: r for r in rows if r["closed"]}
 
 

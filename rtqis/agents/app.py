@@ -136,7 +136,7 @@ def _patch_producer_flush() -> None:
     100 ms without a message sent (``flush_atmost``), so offsets could be committed while table
     changelog records were still buffered; a SIGKILL then lost them and the table came back behind the
     committed offsets (seen in tests/test_candles_pipeline.py). Waiting for the buffer to drain keeps
-    "changelog durable before offsets" true. During shutdown the wait is bounded (5 s).
+    "changelog durable before offsets" true. While stopping it refuses, as Faust's own flush does.
     """
     from faust.transport.producer import ProducerBuffer
 
@@ -144,14 +144,10 @@ def _patch_producer_flush() -> None:
         return
 
     async def flush(self: Any) -> None:
-        deadline = None
         while self.size:
-            if self.should_stop:
-                loop = asyncio.get_running_loop()
-                deadline = deadline or loop.time() + 5.0
-                if loop.time() > deadline:
-                    log.error("producer buffer still holds %d messages at shutdown", self.size)
-                    return
+            if self.state != "running" or self.should_stop:
+                # as Faust does: refuse, so that no offset is committed past unsent changelog records
+                raise RuntimeError(f"Cannot flush: producer buffer stopping with {self.size} messages")
             self.message_sent.clear()
             try:
                 await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
@@ -227,11 +223,16 @@ def _register(app: RtqisApp, settings: Settings) -> None:
     }
     candles = _CandleBook(settings)
 
-    async def publish(topic: Any, model: m.Message, key: str, wait: bool = False) -> None:
+    async def publish(topic: Any, model: m.Message, key: str, on_delivered: Any = None) -> None:
         value, headers = encode(model, codec)
         fut = await topic.send(key=key.encode(), value=value, headers=headers)
-        if wait:
-            await fut  # delivered before the state that says "published" is written
+        if on_delivered is not None:
+            fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else on_delivered())
+
+    async def send_candles(sym: str, out: list[tuple[str, dict[str, Any], bool]]) -> None:
+        for interval, row, final in out:
+            cb = (lambda k=_candle_key(row): candles.delivered.add(k)) if final else None
+            await publish(candle_topics[interval], m.Candle(**row), sym, on_delivered=cb)
 
     @app.agent(trades, name="trades")
     async def trades_agent(stream: Any) -> None:
@@ -257,19 +258,19 @@ def _register(app: RtqisApp, settings: Settings) -> None:
                 if not len(frame):
                     continue
             sym = frame.symbol
-            # candles first: closed ones are delivered before their state is stored
+            # Every table write of a frame happens before the first await, so a stop or crash never
+            # leaves a frame half applied. Closed candles go through an outbox kept in the table:
+            # re-published after a restart until delivery is seen, so they are never lost.
             out, new_state = candles.update(sym, candle_table[sym], frame)
-            for interval, row, wait in out:
-                await publish(candle_topics[interval], m.Candle(**row), sym, wait=wait)
             if new_state is not None:
                 candle_table[sym] = new_state
-
             state = last_trade[sym]
             ids = frame.cols["trade_id"]
             assert ids is not None
             fresh = ids > state.get("trade_id", -1)
             n = int(fresh.sum())
             if n == 0:
+                await send_candles(sym, out)
                 continue
             i = int(np.flatnonzero(fresh)[-1])
             new = {
@@ -280,12 +281,22 @@ def _register(app: RtqisApp, settings: Settings) -> None:
                 "frames": state.get("frames", 0) + 1,
             }
             last_trade[sym] = new
+            await send_candles(sym, out)
             await publish(ticker, m.Ticker(symbol=sym, **new), sym)
+
+
+def _candle_key(row: dict[str, Any]) -> str:
+    """Identity of one published version of a closed candle (corrections are versions too)."""
+    return f"{row['interval']}|{row['open_time']}|{row['trades']}|{row['correction']}"
 
 
 class _CandleBook:
     """Per-symbol :class:`CandleState` objects cached in memory, checked against the table by a sequence
-    number (the table, restored from its changelog, is the truth after a restart or a rebalance)."""
+    number (the table, restored from its changelog, is the truth after a restart or a rebalance).
+
+    Closed candles and corrections also enter an *outbox* stored with the state. An outbox row leaves
+    only once this process has seen its delivery; rows restored from the changelog that this process
+    never sent are sent again (consumers upsert, so a repeat is harmless; a loss is impossible)."""
 
     def __init__(self, settings: Settings) -> None:
         self.intervals = [(iv, interval_ms(iv)) for iv in settings.candle_intervals]
@@ -293,6 +304,8 @@ class _CandleBook:
         self.live_s = settings.live_candle_ms / 1000.0
         self.cache: dict[str, tuple[int, dict[str, CandleState]]] = {}
         self.last_live: dict[tuple[str, str], float] = {}
+        self.delivered: set[str] = set()  # outbox keys whose delivery this process saw
+        self.sent: set[str] = set()  # outbox keys this process has sent
 
     def _states(self, sym: str, stored: dict[str, Any]) -> tuple[int, dict[str, CandleState]]:
         seq = int(stored.get("seq", 0))
@@ -314,7 +327,12 @@ class _CandleBook:
         seq, states = self._states(sym, stored)
         c = frame.cols
         out: list[tuple[str, dict[str, Any], bool]] = []
-        changed = False
+        outbox: list[dict[str, Any]] = [r for r in stored.get("outbox", []) if _candle_key(r) not in self.delivered]
+        changed = len(outbox) != len(stored.get("outbox", []))
+        for r in outbox:  # restored from the changelog and never sent by this process: send again
+            if _candle_key(r) not in self.sent:
+                self.sent.add(_candle_key(r))
+                out.append((r["interval"], r, True))
         now = time.monotonic()
         for iv, _ in self.intervals:
             upd = states[iv].update(c["trade_time"], c["price"], c["qty"], c["buyer_maker"], c["trade_id"])
@@ -324,7 +342,10 @@ class _CandleBook:
             final = to_rows(upd.closed, sym, iv, closed_before_ms=upd.closed_until) + to_rows(
                 upd.corrections, sym, iv, closed_before_ms=upd.closed_until, correction=True
             )
-            out.extend((iv, row, True) for row in final)
+            for row in final:
+                self.sent.add(_candle_key(row))
+                outbox.append(row)
+                out.append((iv, row, True))
             if len(upd.live) and now - self.last_live.get((sym, iv), 0.0) >= self.live_s:
                 self.last_live[(sym, iv)] = now
                 out.extend((iv, row, False) for row in to_rows(upd.live, sym, iv))
@@ -332,4 +353,5 @@ class _CandleBook:
             return out, None
         seq += 1
         self.cache[sym] = (seq, states)
-        return out, {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}}
+        self.delivered.difference_update(_candle_key(r) for r in stored.get("outbox", []) if r not in outbox)
+        return out, {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}, "outbox": outbox}

@@ -131,27 +131,38 @@ def _watermarks(c: Consumer, tps: list[TopicPartition]) -> dict[tuple[str, int],
 
 
 def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[tuple[str, int], int]:
-    """End offsets read from fetch responses: fetch at the reported end - 1; the high watermark that
-    comes back with the data is the true end (Tansu's ListOffsets is not)."""
+    """End offsets read with a fetch: start at the reported end - 1 and read what follows (the rest of
+    the last record batch); the end is past the last record seen, or the fetch's high watermark if
+    that is larger (Tansu's ListOffsets answer is the last batch's base offset + 1, too small)."""
     ends = {k: hi for k, (lo, hi) in wm.items()}
     todo = {k: hi - 1 for k, (lo, hi) in wm.items() if hi > lo}
     if not todo:
         return ends
     c.assign([TopicPartition(t, p, off) for (t, p), off in todo.items()])
     deadline = time.monotonic() + _PROBE_TIMEOUT_S
-    pending = set(todo)
-    while pending and time.monotonic() < deadline:
-        msg = c.poll(0.2)
+    seen: dict[tuple[str, int], int] = {}
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        msg = c.poll(0.05)
+        now = time.monotonic()
         if msg is None or msg.error():
+            # done once every partition answered and nothing more came for 200 ms
+            if len(seen) == len(todo) and now - quiet_since >= 0.2:
+                break
             continue
         k = (msg.topic(), msg.partition())
-        if k in pending:
-            pending.discard(k)
-            _, hi = c.get_watermark_offsets(TopicPartition(*k), cached=True)
-            ends[k] = max(hi, msg.offset() + 1)
+        if k in todo:
+            seen[k] = max(seen.get(k, -1), msg.offset())
+            quiet_since = now
     c.unassign()
-    if pending:
-        raise BrokerError(f"could not read the end of {sorted(pending)} within {_PROBE_TIMEOUT_S:.0f} s")
+    missing = set(todo) - set(seen)
+    if missing:
+        raise BrokerError(f"could not read the end of {sorted(missing)} within {_PROBE_TIMEOUT_S:.0f} s")
+    for k, last in seen.items():
+        _, hi = c.get_watermark_offsets(TopicPartition(*k), cached=True)
+        if last + 1 > hi:
+            log.info("%s[%d]: the fetch's high watermark %d is below the last record read + 1 (%d)", *k, hi, last + 1)
+        ends[k] = max(hi, last + 1, ends[k])
     return ends
 
 
