@@ -185,14 +185,12 @@ class _Progress:
 
 
 def cmd_worker(s: Settings, a: argparse.Namespace) -> int:
-    from faust.worker import Worker
-
-    from rtqis.agents.app import create_app
+    from rtqis.agents.app import create_app, make_worker
 
     app = create_app(s)
     level = {"warning": "warn"}.get(s.log_level, s.log_level)
-    worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # handles SIGINT/SIGTERM: stops agents, flushes, commits
+    # SIGINT/SIGTERM: stop at a frame boundary, flush, commit, exit (see make_worker)
+    make_worker(app, level).execute_from_commandline()
     return 0
 
 

@@ -180,9 +180,18 @@ def test_table_state_is_exact_after_restart(bootstrap: str, tmp_path: Path, proc
             break
     else:
         pytest.fail("no attempt left the changelog with a multi-record last batch")
+    before = len(collect(settings, TICKER.name, lambda rows: False, until_end=True))
     send(2)  # more trades arrive while it is down
     procs.start(settings, "worker", name="worker-final")
-    got = latest_tickers(settings, dict(total))
+    try:
+        got = latest_tickers(settings, dict(total))
+    except AssertionError:
+        rows = collect(settings, TICKER.name, lambda rows: False, until_end=True)
+        bad = next((i for i, r in enumerate(rows) if r["trades"] != r["trade_id"]), None)
+        raise AssertionError(
+            f"count drifted at ticker row {bad} of {len(rows)} ({before} written before the last restart): "
+            f"{rows[bad - 2 : bad + 2] if bad is not None else None}"
+        ) from None
     assert {s: t["trades"] for s, t in got.items()} == dict(total)
     expected = expected_last(settings)
     assert {s: e["trades"] for s, e in expected.items()} == dict(total)
