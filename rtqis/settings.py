@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     candle_grace_ms: int = Field(2000, ge=0, description="a candle closes when event time passes its end + this")
     live_candle_ms: int = Field(250, ge=10, description="the open candle is published at most this often")
 
+    # --- pair analytics -----------------------------------------------------------------------------
+    sample_ms: int = Field(1000, ge=10, le=3_600_000, description="pair sample clock (event time)")
+    pair_price: Literal["trade", "mid"] = Field("trade", description="leg price: last trade or mid of best bid/ask")
+    ols_window: int = Field(300, ge=3, description="rolling OLS window (samples)")
+    zscore_window: int = Field(300, ge=3, description="z-score window of the spread (samples)")
+    kalman_delta: float = Field(1e-6, gt=0, lt=1, description="Kalman state noise delta (prices scaled to 1 at start)")
+    kalman_obs_var: float = Field(1e-6, gt=0, description="Kalman observation variance (prices scaled to 1 at start)")
+    huber_window: int = Field(600, ge=10, description="Huber fair-value fit window (samples)")
+    huber_refit_every: int = Field(30, ge=1, description="refit the Huber fair value every K samples")
+    huber_epsilon: float = Field(1.35, gt=1.0, description="Huber epsilon (1.35 = 95% efficiency)")
+    adf_every_s: float = Field(60.0, gt=0, description="ADF test of each pair's spread every N s of event time")
+    adf_window: int = Field(600, ge=20, description="ADF window (samples)")
+    z_enter: float = Field(2.0, gt=0, description="alert when |z| reaches this (entry)")
+    z_exit: float = Field(0.5, ge=0, description="alert when |z| falls back to this (exit)")
+    alert_cooldown_s: float = Field(30.0, ge=0, description="no new entry alert within N s of the last alert")
+    stale_after_s: float = Field(10.0, gt=0, description="a leg without a new price for N s pauses its pair")
+    outlier_z: float = Field(6.0, gt=0, description="flag a sample whose |z| exceeds this as an outlier")
+
     # --- Binance source -----------------------------------------------------------------------------
     binance_ws_url: str = Field("wss://stream.binance.com:9443", description="Binance WebSocket base URL")
     binance_rest_url: str = Field("https://api.binance.com", description="Binance REST base URL")
@@ -154,6 +172,8 @@ class Settings(BaseSettings):
             for leg in p.split("/"):
                 if leg not in self.symbols:
                     raise ValueError(f"pair {p} uses {leg}, which is not in symbols {self.symbols}")
+        if self.z_exit >= self.z_enter:
+            raise ValueError(f"z_exit ({self.z_exit}) must be below z_enter ({self.z_enter}) for hysteresis")
         return self
 
     @classmethod

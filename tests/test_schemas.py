@@ -31,6 +31,8 @@ def _avro_types(py: Any) -> tuple[bool, set[str] | tuple[str, set[str]]]:
     if origin is list:
         (item,) = typing.get_args(py)
         return False, ("array", AVRO_OF[item])
+    if origin is typing.Literal:  # an enumerated string
+        return False, AVRO_OF[type(typing.get_args(py)[0])]
     return False, AVRO_OF[py]
 
 
@@ -90,8 +92,13 @@ def _strategy(model: type[m.Message]) -> st.SearchStrategy[m.Message]:
     for name in model.model_fields:
         opt, t = _avro_types(hints[name])
         base: st.SearchStrategy[Any]
-        if isinstance(t, tuple):
-            base = st.lists(finite if "double" in t[1] else text, max_size=5)
+        if typing.get_origin(hints[name]) is typing.Literal:
+            base = st.sampled_from(typing.get_args(hints[name]))
+        elif isinstance(t, tuple):
+            item = finite if "double" in t[1] else ms if "long" in t[1] else text
+            base = st.lists(item, max_size=5)
+        elif name == "window":
+            base = st.integers(min_value=10, max_value=2**31)
         elif "double" in t:
             base = positive if name in ("price", "qty", "bid_price", "ask_price") else finite
         elif name == "partition":

@@ -36,6 +36,7 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
         {
             "RTQIS_BROKER_PORT": str(free_port()),
             "RTQIS_WORKER_WEB_PORT": str(free_port()),
+            "RTQIS_UI_PORT": str(free_port()),
             "RTQIS_DATA_DIR": str(tmp_path / "var"),
             **env,
         }
@@ -68,6 +69,10 @@ def test_up_shows_ticks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
         r = run_cli("tail", "analytics.ticker", "--limit", "1", "--json", env=env, timeout=60)
         assert r.returncode == 0 and '"trades"' in r.stdout, r.stderr
+        r = run_cli("tail", "analytics.pair", "--limit", "2", "--json", env=env, timeout=60)
+        sig = [json.loads(line) for line in r.stdout.splitlines()]
+        assert r.returncode == 0 and [s["pair"] for s in sig] == ["ETHUSDT/BTCUSDT"] * 2, r.stderr
+        assert sig[1]["time"] - sig[0]["time"] == 1000  # one sample a second of event time
     finally:
         p.send_signal(signal.SIGINT)
         code = p.wait(60)

@@ -27,14 +27,16 @@ import numpy as np
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from rtqis.analytics.candles import CandleState, interval_ms, to_rows
+from rtqis.analytics.pair_model import PairModel, PairParams
+from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.errors import DecodeError
 from rtqis.kafka.offsets import broker_capabilities, true_end_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode as decode_message
 from rtqis.schemas.codec import encode
-from rtqis.schemas.frames import Frame, validate_trade_frame
+from rtqis.schemas.frames import Frame, validate_book_frame, validate_trade_frame
 from rtqis.settings import Settings
-from rtqis.topics import CANDLES_1M, CANDLES_5M, DEADLETTER, TICKER, TRADES
+from rtqis.topics import ADF, ADF_REQUESTS, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, LEGS, PAIR, TICKER, TRADES
 from rtqis.topics.registry import app_id
 
 __all__ = ["RtqisApp", "create_app", "make_worker"]
@@ -82,7 +84,7 @@ class RtqisApp(faust.App):
     recovery_fix: str
     pause: asyncio.Event  # set on SIGTERM/SIGINT: agents stop before their next event
     parked: asyncio.Event
-    busy: bool  # an agent is in the middle of an event
+    busy: int  # agents in the middle of an event
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -129,7 +131,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     app.dead_letters = 0
     app.pause = asyncio.Event()
     app.parked = asyncio.Event()
-    app.busy = False
+    app.busy = 0
     app.recovery_fix = fix
     log.info("recovery fix: %s; fetch wait %d ms", fix, settings.fetch_max_wait_ms)
     _register(app, settings)
@@ -228,7 +230,8 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         for iv, spec in CANDLE_TOPICS.items()
         if iv in settings.candle_intervals
     }
-    candles = _CandleBook(settings)
+    legs_topic = app.topic(LEGS.full_name(ns), value_serializer="raw", key_serializer="raw")
+    candles = _SymbolBook(settings, candles=True, sample=settings.pair_price == "trade")
 
     async def publish(topic: Any, model: m.Message, key: str, on_delivered: Any = None) -> None:
         value, headers = encode(model, codec)
@@ -236,10 +239,13 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         if on_delivered is not None:
             fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else on_delivered())
 
-    async def send_candles(sym: str, out: list[tuple[str, dict[str, Any], bool]]) -> None:
-        for interval, row, final in out:
-            cb = (lambda k=_candle_key(row): candles.delivered.add(k)) if final else None
-            await publish(candle_topics[interval], m.Candle(**row), sym, on_delivered=cb)
+    async def send_outputs(book: _SymbolBook, sym: str, out: list[tuple[str, dict[str, Any], bool]]) -> None:
+        for kind, row, final in out:
+            cb = (lambda k=_outbox_key(row): book.delivered.add(k)) if final else None
+            if kind == "leg":
+                await publish(legs_topic, m.LegSamples(**row), row["pair"], on_delivered=cb)
+            else:
+                await publish(candle_topics[kind], m.Candle(**row), sym, on_delivered=cb)
 
     @app.agent(trades, name="trades")
     async def trades_agent(stream: Any) -> None:
@@ -249,15 +255,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         Idempotent: trade ids already applied are skipped, so a frame redelivered after a crash changes
         nothing. Closed candles are delivered before the table records them (at-least-once publish;
         consumers upsert by (symbol, interval, open_time))."""
-        async for event in stream.events():
-            if app.pause.is_set():  # stopping: leave this event unprocessed and unacknowledged
-                app.parked.set()
-                await asyncio.Event().wait()
-            app.busy = True
-            try:
-                await _process(event)
-            finally:
-                app.busy = False
+        await _guarded(app, stream, _process)
 
     async def _process(event: Any) -> None:
         try:
@@ -278,7 +276,8 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         # Every table write of a frame happens before the first await, so a stop or crash never
         # leaves a frame half applied. Closed candles go through an outbox kept in the table:
         # re-published after a restart until delivery is seen, so they are never lost.
-        out, new_state = candles.update(sym, candle_table[sym], frame)
+        c = frame.cols
+        out, new_state = candles.update(sym, candle_table[sym], c, (c["trade_time"], c["price"], c["trade_id"]))
         if new_state is not None:
             candle_table[sym] = new_state
         state = last_trade[sym]
@@ -287,7 +286,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         fresh = ids > state.get("trade_id", -1)
         n = int(fresh.sum())
         if n == 0:
-            await send_candles(sym, out)
+            await send_outputs(candles, sym, out)
             return
         i = int(np.flatnonzero(fresh)[-1])
         new = {
@@ -298,33 +297,293 @@ def _register(app: RtqisApp, settings: Settings) -> None:
             "frames": state.get("frames", 0) + 1,
         }
         last_trade[sym] = new
-        await send_candles(sym, out)
+        await send_outputs(candles, sym, out)
         await publish(ticker, m.Ticker(symbol=sym, **new), sym)
 
+    if settings.pair_price == "mid":
+        book = app.topic(BOOK.full_name(ns), value_serializer="raw", key_serializer="raw")
+        book_table = app.Table("book_legs", default=dict, partitions=settings.partitions)
+        mids = _SymbolBook(settings, candles=False, sample=True)
 
-def _candle_key(row: dict[str, Any]) -> str:
-    """Identity of one published version of a closed candle (corrections are versions too)."""
+        @app.agent(book, name="book")
+        async def book_agent(stream: Any) -> None:
+            """Best bid/ask frames -> mid-price leg samples for the pairs (``RTQIS_PAIR_PRICE=mid``)."""
+            await _guarded(app, stream, _process_book)
+
+        async def _process_book(event: Any) -> None:
+            try:
+                frame = decode_message(event.value, event.headers, BOOK.value_schema)
+                if not isinstance(frame, Frame):
+                    raise DecodeError(f"expected a BookTickerFrame, got {type(frame).__name__}")
+            except DecodeError as e:
+                await dead_letter(event, str(e), event.value or b"", "worker.book")
+                return
+            good, bad = validate_book_frame(frame)
+            if bad:
+                reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
+                await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, "worker.book")
+                frame = frame.take(good)
+                if not len(frame):
+                    return
+            c = frame.cols
+            t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]  # spot: no event time
+            mid = (c["bid_price"] + c["ask_price"]) / 2.0  # type: ignore[operator]
+            out, new_state = mids.update(frame.symbol, book_table[frame.symbol], c, (t, mid, c["update_id"]))
+            if new_state is not None:
+                book_table[frame.symbol] = new_state
+            await send_outputs(mids, frame.symbol, out)
+
+    _register_pairs(app, settings, legs_topic, publish, dead_letter)
+
+
+async def _guarded(app: RtqisApp, stream: Any, handle: Any) -> None:
+    """Run ``handle(event)`` for every event; on stop, park before the next event (crash-only stop)."""
+    async for event in stream.events():
+        if app.pause.is_set():  # stopping: leave this event unprocessed and unacknowledged
+            app.parked.set()
+            await asyncio.Event().wait()
+        app.busy += 1
+        try:
+            await handle(event)
+        finally:
+            app.busy -= 1
+
+
+def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish: Any, dead_letter: Any) -> None:
+    """The pair agent: leg samples -> aligned samples -> PairSignal / Alert / AdfResult; ADF on request."""
+    ns = settings.namespace
+    out_topics = {
+        spec.name: app.topic(spec.full_name(ns), value_serializer="raw", key_serializer="raw")
+        for spec in (PAIR, ALERTS, ADF)
+    }
+    requests = app.topic(ADF_REQUESTS.full_name(ns), value_serializer="raw", key_serializer="raw")
+    # one table for the state and the sample-history chunks: all writes of an event go to one changelog
+    # partition, in order, so a crash keeps a prefix of them (chunks are written before the state)
+    state_table = app.Table("pair_state", default=dict, partitions=settings.partitions)
+    pairs = _PairBook(settings)
+
+    async def send(book_out: list[tuple[str, dict[str, Any], bool]], pair: str) -> None:
+        for kind, row, final in book_out:
+            cb = (lambda k=_pair_out_key(kind, row): pairs.delivered.add(k)) if final else None
+            model = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}[kind]
+            await publish(out_topics[kind], model(**row), pair, on_delivered=cb)
+
+    @app.agent(legs_topic, name="pairs")
+    async def pairs_agent(stream: Any) -> None:
+        """Leg samples of each pair (keyed by pair) -> ``analytics.pair`` every sample, ``alerts`` on
+        z-score crossings, ``analytics.adf`` every ``adf_every_s``. State: ``pair_state`` (aligner,
+        model scalars, outbox; key = pair) and the sample history in chunks (key = pair|chunk)."""
+        await _guarded(app, stream, _process_legs)
+
+    async def _process_legs(event: Any) -> None:
+        try:
+            msg = decode_message(event.value, event.headers, LEGS.value_schema)
+            if not isinstance(msg, m.LegSamples):
+                raise DecodeError(f"expected LegSamples, got {type(msg).__name__}")
+            if msg.pair not in pairs.pairs:
+                raise DecodeError(f"unknown pair {msg.pair!r} (configured: {', '.join(pairs.pairs)})")
+        except DecodeError as e:
+            await dead_letter(event, str(e), event.value or b"", "worker.pairs")
+            return
+        # every table write before the first await (see the trades agent)
+        out = pairs.apply(msg, state_table)
+        await send(out, msg.pair)
+
+    @app.agent(requests, name="adf_requests")
+    async def adf_requests_agent(stream: Any) -> None:
+        """On-demand ADF: an AdfRequest -> an AdfResult with its request_id on ``analytics.adf``."""
+        await _guarded(app, stream, _process_request)
+
+    async def _process_request(event: Any) -> None:
+        try:
+            req = decode_message(event.value, event.headers, ADF_REQUESTS.value_schema)
+            if not isinstance(req, m.AdfRequest):
+                raise DecodeError(f"expected an AdfRequest, got {type(req).__name__}")
+            if req.pair not in pairs.pairs:
+                raise DecodeError(f"unknown pair {req.pair!r} (configured: {', '.join(pairs.pairs)})")
+        except DecodeError as e:
+            await dead_letter(event, str(e), event.value or b"", "worker.adf_request")
+            return
+        _, model = pairs.load(req.pair, state_table)
+        res = model.adf(req.window, req.regression) if model is not None else None
+        if res is None:
+            log.info("ADF request %s for %s: not enough samples yet", req.request_id, req.pair)
+            return
+        await send([(ADF.name, {**res, "request_id": req.request_id}, False)], req.pair)
+
+
+def _pair_out_key(kind: str, row: dict[str, Any]) -> str:
+    return f"{kind}|{row['time']}|{row.get('kind', '')}"
+
+
+class _PairBook:
+    """Per-pair aligner and :class:`PairModel`, cached in memory and checked against the tables by a
+    sequence number; outputs go through an outbox kept in the state (as candles do), so a crash between
+    the table write and the delivery loses nothing (consumers upsert by (pair, time))."""
+
+    CHUNK = 60  # samples per pair_window entry
+
+    def __init__(self, settings: Settings) -> None:
+        self.pairs = list(settings.pairs)
+        self.params = PairParams.from_settings(settings)
+        self.max_pending = max(60, int(settings.stale_after_s * 1000 // settings.sample_ms) * 4)
+        self.cache: dict[str, tuple[int, PairAligner, PairModel]] = {}
+        self.delivered: set[str] = set()
+        self.sent: set[str] = set()
+
+    def load(self, pair: str, table: Any) -> tuple[int, PairModel | None]:
+        stored = table[pair]
+        seq = int(stored.get("seq", 0))
+        cached = self.cache.get(pair)
+        if cached is not None and cached[0] == seq:
+            return seq, cached[2]
+        if not stored:
+            return 0, None
+        n = int(stored["model"]["n"])
+        keep = min(n, self.params.history)
+        rows: list[Any] = []
+        for c in range((n - keep) // self.CHUNK, (n - 1) // self.CHUNK + 1 if n else 0):
+            rows.extend(table[f"{pair}|{c}"].get("rows", []))
+        first = n - keep
+        lo = (n - keep) // self.CHUNK * self.CHUNK
+        rows = rows[first - lo : n - lo]  # a chunk may hold rows of a later event whose state was lost
+        model = PairModel.from_state(pair, self.params, stored["model"], rows)
+        aligner = PairAligner.from_state(stored["aligner"])
+        self.cache[pair] = (seq, aligner, model)
+        return seq, model
+
+    def apply(self, msg: m.LegSamples, table: Any) -> list[tuple[str, dict[str, Any], bool]]:
+        pair = msg.pair
+        seq, model = self.load(pair, table)
+        stored = table[pair]
+        if model is None:
+            aligner, model = PairAligner(max_pending=self.max_pending), PairModel(pair, self.params)
+        else:
+            aligner = self.cache[pair][1]
+        out: list[tuple[str, dict[str, Any], bool]] = []
+        outbox = [r for r in stored.get("outbox", []) if _pair_out_key(r[0], r[1]) not in self.delivered]
+        for kind, row in outbox:  # restored from the changelog and never sent by this process: send again
+            if _pair_out_key(kind, row) not in self.sent:
+                self.sent.add(_pair_out_key(kind, row))
+                out.append((kind, row, True))
+        if not aligner.push(msg.leg, msg.time, msg.price, msg.last_time) and len(outbox) == len(
+            stored.get("outbox", [])
+        ):
+            return out  # a redelivered message: nothing new
+        n_before = model.n
+        rows = aligner.drain()
+        for t, x, y, xt, yt in zip(
+            rows.time.tolist(),
+            rows.x.tolist(),
+            rows.y.tolist(),
+            rows.x_time.tolist(),
+            rows.y_time.tolist(),
+            strict=True,
+        ):
+            st = model.step(t, x, y, xt, yt)
+            if st is None:
+                continue
+            new = [(PAIR.name, st.signal)]
+            for kind, threshold in st.alerts:
+                new.append((ALERTS.name, _alert_row(st.signal, kind, threshold)))
+            if st.adf_due and (res := model.adf()) is not None:
+                new.append((ADF.name, res))
+            for kind, row in new:
+                self.sent.add(_pair_out_key(kind, row))
+                outbox.append([kind, row])
+                out.append((kind, row, True))
+        # the sample history in chunks: rewrite the chunks that got rows (before the state: see above)
+        dropped = int(stored.get("dropped", 0))  # chunks below this are deleted
+        if model.n > n_before:
+            hist = list(model.hist)
+            base = model.n - len(hist)  # index of hist[0]
+            for c in range(n_before // self.CHUNK, (model.n - 1) // self.CHUNK + 1):
+                lo, hi = max(c * self.CHUNK, base), (c + 1) * self.CHUNK
+                chunk_rows = [list(r) for r in hist[lo - base : hi - base]]
+                if lo > c * self.CHUNK:  # the chunk starts before the history held: keep its head
+                    chunk_rows = table[f"{pair}|{c}"].get("rows", [])[: lo - c * self.CHUNK] + chunk_rows
+                table[f"{pair}|{c}"] = {"rows": chunk_rows}
+            # drop only chunks that the *previous* state no longer needs: if this event's state is lost
+            # in a crash, the previous one (written earlier to the same partition) must still load
+            needed_before = (n_before - min(n_before, self.params.history)) // self.CHUNK
+            for c in range(dropped, needed_before):
+                table.pop(f"{pair}|{c}", None)
+            dropped = max(dropped, needed_before)
+        seq += 1
+        self.cache[pair] = (seq, aligner, model)
+        self.delivered.difference_update(_pair_out_key(k, r) for k, r in stored.get("outbox", []))
+        table[pair] = {
+            "seq": seq,
+            "aligner": aligner.state(),
+            "model": model.state(),
+            "outbox": outbox,
+            "dropped": dropped,
+        }
+        return out
+
+
+def _alert_row(sig: dict[str, Any], kind: str, threshold: float) -> dict[str, Any]:
+    z, beta = sig["zscore"], sig["kalman_beta"]
+    what = {
+        "enter_short_spread": "spread rich: short y, long beta*x",
+        "enter_long_spread": "spread cheap: long y, short beta*x",
+        "exit": "spread back to normal: exit",
+    }[kind]
+    return {
+        "time": sig["time"],
+        "pair": sig["pair"],
+        "kind": kind,
+        "zscore": z,
+        "threshold": threshold,
+        "spread": sig["spread"],
+        "beta": beta,
+        "x": sig["x"],
+        "y": sig["y"],
+        "message": f"{sig['pair']} z={z:+.2f} crossed {threshold:+.2f}: {what} (beta {beta:.5g})",
+    }
+
+
+def _outbox_key(row: dict[str, Any]) -> str:
+    """Identity of one outbox row: a version of a closed candle (corrections are versions too) or a
+    message of leg samples."""
+    if "leg" in row:
+        return f"leg|{row['pair']}|{row['leg']}|{row['time'][0]}|{row['time'][-1]}"
     return f"{row['interval']}|{row['open_time']}|{row['trades']}|{row['correction']}"
 
 
-class _CandleBook:
-    """Per-symbol :class:`CandleState` objects cached in memory, checked against the table by a sequence
-    number (the table, restored from its changelog, is the truth after a restart or a rebalance).
+def pair_legs(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """symbol -> [(pair, "x" | "y"), ...] for every configured pair ``Y/X``."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for pair in settings.pairs:
+        y, x = pair.split("/")
+        out.setdefault(y, []).append((pair, "y"))
+        out.setdefault(x, []).append((pair, "x"))
+    return out
 
-    Closed candles and corrections also enter an *outbox* stored with the state. An outbox row leaves
-    only once this process has seen its delivery; rows restored from the changelog that this process
-    never sent are sent again (consumers upsert, so a repeat is harmless; a loss is impossible)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.intervals = [(iv, interval_ms(iv)) for iv in settings.candle_intervals]
+class _SymbolBook:
+    """Per-symbol state of the tick agents: candle states and the pair-leg sampler, cached in memory and
+    checked against the table by a sequence number (the table, restored from its changelog, is the
+    truth after a restart or a rebalance).
+
+    What must reach a topic - closed candles, corrections, leg samples - also enters an *outbox* stored
+    with the state. An outbox row leaves only once this process has seen its delivery; rows restored
+    from the changelog that this process never sent are sent again (consumers upsert or deduplicate,
+    so a repeat is harmless; a loss is impossible)."""
+
+    def __init__(self, settings: Settings, *, candles: bool, sample: bool) -> None:
+        self.intervals = [(iv, interval_ms(iv)) for iv in settings.candle_intervals] if candles else []
+        self.legs = pair_legs(settings) if sample else {}
+        self.step_ms = settings.sample_ms
+        self.max_fill = max(1, int(settings.stale_after_s * 1000 // settings.sample_ms) + 1)
         self.grace_ms = settings.candle_grace_ms
         self.live_s = settings.live_candle_ms / 1000.0
-        self.cache: dict[str, tuple[int, dict[str, CandleState]]] = {}
+        self.cache: dict[str, tuple[int, dict[str, CandleState], LegSampler | None]] = {}
         self.last_live: dict[tuple[str, str], float] = {}
         self.delivered: set[str] = set()  # outbox keys whose delivery this process saw
         self.sent: set[str] = set()  # outbox keys this process has sent
 
-    def _states(self, sym: str, stored: dict[str, Any]) -> tuple[int, dict[str, CandleState]]:
+    def _states(self, sym: str, stored: dict[str, Any]) -> tuple[int, dict[str, CandleState], LegSampler | None]:
         seq = int(stored.get("seq", 0))
         cached = self.cache.get(sym)
         if cached is not None and cached[0] == seq:
@@ -335,43 +594,72 @@ class _CandleBook:
             else CandleState(size, grace_ms=self.grace_ms)
             for iv, size in self.intervals
         }
-        return seq, states
+        sampler = None
+        if sym in self.legs:
+            sampler = (
+                LegSampler.from_state(stored["sampler"])
+                if "sampler" in stored
+                else LegSampler(step_ms=self.step_ms, max_fill=self.max_fill)
+            )
+        return seq, states, sampler
 
     def update(
-        self, sym: str, stored: dict[str, Any], frame: Frame
+        self, sym: str, stored: dict[str, Any], cols: dict[str, Any], sample_cols: tuple[Any, Any, Any] | None
     ) -> tuple[list[tuple[str, dict[str, Any], bool]], dict[str, Any] | None]:
-        """Apply a frame: (candles to publish as (interval, row, wait for delivery), new table value or None)."""
-        seq, states = self._states(sym, stored)
-        c = frame.cols
+        """Apply a frame: (rows to publish as (topic kind, row, wait for delivery), new table value or None).
+
+        ``cols`` are trade columns for the candles; ``sample_cols`` = (times, prices, ids) for the sampler.
+        """
+        seq, states, sampler = self._states(sym, stored)
         out: list[tuple[str, dict[str, Any], bool]] = []
-        outbox: list[dict[str, Any]] = [r for r in stored.get("outbox", []) if _candle_key(r) not in self.delivered]
+        outbox: list[dict[str, Any]] = [r for r in stored.get("outbox", []) if _outbox_key(r) not in self.delivered]
         changed = len(outbox) != len(stored.get("outbox", []))
         for r in outbox:  # restored from the changelog and never sent by this process: send again
-            if _candle_key(r) not in self.sent:
-                self.sent.add(_candle_key(r))
-                out.append((r["interval"], r, True))
+            if _outbox_key(r) not in self.sent:
+                self.sent.add(_outbox_key(r))
+                out.append((_kind(r), r, True))
+
+        def final(kind: str, row: dict[str, Any]) -> None:
+            self.sent.add(_outbox_key(row))
+            outbox.append(row)
+            out.append((kind, row, True))
+
         now = time.monotonic()
         for iv, _ in self.intervals:
-            upd = states[iv].update(c["trade_time"], c["price"], c["qty"], c["buyer_maker"], c["trade_id"])
+            upd = states[iv].update(
+                cols["trade_time"], cols["price"], cols["qty"], cols["buyer_maker"], cols["trade_id"]
+            )
             if upd.applied == 0 and not len(upd.closed) and not len(upd.corrections):
                 continue
             changed = True
-            final = to_rows(upd.closed, sym, iv, closed_before_ms=upd.closed_until) + to_rows(
+            for row in to_rows(upd.closed, sym, iv, closed_before_ms=upd.closed_until) + to_rows(
                 upd.corrections, sym, iv, closed_before_ms=upd.closed_until, correction=True
-            )
-            for row in final:
-                self.sent.add(_candle_key(row))
-                outbox.append(row)
-                out.append((iv, row, True))
+            ):
+                final(iv, row)
             if len(upd.live) and now - self.last_live.get((sym, iv), 0.0) >= self.live_s:
                 self.last_live[(sym, iv)] = now
                 out.extend((iv, row, False) for row in to_rows(upd.live, sym, iv))
+        if sampler is not None and sample_cols is not None:
+            before = sampler.state()
+            t, p, lt = sampler.update(*sample_cols)
+            changed = changed or sampler.state() != before
+            if len(t):
+                for pair, leg in self.legs[sym]:
+                    row = {"pair": pair, "leg": leg, "symbol": sym, "time": t.tolist(), "price": p.tolist()}
+                    final("leg", {**row, "last_time": lt.tolist()})
         if not changed:
             return out, None
         seq += 1
-        self.cache[sym] = (seq, states)
-        self.delivered.difference_update(_candle_key(r) for r in stored.get("outbox", []) if r not in outbox)
-        return out, {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}, "outbox": outbox}
+        self.cache[sym] = (seq, states, sampler)
+        self.delivered.difference_update(_outbox_key(r) for r in stored.get("outbox", []) if r not in outbox)
+        new = {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}, "outbox": outbox}
+        if sampler is not None:
+            new["sampler"] = sampler.state()
+        return out, new
+
+
+def _kind(row: dict[str, Any]) -> str:
+    return "leg" if "leg" in row else str(row["interval"])
 
 
 def make_worker(app: RtqisApp, loglevel: str) -> Any:

@@ -8,17 +8,19 @@ milliseconds UTC; prices are float64 in quote currency.
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "AdfRequest",
     "AdfResult",
     "Alert",
     "BookTicker",
     "Candle",
     "DeadLetter",
     "DepthSnapshot",
+    "LegSamples",
     "Message",
     "PairSignal",
     "Ticker",
@@ -152,6 +154,24 @@ class Alert(Message):
     x: float
     y: float
     message: str
+
+
+class LegSamples(Message):
+    schema_name = "rtqis.LegSamples"
+    pair: str
+    leg: Literal["x", "y"]
+    symbol: str
+    time: list[int]
+    price: list[float]
+    last_time: list[int]
+
+
+class AdfRequest(Message):
+    schema_name = "rtqis.AdfRequest"
+    pair: str
+    request_id: str
+    window: Annotated[int, Field(ge=10)] | None = None
+    regression: Literal["c", "ct", "ctt", "n"] = "c"
 
 
 class DeadLetter(Message):

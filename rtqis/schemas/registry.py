@@ -42,6 +42,8 @@ MODELS: dict[str, type[m.Message]] = {
         m.Alert,
         m.DeadLetter,
         m.Ticker,
+        m.LegSamples,
+        m.AdfRequest,
     )
 }
 

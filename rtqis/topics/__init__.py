@@ -2,6 +2,7 @@
 
 from rtqis.topics.registry import (
     ADF,
+    ADF_REQUESTS,
     ALERTS,
     ALL_TOPICS,
     BOOK,
@@ -9,6 +10,7 @@ from rtqis.topics.registry import (
     CANDLES_5M,
     DEADLETTER,
     DEPTH,
+    LEGS,
     PAIR,
     TICKER,
     TRADES,
@@ -19,6 +21,7 @@ from rtqis.topics.registry import (
 
 __all__ = [
     "ADF",
+    "ADF_REQUESTS",
     "ALERTS",
     "ALL_TOPICS",
     "BOOK",
@@ -26,6 +29,7 @@ __all__ = [
     "CANDLES_5M",
     "DEADLETTER",
     "DEPTH",
+    "LEGS",
     "PAIR",
     "TICKER",
     "TRADES",

@@ -12,6 +12,7 @@ from typing import Literal
 
 __all__ = [
     "ADF",
+    "ADF_REQUESTS",
     "ALERTS",
     "ALL_TOPICS",
     "BOOK",
@@ -19,6 +20,7 @@ __all__ = [
     "CANDLES_5M",
     "DEADLETTER",
     "DEPTH",
+    "LEGS",
     "PAIR",
     "TICKER",
     "TRADES",
@@ -77,6 +79,12 @@ PAIR = TopicSpec("analytics.pair", "rtqis.PairSignal", "pair", "hedge ratios, sp
 ADF = TopicSpec("analytics.adf", "rtqis.AdfResult", "pair", "ADF stationarity of each pair's spread")
 TICKER = TopicSpec("analytics.ticker", "rtqis.Ticker", "symbol", "last trade and counts per symbol (worker)")
 ALERTS = TopicSpec("alerts", "rtqis.Alert", "pair", "z-score threshold crossings")
+LEGS = TopicSpec(
+    "pairs.legs", "rtqis.LegSamples", "pair", "worker-internal: per-second leg prices routed to their pair"
+)
+ADF_REQUESTS = TopicSpec(
+    "analytics.adf.request", "rtqis.AdfRequest", "pair", "on-demand ADF requests (answers: analytics.adf)"
+)
 DEADLETTER = TopicSpec(
     "deadletter", "rtqis.DeadLetter", "stage", "rejected input with the reason and the raw payload", partitions=1
 )
@@ -91,6 +99,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ADF,
     TICKER,
     ALERTS,
+    LEGS,
+    ADF_REQUESTS,
     DEADLETTER,
 )
 
@@ -98,7 +108,12 @@ _BY_NAME = {t.name: t for t in ALL_TOPICS}
 
 #: Faust tables (name, source topic). Their changelog topics are created with the source topic's
 #: partition count before any worker starts (Faust raises PartitionsMismatch otherwise).
-TABLES: tuple[tuple[str, TopicSpec], ...] = (("last_trade", TRADES), ("candles", TRADES))
+TABLES: tuple[tuple[str, TopicSpec], ...] = (
+    ("last_trade", TRADES),
+    ("candles", TRADES),
+    ("pair_state", LEGS),
+    ("book_legs", BOOK),
+)
 
 
 def app_id(namespace: str = "") -> str:
