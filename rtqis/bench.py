@@ -42,7 +42,8 @@ from rtqis.producers.synthetic import SymbolSpec, SyntheticMarket
 from rtqis.schemas.codec import decode, encode
 from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings
-from rtqis.topics import TICKER, TRADES
+from rtqis.topics import ADF, CANDLES_1M, LEGS, PAIR, TICKER, TRADES
+from rtqis.topics.registry import app_id
 
 __all__ = ["run_bench"]
 
@@ -240,69 +241,261 @@ def _pct(xs: list[float]) -> dict[str, float]:
     }
 
 
+_WARMUP_S = 5.0  # latency counted after this much of the steady feed
+
+
+def _assigned(s: Settings, spec: Any) -> Any:
+    topic = spec.full_name(s.namespace)
+    c = new_consumer(s)
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    return c
+
+
 def bench_latency(settings: Settings, seconds: float, rate: float, say: Say, tmp: Path) -> dict[str, Any]:
-    """Steady feed (``rate`` trades/s in all, plus book tickers): per-hop latency in ms."""
+    """Steady live-like feed (``rate`` trades/s in all, plus book tickers), latency in ms per path:
+    tick produced -> consumed; tick -> worker output (Ticker); tick -> live candle update published
+    (from the candle's last trade); sample time -> PairSignal published."""
     s = _ns(settings)
     w = Worker(s, tmp / "worker-latency.log")
-    hop1: list[float] = []
-    hop2: list[float] = []
+    hops: dict[str, list[float]] = {"consumer": [], "ticker": [], "candle": [], "signal": []}
+    trade_time: dict[tuple[str, int], int] = {}
     stop = threading.Event()
+    warm = [float("inf")]  # epoch ms after which latencies count: the first seconds warm caches and fetches
 
     def consume_ticks() -> None:
-        topic = TRADES.full_name(s.namespace)
-        c = new_consumer(s)
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        c = _assigned(s, TRADES)
         while not stop.is_set():
             msg = c.poll(0.1)  # poll, not consume(n, t): consume waits for n messages or t
             if msg is not None and not msg.error():
                 now = time.time() * 1000
                 f = decode(msg.value(), msg.headers())
-                hop1.extend(now - f.cols["event_time"])  # type: ignore[union-attr,operator]
+                if now >= warm[0]:
+                    hops["consumer"].extend(now - f.cols["event_time"])  # type: ignore[union-attr,operator]
+                ids, times = f.cols["trade_id"], f.cols["event_time"]  # type: ignore[union-attr]
+                trade_time.update(zip(((f.symbol, int(i)) for i in ids), times.tolist(), strict=True))  # type: ignore[union-attr]
         c.close()
 
-    def consume_ticker() -> None:
-        topic = TICKER.full_name(s.namespace)
-        c = new_consumer(s)
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
+    def consume(spec: Any, on: Callable[[int, Any], None]) -> None:
+        c = _assigned(s, spec)
         while not stop.is_set():
-            for msg in c.consume(100, 0.2):
-                if not msg.error():
-                    t = decode(msg.value(), msg.headers())
-                    hop2.append(msg.timestamp()[1] - t.event_time)  # type: ignore[union-attr]
+            for msg in c.consume(100, 0.1):
+                if not msg.error() and msg.timestamp()[1] >= warm[0]:
+                    on(msg.timestamp()[1], decode(msg.value(), msg.headers()))
         c.close()
+
+    def on_ticker(ts: int, t: Any) -> None:
+        hops["ticker"].append(ts - t.event_time)
+
+    def on_candle(ts: int, c: Any) -> None:
+        # the live candle of the current window (the previous one stays open through its grace period)
+        if not c.closed and c.close_time >= ts and (tt := trade_time.get((c.symbol, c.last_trade_id))) is not None:
+            hops["candle"].append(ts - tt)
+
+    def on_signal(ts: int, sig: Any) -> None:
+        hops["signal"].append(ts - sig.time)
 
     try:
-        # let the worker join its group before the clock starts
-        _wait_ready(w)
-        threads = [threading.Thread(target=consume_ticks), threading.Thread(target=consume_ticker)]
+        _wait_ready(w)  # let the worker join its group before the clock starts
+        threads = [threading.Thread(target=consume_ticks)] + [
+            threading.Thread(target=consume, args=a)
+            for a in ((TICKER, on_ticker), (CANDLES_1M, on_candle), (PAIR, on_signal))
+        ]
         for t in threads:
             t.start()
         feed = s.model_copy(update={"synthetic_rate": rate / len(s.symbols)})
-        run_synthetic(feed, duration_s=seconds, report_every_s=1e9)
-        time.sleep(1.0)
+        warm[0] = time.time() * 1000 + 1000 * _WARMUP_S
+        run_synthetic(feed, duration_s=seconds + _WARMUP_S, report_every_s=1e9)
+        time.sleep(1.5)
         stop.set()
         for t in threads:
             t.join()
+        rss = w.rss_mb()
     finally:
         stop.set()
         w.stop()
     res = {
         "rate_trades_per_s": rate,
         "seconds": seconds,
+        "warmup_seconds": _WARMUP_S,
         "fetch_max_wait_ms": s.fetch_max_wait_ms,
         "frame_max_ms": s.frame_max_ms,
-        "tick_to_consumer_ms": _pct(hop1),
-        "tick_to_worker_output_ms": _pct(hop2),
+        "tick_to_consumer_ms": _pct(hops["consumer"]),
+        "tick_to_worker_output_ms": _pct(hops["ticker"]),
+        "candle": _pct(hops["candle"]),
+        "signal": _pct(hops["signal"]),
+        "worker_rss_mb": rss,
     }
-    for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms"):
+    for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal"):
         p = res[k]
         if p:
             say(
                 f"latency {k:<26} p50 {p['p50']:6.1f}  p95 {p['p95']:6.1f}  p99 {p['p99']:6.1f}  max {p['max']:7.1f} ms"
             )
     return res
+
+
+class Child:
+    """A `rtqis <command>` child process (worker, sink) with its log."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        with log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rtqis", *args],
+                env=_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    rss_mb = Worker.rss_mb
+    stop = Worker.stop
+
+
+def _symbols(n: int) -> list[str]:
+    return ["BTCUSDT", "ETHUSDT"] if n <= 2 else [f"SYM{i:02d}USDT" for i in range(n)]
+
+
+def _pairs(symbols: list[str], n: int) -> list[str]:
+    out = [f"{y}/{x}" for i, x in enumerate(symbols) for y in symbols[i + 1 :]]
+    if len(out) < n:
+        raise ValueError(f"{len(symbols)} symbols give {len(out)} pairs, not {n}")
+    return out[:n]
+
+
+def _lags(settings: Settings, topics: list[str], group: str) -> int:
+    names = [t.full_name(settings.namespace) for t in topics]
+    return sum(r.lag or 0 for r in topic_offsets(settings, names, group=group))
+
+
+def bench_e2e(
+    settings: Settings,
+    n: int,
+    tmp: Path,
+    *,
+    pairs: int = 1,
+    partitions: int = 1,
+    workers: int = 1,
+    rate: float = 25.0,
+    say: Say = print,
+) -> dict[str, Any]:
+    """``n`` synthetic trades through the whole pipeline: producer -> worker (candles, pair sampler,
+    pair analytics) -> sink (DuckDB), produced as fast as the broker takes them at a live-like density
+    of ``rate`` trades/s per symbol of event time (the recorded Binance capture: BTCUSDT 30, ETHUSDT
+    22), so the per-sample analytics cost what they cost on real data. Timed from the first tick
+    produced to the moment the sink has committed every trade, candle and signal (it commits only
+    after the rows are durable)."""
+    symbols = _symbols(max(2, min(15, pairs + 1)) if pairs > 1 else 2)
+    s = _ns(
+        settings,
+        symbols=symbols,
+        pairs=_pairs(symbols, pairs),
+        partitions=partitions,
+        data_dir=tmp / f"e2e-{uuid.uuid4().hex[:6]}",
+    )
+    kids = [Child(s, tmp / f"e2e-worker{i}.log", "worker") for i in range(workers)]
+    for i, k in enumerate(kids[1:], 1):  # each worker binds its own web port
+        k.stop()
+        kids[i] = Child(s.model_copy(update={"worker_web_port": _free_port()}), tmp / f"e2e-worker{i}.log", "worker")
+    sink = Child(s, tmp / "e2e-sink.log", "sink")
+    res: dict[str, Any] = {"ticks": n, "pairs": pairs, "symbols": len(symbols), "partitions": partitions}
+    res["workers"] = workers
+    try:
+        for k in kids:
+            _wait_ready(k)  # type: ignore[arg-type]
+        feed = s.model_copy(update={"synthetic_rate": rate})
+        t0 = time.monotonic()
+        stats = run_synthetic(feed, rate=rate, max_rate=True, keep_rate=True, limit=n, report_every_s=1e9, book=False)
+        t_prod = time.monotonic() - t0
+        worker_group = app_id(s.namespace)
+        sink_group = f"rtqis-sink-{s.namespace}"
+        peak = {"worker": 0.0, "sink": 0.0}
+        deadline = time.monotonic() + max(300.0, n / 2000)
+        t_worker = None
+        while time.monotonic() < deadline:
+            peak["worker"] = max(peak["worker"], sum(k.rss_mb() for k in kids))
+            peak["sink"] = max(peak["sink"], sink.rss_mb())
+            if t_worker is None and _lags(s, [TRADES, LEGS], worker_group) == 0:
+                t_worker = time.monotonic() - t0
+            if t_worker is not None and _lags(s, [TRADES, PAIR, CANDLES_1M, ADF], sink_group) == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise TimeoutError(f"pipeline not drained in time: see {tmp}")
+        t_all = time.monotonic() - t0
+        signals = sum(r.end for r in topic_offsets(s, [PAIR.full_name(s.namespace)]))
+    finally:
+        for k in [*kids, sink]:
+            k.stop()
+    res |= {
+        "trades_produced": stats.trades,
+        "signals": signals,
+        "event_hours": round(stats.trades / rate / len(symbols) / 3600, 2),
+        "producer_ticks_per_s": stats.trades / t_prod,
+        "worker_ticks_per_s": stats.trades / t_worker,
+        "e2e_ticks_per_s": stats.trades / t_all,
+        "e2e_seconds": t_all,
+        "worker_rss_mb": peak["worker"],
+        "sink_rss_mb": peak["sink"],
+    }
+    say(
+        f"end to end, {n:,} trades ({res['event_hours']} h of {len(symbols)} symbols), {pairs} pair(s), "
+        f"{partitions} partition(s), {workers} worker(s): {res['e2e_ticks_per_s']:,.0f} ticks/s "
+        f"(producer {res['producer_ticks_per_s']:,.0f}, worker {res['worker_ticks_per_s']:,.0f}); "
+        f"{signals:,} signals; worker RSS {peak['worker']:.0f} MB, sink {peak['sink']:.0f} MB"
+    )
+    return res
+
+
+def bench_kernels(say: Say) -> dict[str, Any]:
+    """Per-update cost of each incremental kernel (microseconds), batch cost per sample, 1 vs 100 pairs."""
+    from rtqis.analytics import HuberFairValue, KalmanHedge, RollingOLS, RollingZScore, kalman_hedge, rolling_ols
+    from rtqis.analytics.pair_model import PairModel, PairParams
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    x = 90_000 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
+    y = 0.033 * x + rng.normal(0, 1.0, n)
+    xs, ys = x.tolist(), y.tolist()
+
+    def per_update(make: Callable[[], Any], step: Callable[[Any, int], Any], k: int = n) -> float:
+        obj = make()
+        t = time.perf_counter()
+        for i in range(k):
+            step(obj, i)
+        return (time.perf_counter() - t) / k * 1e6
+
+    out: dict[str, Any] = {
+        "rolling_ols_us": per_update(lambda: RollingOLS(300), lambda o, i: o.update(xs[i], ys[i])),
+        "zscore_us": per_update(lambda: RollingZScore(300), lambda o, i: o.update(ys[i])),
+        "kalman_1_pair_us": per_update(lambda: KalmanHedge(1), lambda o, i: o.update(xs[i], ys[i])),
+        "huber_refit30_us": per_update(lambda: HuberFairValue(600, 30), lambda o, i: o.update(xs[i], ys[i]), 3000),
+    }
+    x100, y100 = np.repeat(x[:, None], 100, axis=1), np.repeat(y[:, None], 100, axis=1)
+    out["kalman_100_pairs_us"] = per_update(lambda: KalmanHedge(100), lambda o, i: o.update(x100[i], y100[i]), 5000)
+    t = time.perf_counter()
+    rolling_ols(x, y, 300)
+    out["rolling_ols_batch_us"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    kalman_hedge(x, y)
+    out["kalman_batch_us"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    kalman_hedge(x100[:5000], y100[:5000])
+    out["kalman_batch_100_pairs_us"] = (time.perf_counter() - t) / 5000 * 1e6
+    model = PairModel("Y/X", PairParams())
+    t = time.perf_counter()
+    for i in range(5000):
+        model.step(1000 * (i + 1), xs[i], ys[i], 1000 * (i + 1), 1000 * (i + 1))
+    out["pair_model_step_us"] = (time.perf_counter() - t) / 5000 * 1e6
+    t = time.perf_counter()
+    for _ in range(20):
+        model.adf()
+    out["adf_600_ms"] = (time.perf_counter() - t) / 20 * 1e3
+    for k, v in out.items():
+        say(f"kernel {k:<28} {v:10.2f}")
+    return out
 
 
 def _wait_ready(w: Worker, timeout_s: float = 60) -> None:
@@ -333,7 +526,7 @@ def run_bench(
     *,
     ticks: int = 200_000,
     runs: int = 1,
-    sections: tuple[str, ...] = ("codec", "raw", "shapes", "latency"),
+    sections: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency"),
     latency_seconds: float = 30.0,
     latency_rate: float = 2000.0,
     json_path: Path | None = None,
@@ -370,7 +563,7 @@ def run_bench(
         if "codec" in sections:
             res["codec"] = bench_codec(say)
         if "raw" in sections:
-            res["raw"] = _median_runs(lambda: bench_raw(settings, 5 * ticks, say), runs, "ticks_per_s")
+            res["raw"] = _median_runs(lambda: bench_raw(settings, ticks, say), runs, "ticks_per_s")
             res["raw_consume_per_s"] = res["raw"]["ticks_per_s"]
         if "shapes" in sections:
             shapes = []
@@ -399,8 +592,25 @@ def run_bench(
             if default:
                 res["worker_ticks_per_s"] = default[0]["ticks_per_s"]
                 res["worker_rss_mb"] = default[0]["worker_rss_mb"]
+        if "kernels" in sections:
+            res["kernels"] = bench_kernels(say)
+        if "e2e" in sections:
+            res["e2e"] = _median_runs(lambda: bench_e2e(settings, ticks, tmp, say=say), runs, "e2e_ticks_per_s")
+            res["e2e_ticks_per_s"] = res["e2e"]["e2e_ticks_per_s"]
+            res["worker_rss_mb"] = res["e2e"]["worker_rss_mb"]
+            if "raw_consume_per_s" in res:
+                res["e2e_vs_raw"] = res["e2e_ticks_per_s"] / res["raw_consume_per_s"]
+        if "scaling" in sections:
+            plan = [(1, 1, 1), (100, 1, 1), (1, 4, 1), (1, 4, 2)]
+            res["scaling"] = [
+                bench_e2e(settings, max(1, ticks // 5), tmp, pairs=p, partitions=k, workers=w, say=say)
+                for p, k, w in plan
+            ]
+            one, hundred = res["scaling"][0], res["scaling"][1]
+            res["cost_100_pairs_vs_1"] = one["e2e_ticks_per_s"] / hundred["e2e_ticks_per_s"]
         if "latency" in sections:
             res["latency"] = bench_latency(settings, latency_seconds, latency_rate, say, tmp)
+            res["latency_ms"] = {k: res["latency"][k] for k in ("candle", "signal")}
     finally:
         if broker is not None:
             broker.stop()

@@ -204,15 +204,18 @@ def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     return Supervisor(s, source=a.source, paths=a.paths, speed=a.speed).run()
 
 
+BENCH_DEFAULT = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
+
+
 def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rtqis.bench import run_bench
 
-    sections = tuple(a.only.split(",")) if a.only else ("codec", "raw", "shapes", "latency")
-    unknown = set(sections) - {"codec", "raw", "shapes", "latency"}
+    sections = tuple(a.only.split(",")) if a.only else BENCH_DEFAULT
+    unknown = set(sections) - {*BENCH_DEFAULT, "shapes"}
     if unknown:
-        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use codec, raw, shapes, latency")
+        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(BENCH_DEFAULT)}, shapes")
     json_path = Path(a.json) if a.json else Path("bench/results") / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     run_bench(
         s,
@@ -413,11 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("-o", "--output", metavar="FILE", help="default: CSV to standard output")
     c.set_defaults(func=cmd_candles)
 
-    c = sub.add_parser("bench", help="measure codec, raw consume, worker throughput by tick shape, latency")
-    c.add_argument("--ticks", type=_positive_int, default=200_000, help="ticks per throughput run (default 200000)")
-    c.add_argument("--runs", type=_positive_int, default=1, help="runs per figure; the median is kept (default 1)")
-    c.add_argument("--only", help="comma-separated sections: codec,raw,shapes,latency (default: all)")
-    c.add_argument("--latency-seconds", type=float, default=30.0, help="steady-feed duration (default 30)")
+    c = sub.add_parser(
+        "bench",
+        help="measure the pipeline: end-to-end throughput, latency, raw-consumer baseline, kernels, scaling",
+        description="Sections: codec (JSON vs Avro), kernels (per-update cost of each analytic), raw "
+        "(confluent-kafka consume rate: the ceiling), e2e (ticks through producer -> worker -> sink), "
+        "scaling (1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers, on --ticks/5), latency (steady "
+        "live-like feed), shapes (worker by tick shape and recovery fix; not in the default set).",
+    )
+    c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
+    c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
+    c.add_argument("--only", help=f"comma-separated sections (default: {','.join(BENCH_DEFAULT)})")
+    c.add_argument("--latency-seconds", type=float, default=60.0, help="steady-feed duration (default 60)")
     c.add_argument("--latency-rate", type=float, default=2000.0, help="trades/s in the steady feed (default 2000)")
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)

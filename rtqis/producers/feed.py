@@ -104,6 +104,8 @@ def run_synthetic(
     *,
     rate: float | None = None,
     max_rate: bool = False,
+    keep_rate: bool = False,
+    book: bool = True,
     limit: int | None = None,
     duration_s: float | None = None,
     start_ms: int | None = None,
@@ -114,12 +116,14 @@ def run_synthetic(
     """Run the synthetic market into the tick topics until ``limit`` trades, ``duration_s`` or ``stop``.
 
     Live mode paces event time with the wall clock (``frame_max_ms`` slices); ``max_rate`` generates
-    as fast as the broker takes it (event time then runs ahead of the wall clock).
+    as fast as the broker takes it (event time then runs ahead of the wall clock), at 50,000 trades/s
+    per symbol of event time unless ``keep_rate`` keeps ``rate`` (a live-like density, for benchmarks
+    of the time-driven analytics). ``book=False`` leaves out the book tickers.
     """
     stop = stop or threading.Event()
     specs = [SymbolSpec(s, DEFAULT_START_PRICES.get(s, 100.0)) for s in settings.symbols]
     trade_rate = rate or settings.synthetic_rate
-    if max_rate:
+    if max_rate and not keep_rate:
         trade_rate = max(trade_rate, 50_000.0)
     now_ms = int(time.time() * 1000)
     market = SyntheticMarket(specs, seed=settings.seed, trade_rate=trade_rate, start_ms=start_ms or now_ms)
@@ -145,7 +149,7 @@ def run_synthetic(
             out: list[tuple[Any, Frame]] = []
             for tb in trades:
                 out.extend((TRADES, f) for f in trade_frames(tb, settings.frame_max_ticks))
-            for bb in books:
+            for bb in books if book else ():
                 out.extend((BOOK, f) for f in book_frames(bb, settings.frame_max_ticks))
             _publish(producer, out, stats)
             now = time.monotonic()
