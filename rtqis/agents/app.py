@@ -37,7 +37,7 @@ from rtqis.schemas.codec import encode
 from rtqis.schemas.frames import Frame, validate_book_frame, validate_trade_frame
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ADF_REQUESTS, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, LEGS, PAIR, TICKER, TRADES
-from rtqis.topics.registry import app_id
+from rtqis.topics.registry import TopicSpec, app_id
 
 __all__ = ["RtqisApp", "create_app", "make_worker"]
 
@@ -257,21 +257,27 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         consumers upsert by (symbol, interval, open_time))."""
         await _guarded(app, stream, _process)
 
-    async def _process(event: Any) -> None:
+    async def valid_frame(event: Any, spec: TopicSpec, validate: Any, stage: str) -> Frame | None:
+        """The event's tick frame without its invalid rows (dead-lettered with the reasons); None if
+        nothing valid is left."""
         try:
-            frame = decode_message(event.value, event.headers, TRADES.value_schema)
+            frame = decode_message(event.value, event.headers, spec.value_schema)
             if not isinstance(frame, Frame):
-                raise DecodeError(f"expected a TradeFrame, got {type(frame).__name__}")
+                raise DecodeError(f"expected a {spec.value_schema}, got {type(frame).__name__}")
         except DecodeError as e:
-            await dead_letter(event, str(e), event.value or b"", "worker.trades")
-            return
-        good, bad = validate_trade_frame(frame)
+            await dead_letter(event, str(e), event.value or b"", stage)
+            return None
+        good, bad = validate(frame)
         if bad:
             reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
-            await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, "worker.trades")
+            await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, stage)
             frame = frame.take(good)
-            if not len(frame):
-                return
+        return frame if len(frame) else None
+
+    async def _process(event: Any) -> None:
+        frame = await valid_frame(event, TRADES, validate_trade_frame, "worker.trades")
+        if frame is None:
+            return
         sym = frame.symbol
         # Every table write of a frame happens before the first await, so a stop or crash never
         # leaves a frame half applied. Closed candles go through an outbox kept in the table:
@@ -311,20 +317,9 @@ def _register(app: RtqisApp, settings: Settings) -> None:
             await _guarded(app, stream, _process_book)
 
         async def _process_book(event: Any) -> None:
-            try:
-                frame = decode_message(event.value, event.headers, BOOK.value_schema)
-                if not isinstance(frame, Frame):
-                    raise DecodeError(f"expected a BookTickerFrame, got {type(frame).__name__}")
-            except DecodeError as e:
-                await dead_letter(event, str(e), event.value or b"", "worker.book")
+            frame = await valid_frame(event, BOOK, validate_book_frame, "worker.book")
+            if frame is None:
                 return
-            good, bad = validate_book_frame(frame)
-            if bad:
-                reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
-                await dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, "worker.book")
-                frame = frame.take(good)
-                if not len(frame):
-                    return
             c = frame.cols
             t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]  # spot: no event time
             mid = (c["bid_price"] + c["ask_price"]) / 2.0  # type: ignore[operator]
