@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup browser run test lint bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -23,7 +23,11 @@ setup: $(STAMP)  ## create .venv and install the project (idempotent)
 run: setup  ## set up and run the whole system on the embedded broker
 	$(BIN)/rtqis up
 
-test: setup  ## set up, lint and run the test suite
+# The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+browser:  ## install Debian's chromium for the browser tests, if missing (apt-get, as root)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: setup browser  ## set up, lint and run the test suite
 	$(BIN)/ruff check rtqis tests bench
 	$(BIN)/python -m pytest
 

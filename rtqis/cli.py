@@ -273,6 +273,15 @@ def cmd_candles(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.ui.server import check_port, dashboard_url, serve
+
+    host, port = a.host or s.ui_host, a.port or s.ui_port
+    check_port(host, port)
+    print(f"dashboard at {dashboard_url(host, port)} (Ctrl-C stops it)", flush=True)
+    return serve(s, host=host, port=port, origins=a.allow_websocket_origin or ())
+
+
 def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.kafka.tail import tail
 
@@ -440,6 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--until-end", action="store_true", help="stop at the end offsets seen at start")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.set_defaults(func=cmd_tail)
+
+    c = sub.add_parser("ui", help="serve the live dashboard (panel serve; default http://127.0.0.1:5006/dashboard)")
+    c.add_argument("--host", help="bind address (default: RTQIS_UI_HOST, 127.0.0.1)")
+    c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_UI_PORT, 5006)")
+    c.add_argument(
+        "--allow-websocket-origin",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="origin browsers may connect from (repeatable; default: the bind address and localhost)",
+    )
+    c.set_defaults(func=cmd_ui)
     return p
 
 

@@ -134,6 +134,7 @@ class Supervisor:
                 self._child_argv("sink", *(["--backfill-hours", "24"] if self.source == "binance" else [])),
                 logs / "sink.log",
             ),
+            Child("ui", self._child_argv("ui"), logs / "ui.log"),  # the dashboard (panel serve)
         ]
 
     def start(self) -> None:
@@ -157,6 +158,9 @@ class Supervisor:
             self.children.append(child)
             self.say(f"{child.name:<10} pid {child.proc.pid if child.proc else '?'}, log {child.log_path}")
         self.say("")
+        from rtqis.ui.server import dashboard_url
+
+        self.say(f"Dashboard:         {dashboard_url(s.ui_host, s.ui_port)}   (open it in a browser)")
         self.say("Watch the ticks:   rtqis tail ticks.trade        (another terminal)")
         self.say("Watch the worker:  rtqis tail analytics.ticker   /   rtqis tail candles.1m")
         self.say("Candle history:    rtqis candles export --symbol BTCUSDT --interval 1m")

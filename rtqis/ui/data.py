@@ -1,0 +1,297 @@
+"""Dashboard I/O off the event loop: history from DuckDB, CSV downloads, OHLC uploads, ADF on demand.
+
+History is read through :func:`rtqis.sinks.history.open_history` (read-only: the live database when no
+sink holds it, else the sink's snapshot, republished every 5 s), one short open per read. Every
+function here may block for tens of milliseconds: sessions call them from a thread pool.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rtqis.errors import RtqisError
+from rtqis.schemas import models as m
+from rtqis.settings import Settings
+from rtqis.sinks.history import import_candles, open_history
+from rtqis.sinks.store import EXPORT_COLUMNS, ImportError_, Store, import_candles_csv, interval_ms
+from rtqis.ui import tables as tb
+from rtqis.ui.hub import CANDLE_FIELDS, SIGNAL_FIELDS
+
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "SIGNAL_CSV_COLUMNS",
+    "AdfOutcome",
+    "History",
+    "UploadError",
+    "candles_csv",
+    "load_candles",
+    "load_history",
+    "pair_adf",
+    "run_adf",
+    "signals_csv",
+    "upload_candles",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+SIGNAL_CSV_COLUMNS: tuple[str, ...] = (
+    "time",
+    "pair",
+    "x",
+    "y",
+    "ols_beta",
+    "ols_alpha",
+    "kalman_beta",
+    "kalman_alpha",
+    "spread",
+    "spread_ols",
+    "zscore",
+    "huber_beta",
+    "huber_alpha",
+    "fair_value",
+    "n_obs",
+    "flags",
+)
+"""Columns of the PairSignal CSV download, in order (``time`` as ISO-8601 UTC, ``flags`` joined by ';')."""
+
+
+class UploadError(RtqisError):
+    """An uploaded file that was refused; the message names the line when a row is at fault."""
+
+
+@dataclass
+class History:
+    """What a session starts from before live data (all tables sorted by their time key)."""
+
+    candles: tb.Cols = field(default_factory=dict)
+    signals: tb.Cols = field(default_factory=dict)
+    adf: m.AdfResult | None = None
+    alerts: list[m.Alert] = field(default_factory=list)
+    note: str = ""  # why there is no history, if there is none
+
+
+def _candle_cols(df: pl.DataFrame) -> tb.Cols:
+    out: tb.Cols = {}
+    for name, dt in CANDLE_FIELDS.items():
+        s = df[name]
+        if np.dtype(dt).kind == "f":
+            out[name] = s.cast(pl.Float64).fill_null(float("nan")).to_numpy().astype(np.float64, copy=False)
+        elif np.dtype(dt).kind == "b":
+            out[name] = s.fill_null(True).to_numpy().astype(np.bool_, copy=False)
+        else:
+            out[name] = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return out
+
+
+def _signal_cols(df: pl.DataFrame) -> tb.Cols:
+    out: tb.Cols = {}
+    for name, dt in SIGNAL_FIELDS.items():
+        s = df[name]
+        if name == "flags":
+            out[name] = np.array([";".join(v) if v else "" for v in s.to_list()], dtype=object)
+        elif np.dtype(dt).kind == "f":
+            out[name] = s.cast(pl.Float64).fill_null(float("nan")).to_numpy().astype(np.float64, copy=False)
+        else:
+            out[name] = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return out
+
+
+def _read(settings: Settings, fn: Any) -> Any:
+    try:
+        store = open_history(settings)
+    except RtqisError as e:
+        return e
+    with store:
+        return fn(store)
+
+
+def load_candles(settings: Settings, symbol: str, interval: str, end_ms: int, bars: int) -> tb.Cols:
+    """The ``bars`` candles before ``end_ms`` (open time), oldest first; empty without history."""
+    start = end_ms - bars * interval_ms(interval)
+    got = _read(settings, lambda st: st.candles(symbol, interval, start, end_ms + 1))
+    if isinstance(got, Exception):
+        return {}
+    return _candle_cols(got)
+
+
+def load_history(
+    settings: Settings, *, symbol: str, interval: str, pair: str, end_ms: int, bars: int, signals_ms: int
+) -> History:
+    """Candles of one series, the pair's signals over ``signals_ms``, its latest ADF and last alerts."""
+    t0 = time.perf_counter()
+
+    def read(st: Store) -> History:
+        c = st.candles(symbol, interval, end_ms - bars * interval_ms(interval), end_ms + 1)
+        s = st.signals(pair, end_ms - signals_ms, end_ms + 1)
+        a = st.adf(pair, end_ms - 86_400_000, end_ms + 1)
+        al = st.alerts(pair, end_ms - 86_400_000, end_ms + 1).tail(20)
+        return History(
+            candles=_candle_cols(c),
+            signals=_signal_cols(s),
+            adf=_adf_model(a.row(a.height - 1, named=True)) if a.height else None,
+            alerts=[m.Alert(**r) for r in al.iter_rows(named=True)],
+        )
+
+    got = _read(settings, read)
+    if isinstance(got, Exception):
+        return History(note=str(got))
+    log.debug("history for %s %s / %s read in %.0f ms", symbol, interval, pair, 1000 * (time.perf_counter() - t0))
+    return got  # type: ignore[no-any-return]
+
+
+def _adf_model(row: dict[str, Any]) -> m.AdfResult:
+    row = dict(row)
+    row["request_id"] = row.get("request_id") or None
+    return m.AdfResult(**row)
+
+
+# ------------------------------------------------------------------------------------------ downloads
+
+
+def _iso_utc(col: str) -> pl.Expr:
+    t = pl.from_epoch(pl.col(col), time_unit="ms")
+    whole = t.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frac = t.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    return pl.when(pl.col(col) % 1000 == 0).then(whole).otherwise(frac).alias(col)
+
+
+def _nan_to_null(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col(c).fill_nan(None) for c, dt in df.schema.items() if dt == pl.Float64)
+
+
+def signals_csv(
+    settings: Settings, pair: str, live: tb.Cols, start_ms: int | None, end_ms: int | None
+) -> tuple[bytes, int]:
+    """PairSignals of ``pair`` with ``start_ms <= time <= end_ms`` as CSV (:data:`SIGNAL_CSV_COLUMNS`).
+
+    History (DuckDB) and the hub's live rows are merged by time (the live version wins).
+    """
+    end = None if end_ms is None else end_ms + 1
+    got = _read(settings, lambda st: st.signals(pair, start_ms, end))
+    hist = {} if isinstance(got, Exception) else _signal_cols(got)
+    rows = tb.upsert(hist, tb.time_window(live, "time", start_ms, end), "time")
+    n = tb.length(rows)
+    data: dict[str, Any] = {c: rows.get(c, np.empty(0)) for c in SIGNAL_CSV_COLUMNS if c != "pair"}
+    data["flags"] = [str(v) for v in data["flags"]]
+    df = pl.DataFrame(data).with_columns(pl.lit(pair).alias("pair")).select(SIGNAL_CSV_COLUMNS)
+    df = _nan_to_null(df).with_columns(_iso_utc("time"))
+    buf = io.BytesIO()
+    df.write_csv(buf)
+    return buf.getvalue(), n
+
+
+def candles_csv(
+    settings: Settings, symbol: str, interval: str, live: tb.Cols, start_ms: int | None, end_ms: int | None
+) -> tuple[bytes, int]:
+    """Candles with ``start_ms <= open_time <= end_ms`` as CSV, the columns of ``rtqis candles export``
+    (:data:`rtqis.sinks.store.EXPORT_COLUMNS`), history and live rows merged by open time."""
+    end = None if end_ms is None else end_ms + 1
+    got = _read(settings, lambda st: st.candles(symbol, interval, start_ms, end))
+    hist = {} if isinstance(got, Exception) else _candle_cols(got)
+    rows = tb.upsert(hist, tb.time_window(live, "open_time", start_ms, end), "open_time")
+    n = tb.length(rows)
+    data = {c: rows.get(c, np.empty(0)) for c in EXPORT_COLUMNS if c not in ("symbol", "interval")}
+    df = pl.DataFrame(data).with_columns(pl.lit(symbol).alias("symbol"), pl.lit(interval).alias("interval"))
+    df = _nan_to_null(df.select(EXPORT_COLUMNS)).with_columns(_iso_utc("open_time"))
+    buf = io.BytesIO()
+    df.write_csv(buf)
+    return buf.getvalue(), n
+
+
+# ------------------------------------------------------------------------------------------ upload
+
+
+@dataclass
+class UploadResult:
+    rows: int
+    how: str
+    candles: tb.Cols  # the imported candles, to show them at once
+
+
+def upload_candles(settings: Settings, filename: str, data: bytes, *, symbol: str, interval: str) -> UploadResult:
+    """Validate and import an uploaded OHLC CSV through the same path as ``rtqis candles import``.
+
+    The whole file is checked before anything is written; a bad file raises :class:`UploadError` naming the
+    line and the reason, and nothing is imported. Files over :data:`MAX_UPLOAD_BYTES` are refused.
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(
+            f"{filename}: {len(data) / 1e6:.1f} MB is over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB upload limit; "
+            "use `rtqis candles import` for big files"
+        )
+    name = Path(filename).name or "upload.csv"
+    with tempfile.TemporaryDirectory(prefix="rtqis-upload-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        try:
+            with Store(Path(tmp) / "check.duckdb") as scratch:  # validate, and keep the rows to draw them
+                import_candles_csv(scratch, path, symbol=symbol, interval=interval)
+                rows = _candle_cols(scratch.candles(symbol, interval))
+            n, how = import_candles(settings, str(path), symbol=symbol, interval=interval)
+        except ImportError_ as e:
+            raise UploadError(f"{name}: line {e.line}: {e.reason}; nothing was imported") from None
+        except RtqisError as e:
+            raise UploadError(f"{name}: {str(e).replace(str(path), name)}") from None
+    return UploadResult(n, how, rows)
+
+
+# ------------------------------------------------------------------------------------------ ADF
+
+
+@dataclass(frozen=True)
+class AdfOutcome:
+    stat: float
+    pvalue: float
+    lags: int
+    nobs: int
+    crit: dict[str, float]
+    mean_reverting: bool
+
+
+def run_adf(series: np.ndarray) -> AdfOutcome:
+    """ADF test of ``series`` (constant, lags by AIC) with the pair-analytics kernel ``rtqis.analytics.adf_test``."""
+    from rtqis.analytics import adf_test  # imported on first use: statsmodels is slow to import
+
+    x = np.asarray(series, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    try:
+        r = adf_test(x, regression="c", autolag="AIC")
+    except ValueError as e:
+        raise RtqisError(str(e)) from None
+    crit = {str(k): float(v) for k, v in dict(r.crit).items()}
+    return AdfOutcome(float(r.stat), float(r.pvalue), int(r.lags), int(r.nobs), crit, bool(r.mean_reverting))
+
+
+def pair_adf(settings: Settings, pair: str, live: tb.Cols, window: int) -> tuple[AdfOutcome, int]:
+    """The pair agent's test, on demand: OLS of y on x over the last ``window`` samples (history and live
+    PairSignals merged by time), then ADF of the residual (Engle-Granger's first step).
+
+    Returns the result and the number of samples used (fewer than ``window`` when less history exists).
+    """
+    step = int(getattr(settings, "sample_ms", 1000))
+    end = int(live["time"][-1]) if tb.length(live) else int(time.time() * 1000)
+    start = end - 3 * window * step  # room for gaps (stale legs)
+    got = _read(settings, lambda st: st.signals(pair, start, end + 1))
+    if not isinstance(got, Exception) and got.height < window and not tb.length(live):
+        got = _read(settings, lambda st: st.signals(pair))  # nothing recent: the last samples there are
+    hist = {} if isinstance(got, Exception) else _signal_cols(got)
+    rows = tb.upsert(hist, tb.time_window(live, "time", start, None), "time")
+    if not tb.length(rows):
+        raise RtqisError(f"no PairSignal of {pair} yet to test")
+    ok = np.isfinite(rows["x"]) & np.isfinite(rows["y"])
+    x, y = rows["x"][ok][-window:], rows["y"][ok][-window:]
+    if len(x) < 20:
+        raise RtqisError(f"ADF needs at least 20 samples of {pair}, there are {len(x)}")
+    design = np.column_stack([x - x.mean(), np.ones_like(x)])  # centred: prices near 1e5 stay well conditioned
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return run_adf(y - design @ coef), len(x)
