@@ -375,15 +375,22 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
         model scalars, outbox; key = pair) and the sample history in chunks (key = pair|chunk)."""
         await _guarded(app, stream, _process_legs)
 
-    async def _process_legs(event: Any) -> None:
+    async def pair_message(event: Any, spec: TopicSpec, model: type[m.Message], stage: str) -> Any:
+        """The event decoded as ``model`` for a configured pair, or None (dead-lettered with the reason)."""
         try:
-            msg = decode_message(event.value, event.headers, LEGS.value_schema)
-            if not isinstance(msg, m.LegSamples):
-                raise DecodeError(f"expected LegSamples, got {type(msg).__name__}")
-            if msg.pair not in pairs.pairs:
-                raise DecodeError(f"unknown pair {msg.pair!r} (configured: {', '.join(pairs.pairs)})")
+            msg = decode_message(event.value, event.headers, spec.value_schema)
+            if not isinstance(msg, model):
+                raise DecodeError(f"expected {spec.value_schema}, got {type(msg).__name__}")
+            if msg.pair not in pairs.pairs:  # type: ignore[attr-defined]
+                raise DecodeError(f"unknown pair {msg.pair!r} (configured: {', '.join(pairs.pairs)})")  # type: ignore[attr-defined]
         except DecodeError as e:
-            await dead_letter(event, str(e), event.value or b"", "worker.pairs")
+            await dead_letter(event, str(e), event.value or b"", stage)
+            return None
+        return msg
+
+    async def _process_legs(event: Any) -> None:
+        msg = await pair_message(event, LEGS, m.LegSamples, "worker.pairs")
+        if msg is None:
             return
         # every table write before the first await (see the trades agent)
         out = pairs.apply(msg, state_table)
@@ -395,14 +402,8 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
         await _guarded(app, stream, _process_request)
 
     async def _process_request(event: Any) -> None:
-        try:
-            req = decode_message(event.value, event.headers, ADF_REQUESTS.value_schema)
-            if not isinstance(req, m.AdfRequest):
-                raise DecodeError(f"expected an AdfRequest, got {type(req).__name__}")
-            if req.pair not in pairs.pairs:
-                raise DecodeError(f"unknown pair {req.pair!r} (configured: {', '.join(pairs.pairs)})")
-        except DecodeError as e:
-            await dead_letter(event, str(e), event.value or b"", "worker.adf_request")
+        req = await pair_message(event, ADF_REQUESTS, m.AdfRequest, "worker.adf_request")
+        if req is None:
             return
         _, model = pairs.load(req.pair, state_table)
         res = model.adf(req.window, req.regression) if model is not None else None

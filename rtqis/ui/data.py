@@ -44,24 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-SIGNAL_CSV_COLUMNS: tuple[str, ...] = (
-    "time",
-    "pair",
-    "x",
-    "y",
-    "ols_beta",
-    "ols_alpha",
-    "kalman_beta",
-    "kalman_alpha",
-    "spread",
-    "spread_ols",
-    "zscore",
-    "huber_beta",
-    "huber_alpha",
-    "fair_value",
-    "n_obs",
-    "flags",
-)
+SIGNAL_CSV_COLUMNS: tuple[str, ...] = tuple(m.PairSignal.model_fields)
 """Columns of the PairSignal CSV download, in order (``time`` as ISO-8601 UTC, ``flags`` joined by ';')."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from rtqis.analytics.pair_model import SIGNAL_FIELDS as SIGNAL_NUMBERS
 from rtqis.errors import DecodeError, RtqisError
 from rtqis.kafka.clients import new_consumer
 from rtqis.kafka.offsets import topic_offsets
@@ -74,21 +75,7 @@ SIGNAL_FIELDS: dict[str, Any] = {
     "time": np.int64,
     "x": np.float64,
     "y": np.float64,
-    **{
-        k: np.float64
-        for k in (
-            "ols_beta",
-            "ols_alpha",
-            "kalman_beta",
-            "kalman_alpha",
-            "spread",
-            "spread_ols",
-            "zscore",
-            "huber_beta",
-            "huber_alpha",
-            "fair_value",
-        )
-    },
+    **dict.fromkeys(SIGNAL_NUMBERS, np.float64),
     "n_obs": np.int64,
     "flags": object,  # ';'-joined
 }
