@@ -356,9 +356,49 @@ def test_adf_on_ewa_ewc_residual(ewa_ewc: tuple[np.ndarray, np.ndarray]) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # statsmodels 0.15 warns about its tuple return
         sm = adfuller(resid, maxlag=1, regression="c", autolag=None)
-    assert (res.stat, res.pvalue, res.crit["5%"]) == (sm[0], sm[1], sm[4]["5%"])
+    assert res.stat == pytest.approx(sm[0], rel=1e-12) and res.pvalue == pytest.approx(sm[1], rel=1e-9)
+    assert res.crit["5%"] == sm[4]["5%"]
     assert adf_test(np.r_[resid[:500], math.nan, resid[500:]], autolag=None, maxlag=1) == res
     json.dumps(res._asdict())
+
+
+def _adfuller(series: np.ndarray, regression: str, autolag: str | None) -> tuple[Any, ...]:
+    n, ntrend = len(series), {"c": 1, "ct": 2, "ctt": 3, "n": 0}[regression]
+    maxlag = min(n // 2 - ntrend - 1, math.ceil(12.0 * (n / 100.0) ** 0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return adfuller(series, maxlag=maxlag, regression=regression, autolag=autolag)  # type: ignore[no-any-return]
+
+
+def test_adf_equals_statsmodels_adfuller(btc_eth: tuple[np.ndarray, np.ndarray]) -> None:
+    """Our ADF solves each regression with one QR (the lag search with one QR in all), statsmodels fits
+    1 + maxlag OLS models: same lags, statistic, p-value and critical values, on rolling windows of the
+    real BTC/ETH OLS residual and on random walks, AR(1) and trending series for every trend term."""
+    x, y = btc_eth
+    design = np.column_stack([x, np.ones_like(x)])
+    resid = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    series = [resid[i : i + 600] for i in range(0, len(resid) - 600, 97)]
+    rng = np.random.default_rng(11)
+    for n in (25, 60, 150, 600, 1500):
+        e = rng.normal(size=n)
+        ar = np.zeros(n)
+        for i in range(1, n):
+            ar[i] = 0.7 * ar[i - 1] + e[i]
+        series += [np.cumsum(e) + 100, ar, 0.05 * np.arange(n) + np.cumsum(e) * 0.1]
+    checked = 0
+    for s in series:
+        for regression in ("c", "ct", "ctt", "n"):
+            for autolag in ("AIC", "BIC", None):
+                ours = adf_test(s, regression=regression, autolag=autolag)
+                sm = _adfuller(s, regression, autolag)
+                assert (ours.lags, ours.nobs) == (sm[2], sm[3]), (len(s), regression, autolag)
+                assert ours.stat == pytest.approx(sm[0], rel=1e-8 if regression == "ctt" else 1e-10)
+                assert ours.pvalue == pytest.approx(sm[1], rel=1e-7, abs=1e-12)
+                assert ours.crit == pytest.approx(sm[4], rel=1e-12)
+                checked += 1
+    assert checked >= 12 * len(series) and any(0 < adf_test(s).lags < 10 for s in series)
+    t_stat = adf_test(resid[:600], autolag="t-stat")  # statsmodels itself
+    assert t_stat.stat == _adfuller(resid[:600], "c", "t-stat")[0]
 
 
 def test_adf_random_walk_and_clear_errors() -> None:
@@ -443,9 +483,7 @@ def prices_near(level: float, n: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["ols", "z", "huber", "kalman"])
 @pytest.mark.parametrize("split", [1, 59, 60, 61, 200, 419])
-def test_state_json_round_trip_is_bit_identical(
-    btc_eth: tuple[np.ndarray, np.ndarray], kind: str, split: int
-) -> None:
+def test_state_json_round_trip_is_bit_identical(btc_eth: tuple[np.ndarray, np.ndarray], kind: str, split: int) -> None:
     x, y = btc_eth[0][:480].copy(), btc_eth[1][:480].copy()
     x[[30, 250]] = math.nan
     y[100] = math.inf
@@ -502,4 +540,3 @@ def test_incremental_matches_batch_property(level: float, window: int, seed: int
     zi = np.array([zv for zv, _ in run(RollingZScore(window), y)])
     assert same(np.isnan(zi), np.isnan(z))
     np.testing.assert_allclose(zi, z, rtol=0, atol=1e-9)
-

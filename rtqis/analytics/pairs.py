@@ -177,8 +177,22 @@ class RollingOLS:
     ``window`` updates. Matches :func:`rolling_ols` to ~1e-12 relative on BTC/ETH 1-second prices.
     """
 
-    __slots__ = ("_alpha", "_beta", "_pos", "_run", "_since", "_sx", "_sxx", "_sxy", "_sy",
-                 "_x0", "_xs", "_y0", "_ys", "window")
+    __slots__ = (
+        "_alpha",
+        "_beta",
+        "_pos",
+        "_run",
+        "_since",
+        "_sx",
+        "_sxx",
+        "_sxy",
+        "_sy",
+        "_x0",
+        "_xs",
+        "_y0",
+        "_ys",
+        "window",
+    )
     _KIND = "RollingOLS"
 
     def __init__(self, window: int) -> None:
@@ -248,11 +262,22 @@ class RollingOLS:
     def state(self) -> dict[str, Any]:
         """JSON-safe snapshot; :meth:`from_state` restores it bit for bit."""
         return {
-            "kind": self._KIND, "version": _STATE_VERSION, "window": self.window,
-            "xs": list(self._xs), "ys": list(self._ys), "pos": self._pos,
-            "x0": self._x0, "y0": self._y0, "sx": self._sx, "sy": self._sy, "sxx": self._sxx, "sxy": self._sxy,
-            "run": self._run, "since": self._since,
-            "beta": _none_if_nan(self._beta), "alpha": _none_if_nan(self._alpha),
+            "kind": self._KIND,
+            "version": _STATE_VERSION,
+            "window": self.window,
+            "xs": list(self._xs),
+            "ys": list(self._ys),
+            "pos": self._pos,
+            "x0": self._x0,
+            "y0": self._y0,
+            "sx": self._sx,
+            "sy": self._sy,
+            "sxx": self._sxx,
+            "sxy": self._sxy,
+            "run": self._run,
+            "since": self._since,
+            "beta": _none_if_nan(self._beta),
+            "alpha": _none_if_nan(self._alpha),
         }
 
     @classmethod
@@ -296,9 +321,7 @@ def zscore(spread: npt.ArrayLike, window: int) -> FloatArray:
         d = u - m[:, None]
         sd = np.sqrt(np.einsum("ij,ij->i", d, d) / w)
         flat = _windows_all_equal(win)
-        z[start + w - 1 : start + w - 1 + len(m)] = np.divide(
-            -m, sd, out=np.full_like(sd, np.nan), where=~flat
-        )
+        z[start + w - 1 : start + w - 1 + len(m)] = np.divide(-m, sd, out=np.full_like(sd, np.nan), where=~flat)
     out = np.full(v.shape, np.nan)
     out[ok] = z
     return out
@@ -368,8 +391,15 @@ class RollingZScore:
     def state(self) -> dict[str, Any]:
         """JSON-safe snapshot; :meth:`from_state` restores it bit for bit."""
         return {
-            "kind": self._KIND, "version": _STATE_VERSION, "window": self.window, "buf": list(self._buf),
-            "pos": self._pos, "v0": self._v0, "s1": self._s1, "s2": self._s2, "run": self._run,
+            "kind": self._KIND,
+            "version": _STATE_VERSION,
+            "window": self.window,
+            "buf": list(self._buf),
+            "pos": self._pos,
+            "v0": self._v0,
+            "s1": self._s1,
+            "s2": self._s2,
+            "run": self._run,
             "since": self._since,
         }
 
@@ -508,8 +538,13 @@ class KalmanHedge:
     def state(self) -> dict[str, Any]:
         """JSON-safe snapshot (floats in nested lists); :meth:`from_state` restores it bit for bit."""
         return {
-            "kind": self._KIND, "version": _STATE_VERSION, "n_pairs": self.n_pairs, "delta": self.delta,
-            "obs_var": self.obs_var, "mean": self._mean[:, :, 0].tolist(), "cov": self._cov.tolist(),
+            "kind": self._KIND,
+            "version": _STATE_VERSION,
+            "n_pairs": self.n_pairs,
+            "delta": self.delta,
+            "obs_var": self.obs_var,
+            "mean": self._mean[:, :, 0].tolist(),
+            "cov": self._cov.tolist(),
         }
 
     @classmethod
@@ -591,8 +626,18 @@ class HuberFairValue:
     (NaN before the first one).
     """
 
-    __slots__ = ("_alpha", "_beta", "_since_fit", "_xs", "_ys", "epsilon", "leverage_cut", "min_samples",
-                 "refit_every", "window")
+    __slots__ = (
+        "_alpha",
+        "_beta",
+        "_since_fit",
+        "_xs",
+        "_ys",
+        "epsilon",
+        "leverage_cut",
+        "min_samples",
+        "refit_every",
+        "window",
+    )
     _KIND = "HuberFairValue"
 
     def __init__(
@@ -632,19 +677,25 @@ class HuberFairValue:
             self._since_fit += 1
             due = self._since_fit >= self.refit_every
         if due:
-            self._beta, self._alpha = huber_fit(
-                np.array(self._xs), np.array(self._ys), self.epsilon, self.leverage_cut
-            )
+            self._beta, self._alpha = huber_fit(np.array(self._xs), np.array(self._ys), self.epsilon, self.leverage_cut)
             self._since_fit = 0
         return self._beta, self._alpha
 
     def state(self) -> dict[str, Any]:
         """JSON-safe snapshot; :meth:`from_state` restores it bit for bit."""
         return {
-            "kind": self._KIND, "version": _STATE_VERSION, "window": self.window, "refit_every": self.refit_every,
-            "epsilon": self.epsilon, "min_samples": self.min_samples, "leverage_cut": self.leverage_cut,
-            "xs": list(self._xs), "ys": list(self._ys), "since_fit": self._since_fit,
-            "beta": _none_if_nan(self._beta), "alpha": _none_if_nan(self._alpha),
+            "kind": self._KIND,
+            "version": _STATE_VERSION,
+            "window": self.window,
+            "refit_every": self.refit_every,
+            "epsilon": self.epsilon,
+            "min_samples": self.min_samples,
+            "leverage_cut": self.leverage_cut,
+            "xs": list(self._xs),
+            "ys": list(self._ys),
+            "since_fit": self._since_fit,
+            "beta": _none_if_nan(self._beta),
+            "alpha": _none_if_nan(self._alpha),
         }
 
     @classmethod
@@ -676,6 +727,75 @@ class AdfResult(NamedTuple):
 
 _ADF_REGRESSIONS = {"c": 1, "ct": 2, "ctt": 3, "n": 0}
 _ADF_AUTOLAGS = ("AIC", "BIC", "t-stat", None)
+
+
+def _adf_design(s: npt.NDArray[np.float64], lags: int, ntrend: int) -> tuple[npt.NDArray[np.float64], ...]:
+    """statsmodels' ADF regression on ``lags`` lagged differences: y = diff(s)[lags:], columns
+    [level, diff lag 1..lags, 1, t, t^2][: 1 + lags + ntrend] (trend t counts from 1)."""
+    d = np.diff(s)
+    nobs = len(d) - lags
+    cols = [s[lags : lags + nobs]] + [d[lags - j : lags - j + nobs] for j in range(1, lags + 1)]
+    t = np.arange(1, nobs + 1, dtype=np.float64)
+    cols += [np.ones(nobs), t, t * t][:ntrend]
+    return np.column_stack(cols), d[lags:]
+
+
+def _full_rank(r: npt.NDArray[np.float64]) -> bool:
+    diag = np.abs(np.diag(r))
+    return bool(diag.size and diag.min() > diag.max() * r.shape[0] * 1e-10)
+
+
+def _adf_lstsq(
+    s: npt.NDArray[np.float64], regression: str, autolag: str | None, maxlag: int
+) -> tuple[float, float, int, int, dict[str, float]] | None:
+    """``adfuller`` (AIC / BIC / no lag search) with one QR per regression instead of statsmodels' 1 +
+    maxlag OLS fits: ~20x faster on a 600-sample window, the same numbers to ~1e-12 (tests compare the
+    two). Lag search: every candidate regression uses the same rows (the ``maxlag`` design) and its
+    columns are a prefix of the full design's [trend, level, lags] order, so each one's residual sum of
+    squares comes from one QR: ssr_k = ssr_full + sum((Q'y)[k:]^2). None when a regression is rank
+    deficient (statsmodels' pinv then decides)."""
+    from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
+
+    ntrend = _ADF_REGRESSIONS[regression]
+    lags = maxlag
+    if autolag is not None:
+        x, y = _adf_design(s, maxlag, ntrend)
+        x = np.column_stack([x[:, 1 + maxlag :], x[:, : 1 + maxlag]])  # trend first, as adfuller's search
+        q, r = np.linalg.qr(x)
+        if not _full_rank(r):
+            return None
+        z = q.T @ y
+        ssr_full = float(np.sum((y - q @ z) ** 2))
+        tail = np.cumsum((z * z)[::-1])[::-1]  # tail[k] = sum(z[k:]^2)
+        n = len(y)
+        best: tuple[float, int] | None = None
+        for lag in range(maxlag + 1):
+            k = ntrend + 1 + lag
+            ssr = ssr_full + (float(tail[k]) if k < len(z) else 0.0)
+            llf = -n / 2 * math.log(2 * math.pi) - n / 2 * math.log(ssr / n) - n / 2
+            ic = -2 * llf + (2 if autolag == "AIC" else math.log(n)) * k
+            if best is None or (ic, lag) < best:
+                best = (ic, lag)
+        assert best is not None
+        lags = best[1]
+    x, y = _adf_design(s, lags, ntrend)
+    q, r = np.linalg.qr(x)
+    if not _full_rank(r):
+        return None
+    coef = np.linalg.solve(r, q.T @ y)
+    resid = y - x @ coef
+    dof = len(y) - x.shape[1]
+    sigma2 = float(resid @ resid) / dof
+    rinv_row0 = np.linalg.solve(r.T, np.eye(x.shape[1])[:, 0])  # R^-T e0 = (row 0 of R^-1)
+    stat = float(coef[0]) / math.sqrt(sigma2 * float(rinv_row0 @ rinv_row0))
+    crit = mackinnoncrit(N=1, regression=regression, nobs=len(y))
+    return (
+        stat,
+        float(mackinnonp(stat, regression=regression, N=1)),
+        lags,
+        len(y),
+        dict(zip(("1%", "5%", "10%"), crit, strict=True)),
+    )
 
 
 def adf_test(
@@ -712,13 +832,15 @@ def adf_test(
             f"series too short for an ADF test: {n} valid values, but regression={regression!r} with "
             f"{max(lags, 0)} lags needs at least {max(needed, 2 * ntrend + 2)}"
         )
-    from statsmodels.tsa.stattools import adfuller
+    res = _adf_lstsq(s, regression, autolag, int(lags)) if autolag != "t-stat" else None
+    if res is None:  # t-stat lag selection, or a rank-deficient regression: statsmodels itself
+        from statsmodels.tsa.stattools import adfuller
 
-    kwargs: dict[str, Any] = {"maxlag": int(lags), "regression": regression, "autolag": autolag}
-    try:
-        res = adfuller(s, result_object=False, **kwargs)  # statsmodels >= 0.15: silence the FutureWarning
-    except TypeError:
-        res = adfuller(s, **kwargs)  # statsmodels 0.14 has no result_object
+        kwargs: dict[str, Any] = {"maxlag": int(lags), "regression": regression, "autolag": autolag}
+        try:
+            res = adfuller(s, result_object=False, **kwargs)  # statsmodels >= 0.15: silence the FutureWarning
+        except TypeError:
+            res = adfuller(s, **kwargs)  # statsmodels 0.14 has no result_object
     stat, pvalue, usedlag, nobs, crit = res[:5]
     if not math.isfinite(stat):
         raise ValueError(f"ADF regression is degenerate (statistic {stat}); is the series a perfect trend?")
