@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,8 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.settings import Settings
 from rtqis.sinks.history import backfill, open_history
-from rtqis.sinks.sink import sink_paths
-from rtqis.sinks.store import Store
+from rtqis.sinks.sink import open_for_writing, sink_paths
+from rtqis.sinks.store import Store, StoreError
 from tests.conftest import Procs, env_of, make_settings, wait_until
 from tests.test_candles_pipeline import COMPLETE, KLINES, UM_ETH, binance_klines
 from tests.test_cli import assert_one_line_error, run_cli
@@ -139,3 +142,40 @@ def test_backfill_fills_exactly_the_missing_minutes(settings: Settings) -> None:
             assert st.candles("ETHUSDT", "5m", first, end).height >= 1
         requested = [x for x in fake.seen if x.path == "/api/v3/klines"]
         assert requested and all(x.params["symbol"] == "ETHUSDT" for x in requested)
+
+
+def _hold(path: Path, read_only: bool, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding ``path`` open; returns once it has the file."""
+    code = (
+        "import duckdb, sys, time\n"
+        f"con = duckdb.connect({str(path)!r}, read_only={read_only})\n"
+        "print('open', flush=True)\n"
+        f"time.sleep({seconds})\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "open"
+    return p
+
+
+def test_sink_waits_for_a_reader_and_names_a_writer(tmp_path: Path) -> None:
+    """A reader holding the live file (read-only) when the sink starts is waited for; another writer
+    still fails, with DuckDB's reason, after the wait."""
+    path = tmp_path / "live.duckdb"
+    Store(path).close()
+    reader = _hold(path, read_only=True, seconds=1.5)
+    try:
+        with pytest.raises(StoreError, match="lock"):
+            Store(path)  # what the sink met before: the reader's lock
+        store = open_for_writing(path, threading.Event(), wait_s=30)  # waits for the reader to go
+        assert reader.poll() is not None
+        store.close()
+    finally:
+        reader.kill()
+        reader.communicate()
+    writer = _hold(path, read_only=False, seconds=30)
+    try:
+        with pytest.raises(StoreError, match="lock"):
+            open_for_writing(path, threading.Event(), wait_s=1)
+    finally:
+        writer.kill()
+        writer.communicate()

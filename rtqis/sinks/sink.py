@@ -27,7 +27,7 @@ from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings
-from rtqis.sinks.store import Store
+from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
 __all__ = ["SinkStats", "run_sink", "sink_paths"]
@@ -64,6 +64,26 @@ class _Batch:
         self.started = time.monotonic()
 
 
+def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0) -> Store:
+    """The store at ``path`` for writing, waiting up to ``wait_s`` while another process holds the file.
+
+    A reader that found no sink running opens the live file read-only for a moment (``open_history``,
+    ``rtqis candles show``); a sink starting just then met its lock and died. Another *sink* holds the
+    lock for good: that still fails, with DuckDB's message naming the process, after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return Store(path)
+        except StoreError as e:
+            if "lock" not in str(e).lower() or time.monotonic() >= deadline or stop.is_set():
+                raise
+            if not told:
+                log.info("%s is held by another process (a reader?): waiting up to %.0f s", path, wait_s)
+                told = True
+            stop.wait(0.2)
+
+
 def run_sink(
     settings: Settings,
     stop: threading.Event,
@@ -75,7 +95,7 @@ def run_sink(
     """Run until ``stop`` is set; flushes what it holds before returning."""
     db_path, snap_path = sink_paths(settings)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(db_path)
+    store = open_for_writing(db_path, stop)
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
