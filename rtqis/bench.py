@@ -449,6 +449,66 @@ def bench_e2e(
     return res
 
 
+def bench_soak(
+    settings: Settings, seconds: float, rate: float, tmp: Path, *, broker_pid: int | None = None, say: Say = print
+) -> dict[str, Any]:
+    """Opt-in soak: worker + sink under a steady live-like feed (``rate`` trades/s and book tickers) for
+    ``seconds``; RSS of each process every ``every`` seconds and its growth. The first fifth of the run
+    (at least 30 s) is warm-up (allocator pools, caches, the pair windows filling) and is left out of the
+    slope; "flat" means the least-squares slope over the rest is under 1 MB/min. The embedded broker
+    keeps every message in memory by design (no retention), so its growth is reported, not judged."""
+    s = _ns(settings, data_dir=tmp / f"soak-{uuid.uuid4().hex[:6]}")
+    every = max(1.0, min(10.0, seconds / 30))
+    warm = max(30.0, seconds / 5) if seconds >= 60 else seconds / 5
+    worker = Child(s, tmp / "soak-worker.log", "worker")
+    sink = Child(s, tmp / "soak-sink.log", "sink")
+    procs = {"worker": worker.rss_mb, "sink": sink.rss_mb}
+    if broker_pid is not None:
+        procs["broker"] = lambda: psutil.Process(broker_pid).memory_info().rss / 1e6
+    samples: list[dict[str, float]] = []
+    try:
+        _wait_ready(worker)  # type: ignore[arg-type]
+        feed = s.model_copy(update={"synthetic_rate": rate / len(s.symbols)})
+        th = threading.Thread(target=run_synthetic, args=(feed,), kwargs={"duration_s": seconds, "report_every_s": 1e9})
+        t0 = time.monotonic()
+        th.start()
+        next_say = t0 + 60
+        while th.is_alive() or not samples:
+            samples.append({"t": round(time.monotonic() - t0, 1)} | {k: f() for k, f in procs.items()})
+            if time.monotonic() >= next_say:
+                next_say += 60
+                now = samples[-1]
+                say(f"soak {now['t']:.0f}/{seconds:.0f} s: " + ", ".join(f"{k} {now[k]:.0f} MB" for k in procs))
+            th.join(every)
+        for k in (worker, sink):
+            if k.proc.poll() is not None:
+                raise RuntimeError(f"{k.log_path.stem} exited during the soak: see {k.log_path}")
+    finally:
+        worker.stop()
+        sink.stop()
+    res: dict[str, Any] = {"seconds": seconds, "rate_trades_per_s": rate, "warmup_seconds": warm, "every_s": every}
+    steady = [x for x in samples if x["t"] >= warm] or samples
+    for k in procs:
+        t = np.array([x["t"] for x in steady])
+        v = np.array([x[k] for x in steady])
+        slope = float(np.polyfit(t, v, 1)[0] * 60) if len(steady) > 2 else 0.0
+        res[k] = {
+            "start_mb": steady[0][k],
+            "end_mb": steady[-1][k],
+            "peak_mb": max(x[k] for x in samples),
+            "growth_mb": steady[-1][k] - steady[0][k],
+            "slope_mb_per_min": slope,
+        }
+        if k != "broker":
+            res[k]["flat"] = abs(slope) < 1.0
+        say(
+            f"soak {k:<6} RSS {steady[0][k]:6.0f} -> {steady[-1][k]:6.0f} MB after warm-up "
+            f"(slope {slope:+.2f} MB/min, peak {res[k]['peak_mb']:.0f} MB)"
+        )
+    res["samples"] = samples
+    return res
+
+
 def bench_kernels(say: Say) -> dict[str, Any]:
     """Per-update cost of each incremental kernel (microseconds), batch cost per sample, 1 vs 100 pairs."""
     from rtqis.analytics import HuberFairValue, KalmanHedge, RollingOLS, RollingZScore, kalman_hedge, rolling_ols
@@ -529,6 +589,7 @@ def run_bench(
     sections: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency"),
     latency_seconds: float = 30.0,
     latency_rate: float = 2000.0,
+    soak_seconds: float = 600.0,
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
@@ -611,6 +672,10 @@ def run_bench(
         if "latency" in sections:
             res["latency"] = bench_latency(settings, latency_seconds, latency_rate, say, tmp)
             res["latency_ms"] = {k: res["latency"][k] for k in ("candle", "signal")}
+        if "soak" in sections:
+            res["soak"] = bench_soak(
+                settings, soak_seconds, latency_rate, tmp, broker_pid=broker.pid if broker else None, say=say
+            )
     finally:
         if broker is not None:
             broker.stop()

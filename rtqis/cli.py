@@ -213,9 +213,9 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.bench import run_bench
 
     sections = tuple(a.only.split(",")) if a.only else BENCH_DEFAULT
-    unknown = set(sections) - {*BENCH_DEFAULT, "shapes"}
+    unknown = set(sections) - {*BENCH_DEFAULT, "shapes", "soak"}
     if unknown:
-        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(BENCH_DEFAULT)}, shapes")
+        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(BENCH_DEFAULT)}, shapes, soak")
     json_path = Path(a.json) if a.json else Path("bench/results") / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     run_bench(
         s,
@@ -224,6 +224,7 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         sections=sections,
         latency_seconds=a.latency_seconds,
         latency_rate=a.latency_rate,
+        soak_seconds=a.soak_seconds,
         json_path=json_path,
     )
     return 0
@@ -319,6 +320,16 @@ def _positive_float(text: str, flag: str) -> float:
         raise RtqisError(f"{flag} takes a number or 'max', not {text!r}") from None
     if not v > 0:
         raise RtqisError(f"{flag} must be > 0")
+    return v
+
+
+def _positive_number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number > 0")
     return v
 
 
@@ -431,13 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sections: codec (JSON vs Avro), kernels (per-update cost of each analytic), raw "
         "(confluent-kafka consume rate: the ceiling), e2e (ticks through producer -> worker -> sink), "
         "scaling (1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers, on --ticks/5), latency (steady "
-        "live-like feed), shapes (worker by tick shape and recovery fix; not in the default set).",
+        "live-like feed); not in the default set: shapes (worker by tick shape and recovery fix) and soak "
+        "(worker, sink and broker RSS under the steady feed for --soak-seconds; e.g. --only soak).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
     c.add_argument("--only", help=f"comma-separated sections (default: {','.join(BENCH_DEFAULT)})")
-    c.add_argument("--latency-seconds", type=float, default=60.0, help="steady-feed duration (default 60)")
-    c.add_argument("--latency-rate", type=float, default=2000.0, help="trades/s in the steady feed (default 2000)")
+    c.add_argument("--latency-seconds", type=_positive_number, default=60.0, help="steady-feed duration (default 60)")
+    c.add_argument(
+        "--latency-rate", type=_positive_number, default=2000.0, help="trades/s in the steady feed (default 2000)"
+    )
+    c.add_argument(
+        "--soak-seconds", type=_positive_number, default=600.0, help="soak duration at --latency-rate (default 600)"
+    )
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)
 

@@ -9,7 +9,7 @@ import pytest
 
 from rtqis.settings import Settings
 from tests.conftest import env_of
-from tests.test_cli import run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -44,3 +44,25 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
 def test_bench_rejects_unknown_sections() -> None:
     r = run_cli("bench", "--only", "codec,nope")
     assert r.returncode == 1 and "unknown bench section" in r.stderr
+
+
+def test_bench_soak_reports_rss_growth_per_process(settings: Settings, tmp_path: Path) -> None:
+    """The opt-in soak on a few seconds: RSS samples of the worker and the sink, and their growth."""
+    out = tmp_path / "soak.json"
+    r = run_cli(
+        "bench", "--only", "soak", "--soak-seconds", "6", "--latency-rate", "200", "--json", str(out),
+        env=env_of(settings), timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    soak = json.loads(out.read_text())["soak"]
+    assert soak["seconds"] == 6 and len(soak["samples"]) >= 3
+    for proc in ("worker", "sink"):  # and the broker's, when bench starts it (here the session's broker runs)
+        assert soak[proc]["peak_mb"] >= soak[proc]["end_mb"] > 50, proc
+        assert all(x[proc] > 0 for x in soak["samples"])
+        assert isinstance(soak[proc]["flat"], bool) and isinstance(soak[proc]["slope_mb_per_min"], float)
+    assert "soak worker RSS" in r.stdout
+
+
+def test_bench_rejects_bad_numbers() -> None:
+    assert_one_line_error(run_cli("bench", "--only", "soak", "--soak-seconds", "0"), "--soak-seconds", "> 0")
+    assert_one_line_error(run_cli("bench", "--latency-rate", "fast"), "--latency-rate", "'fast'")
