@@ -50,7 +50,7 @@ class _Feed:
         self.s = settings
         self.stream = stream
         self.producer = MessageProducer(settings)
-        self.buf = FrameBuffer(settings.frame_max_ticks, settings.frame_max_ms)
+        self.buf = FrameBuffer(settings.frame_max_ticks, settings.frame_max_ms, cut_ms=settings.sample_ms)
         self.stats = LiveStats()
         # USD-M / COIN-M streams (fstream/dstream hosts) continue depth diffs by `pu`, spot by `U`
         futures = any(h in settings.binance_ws_url for h in ("fstream", "dstream"))

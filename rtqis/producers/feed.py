@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,15 +137,23 @@ def run_synthetic(
     next_report = t0 + report_every_s
     try:
         while not stop.is_set():
-            if not max_rate:
-                # pace event time with the wall clock: a slice is published once it is over, as a
-                # live feed would (its ticks are at most ``frame_max_ms`` old when they leave)
-                wait = (market.now_ms + step_ms - now_ms) / 1000.0 - (time.monotonic() - t0)
-                if wait > 0 and stop.wait(wait):
-                    break
-            trades, books = market.advance(step_ms)
+            trades, books = market.advance(step_ms)  # the slice (now - step, now] of event time
             if limit is not None:
                 trades = _cap(trades, limit - stats.trades)
+            if not max_rate:
+                # Pace event time with the wall clock: a slice is published once it is over, as a live
+                # framer would (its ticks are at most ``frame_max_ms`` old when they leave). A live framer
+                # also sends at once the tick that crosses a sample time (FrameBuffer's ``cut_ms``): it
+                # closes the pair sample of its leg, so it does not wait out the slice.
+                def at(t_ms: int) -> bool:
+                    return stop.wait(max(0.0, (t_ms - now_ms) / 1000.0 - (time.monotonic() - t0)))
+
+                trades, books = _send_crossings(
+                    producer, market.now_ms - step_ms, step_ms, settings.sample_ms, trades, books if book else [],
+                    at, stats, settings.frame_max_ticks,
+                )  # fmt: skip
+                if at(market.now_ms):
+                    break
             out: list[tuple[Any, Frame]] = []
             for tb in trades:
                 out.extend((TRADES, f) for f in trade_frames(tb, settings.frame_max_ticks))
@@ -172,6 +180,52 @@ def run_synthetic(
             log.error("%d messages undelivered at shutdown", left)
         log.info("synthetic feed stopped: %s, %d delivery failures", stats, producer.stats.failed)
     return stats
+
+
+def _split(b: Any, i: int) -> tuple[Any, Any]:
+    """A Trade/BookBatch cut before row ``i``: (rows < i, rows >= i)."""
+    names = [f.name for f in fields(b)][1:]
+    return (
+        type(b)(b.symbol, *(getattr(b, n)[:i] for n in names)),
+        type(b)(b.symbol, *(getattr(b, n)[i:] for n in names)),
+    )
+
+
+def _send_crossings(
+    producer: MessageProducer,
+    start_ms: int,
+    step_ms: int,
+    sample_ms: int,
+    trades: list[TradeBatch],
+    books: list[BookBatch],
+    wait_until: Callable[[int], bool],
+    stats: FeedStats,
+    max_ticks: int,
+) -> tuple[list[TradeBatch], list[BookBatch]]:
+    """Within the slice (start, start + step], if a sample time ``b`` falls in it: for each symbol, the
+    ticks up to and including its first tick at/after ``b`` are published when that tick happens (event
+    time on the wall clock). Returns what is left for the end of the slice."""
+    b = (start_ms // sample_ms + 1) * sample_ms
+    if b > start_ms + step_ms:
+        return trades, books
+    cuts: list[tuple[int, int, Any]] = []  # (time of the crossing tick, batch index, head batch)
+    rest: dict[int, Any] = {}
+    every = [*trades, *books]
+    for k, batch in enumerate(every):
+        i = int(np.searchsorted(batch.event_time, b, side="left"))
+        if i < len(batch.event_time):
+            head, rest[k] = _split(batch, i + 1)
+            cuts.append((int(batch.event_time[i]), k, head))
+    for t, k, head in sorted(cuts, key=lambda c: c[0]):
+        if wait_until(t):
+            break  # stopping: the rest of the slice is not sent (as if it had not happened yet)
+        topic, frames = (
+            (TRADES, trade_frames(head, max_ticks)) if k < len(trades) else (BOOK, book_frames(head, max_ticks))
+        )
+        _publish(producer, [(topic, f) for f in frames], stats)
+        every[k] = rest[k]
+        producer.poll(0)
+    return every[: len(trades)], every[len(trades) :]
 
 
 def _cap(batches: list[TradeBatch], left: int) -> list[TradeBatch]:

@@ -1,5 +1,7 @@
 """Cut a live stream of ticks into frames: per (kind, symbol), at most ``max_ticks`` rows, and never
-holding a tick longer than ``max_ms`` (so sparse markets still see low latency)."""
+holding a tick longer than ``max_ms`` (so sparse markets still see low latency). With ``cut_ms`` (the pair
+sample period), the first tick of a new sample period ends its frame at once: that tick closes the
+previous period's pair sample, so it is not held."""
 
 from __future__ import annotations
 
@@ -17,21 +19,25 @@ __all__ = ["FrameBuffer"]
 
 
 class _Pending:
-    __slots__ = ("ftype", "rows", "since")
+    __slots__ = ("first", "ftype", "rows", "since")
 
-    def __init__(self, ftype: FrameType, since: float) -> None:
+    def __init__(self, ftype: FrameType, since: float, first: int) -> None:
         self.ftype = ftype
         self.rows: list[tuple[Any, ...]] = []
         self.since = since
+        self.first = first  # event time of the first tick
 
 
 class FrameBuffer:
     """Rows in, frames out. ``clock`` is monotonic seconds (injectable for tests)."""
 
-    def __init__(self, max_ticks: int, max_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_ticks: int, max_ms: int, clock: Callable[[], float] = time.monotonic, cut_ms: int | None = None
+    ) -> None:
         self.max_ticks = max_ticks
         self.max_s = max_ms / 1000.0
         self.clock = clock
+        self.cut_ms = cut_ms  # a tick at/after a multiple of this (event time) ends its frame at once
         self._pending: dict[tuple[str, str], _Pending] = {}
 
     def __len__(self) -> int:
@@ -41,11 +47,15 @@ class FrameBuffer:
         """Add one tick; returns a full frame when this tick completes one."""
         ftype = TRADE_FRAME if isinstance(row, m.Trade) else BOOK_FRAME
         key = (ftype.name, row.symbol)
+        t = row.event_time if row.event_time is not None else row.recv_time
         p = self._pending.get(key)
         if p is None:
-            p = self._pending[key] = _Pending(ftype, self.clock())
+            p = self._pending[key] = _Pending(ftype, self.clock(), t)
         p.rows.append(tuple(getattr(row, f) for f in ftype.dtypes))
-        if len(p.rows) >= self.max_ticks:
+        # a tick in a later sample period than the frame's first closes the pair samples before it:
+        # send it now rather than up to max_ms later (the signal path's latency)
+        crossed = self.cut_ms is not None and t // self.cut_ms > p.first // self.cut_ms
+        if len(p.rows) >= self.max_ticks or crossed:
             del self._pending[key]
             return self._frame(row.symbol, p)
         return None
