@@ -252,11 +252,18 @@ def _assigned(s: Settings, spec: Any) -> Any:
     return c
 
 
-def bench_latency(settings: Settings, seconds: float, rate: float, say: Say, tmp: Path) -> dict[str, Any]:
+def bench_latency(
+    settings: Settings, seconds: float, rate: float, say: Say, tmp: Path, *, pairs: int = 1
+) -> dict[str, Any]:
     """Steady live-like feed (``rate`` trades/s in all, plus book tickers), latency in ms per path:
     tick produced -> consumed; tick -> worker output (Ticker); tick -> live candle update published
-    (from the candle's last trade); sample time -> PairSignal published."""
-    s = _ns(settings)
+    (from the candle's last trade); sample time -> PairSignal published. ``pairs`` > 1: that many pairs
+    of 15 symbols (as the scaling run), the same total rate."""
+    if pairs > 1:
+        symbols = _symbols(max(2, min(15, pairs + 1)))
+        s = _ns(settings, symbols=symbols, pairs=_pairs(symbols, pairs))
+    else:
+        s = _ns(settings)
     w = Worker(s, tmp / "worker-latency.log")
     hops: dict[str, list[float]] = {"consumer": [], "ticker": [], "candle": [], "signal": []}
     trade_time: dict[tuple[str, int], int] = {}
@@ -316,6 +323,8 @@ def bench_latency(settings: Settings, seconds: float, rate: float, say: Say, tmp
         w.stop()
     res = {
         "rate_trades_per_s": rate,
+        "pairs": len(s.pairs),
+        "symbols": len(s.symbols),
         "seconds": seconds,
         "warmup_seconds": _WARMUP_S,
         "fetch_max_wait_ms": s.fetch_max_wait_ms,
@@ -326,11 +335,13 @@ def bench_latency(settings: Settings, seconds: float, rate: float, say: Say, tmp
         "signal": _pct(hops["signal"]),
         "worker_rss_mb": rss,
     }
+    label = "latency" if pairs == 1 else f"latency ({pairs} pairs)"
     for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal"):
         p = res[k]
         if p:
             say(
-                f"latency {k:<26} p50 {p['p50']:6.1f}  p95 {p['p95']:6.1f}  p99 {p['p99']:6.1f}  max {p['max']:7.1f} ms"
+                f"{label} {k:<26} n {p['n']:6d}  p50 {p['p50']:6.1f}  p95 {p['p95']:6.1f}  "
+                f"p99 {p['p99']:6.1f}  max {p['max']:7.1f} ms"
             )
     return res
 
@@ -669,6 +680,10 @@ def run_bench(
             ]
             one, hundred = res["scaling"][0], res["scaling"][1]
             res["cost_100_pairs_vs_1"] = one["e2e_ticks_per_s"] / hundred["e2e_ticks_per_s"]
+            # latency at 100 pairs (the 1-pair figure is the latency section's): half the steady run
+            res["latency_100_pairs"] = bench_latency(
+                settings, max(3.0, latency_seconds / 2), latency_rate, say, tmp, pairs=100
+            )
         if "latency" in sections:
             res["latency"] = bench_latency(settings, latency_seconds, latency_rate, say, tmp)
             res["latency_ms"] = {k: res["latency"][k] for k in ("candle", "signal")}

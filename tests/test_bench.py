@@ -37,6 +37,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
         (1, 4, 2),
     ]
     assert d["scaling"][1]["symbols"] == 15 and d["cost_100_pairs_vs_1"] > 0
+    assert d["latency_100_pairs"]["pairs"] == 100 and d["latency_100_pairs"]["signal"]["n"] > 0
     assert d["kernels"]["rolling_ols_us"] > 0 and d["kernels"]["kalman_100_pairs_us"] > 0
     assert "end to end" in r.stdout and "raw consume" in r.stdout
 
