@@ -380,8 +380,8 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
     pairs = _PairBook(settings)
 
     async def send(book_out: list[tuple[str, dict[str, Any], bool]], pair: str) -> None:
-        for kind, row, final in book_out:
-            cb = (lambda k=_pair_out_key(kind, row): pairs.delivered.add(k)) if final else None
+        for kind, row, key in book_out:
+            cb = (lambda k=key: pairs.delivered.add(k)) if key is not None else None
             model = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}[kind]
             await publish(out_topics[kind], model(**row), pair, on_delivered=cb)
 
@@ -427,7 +427,7 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
         if res is None:
             log.info("ADF request %s for %s: not enough samples yet", req.request_id, req.pair)
             return
-        await send([(ADF.name, {**res, "request_id": req.request_id}, False)], req.pair)
+        await send([(ADF.name, {**res, "request_id": req.request_id}, None)], req.pair)
 
 
 def _pair_out_key(kind: str, row: dict[str, Any]) -> str:
@@ -470,7 +470,8 @@ class _PairBook:
         self.cache[pair] = (seq, aligner, model)
         return seq, model
 
-    def apply(self, msg: m.LegSamples, table: Any) -> list[tuple[str, dict[str, Any], bool]]:
+    def apply(self, msg: m.LegSamples, table: Any) -> list[tuple[str, dict[str, Any], str | None]]:
+        """Apply one message of leg samples: (kind, row, outbox key or None) to publish, in order."""
         pair = msg.pair
         seq, model = self.load(pair, table)
         stored = table[pair]
@@ -478,15 +479,15 @@ class _PairBook:
             aligner, model = PairAligner(max_pending=self.max_pending), PairModel(pair, self.params)
         else:
             aligner = self.cache[pair][1]
-        out: list[tuple[str, dict[str, Any], bool]] = []
-        outbox = [r for r in stored.get("outbox", []) if _pair_out_key(r[0], r[1]) not in self.delivered]
-        for kind, row in outbox:  # restored from the changelog and never sent by this process: send again
-            if _pair_out_key(kind, row) not in self.sent:
-                self.sent.add(_pair_out_key(kind, row))
-                out.append((kind, row, True))
-        if not aligner.push(msg.leg, msg.time, msg.price, msg.last_time) and len(outbox) == len(
-            stored.get("outbox", [])
-        ):
+        out: list[tuple[str, dict[str, Any], str | None]] = []
+        # outbox entries are [kind, row, key] (states written before the key was stored: [kind, row])
+        stored_box = [(e[0], e[1], e[2] if len(e) > 2 else _pair_out_key(e[0], e[1])) for e in stored.get("outbox", [])]
+        outbox = [[kind, row, key] for kind, row, key in stored_box if key not in self.delivered]
+        for kind, row, key in outbox:  # restored from the changelog and never sent by this process: send again
+            if key not in self.sent:
+                self.sent.add(key)
+                out.append((kind, row, key))
+        if not aligner.push(msg.leg, msg.time, msg.price, msg.last_time) and len(outbox) == len(stored_box):
             return out  # a redelivered message: nothing new
         n_before = model.n
         rows = aligner.drain()
@@ -507,9 +508,10 @@ class _PairBook:
             if st.adf_due and (res := model.adf()) is not None:
                 new.append((ADF.name, res))
             for kind, row in new:
-                self.sent.add(_pair_out_key(kind, row))
-                outbox.append([kind, row])
-                out.append((kind, row, True))
+                key = _pair_out_key(kind, row)
+                self.sent.add(key)
+                outbox.append([kind, row, key])
+                out.append((kind, row, key))
         # the sample history in chunks: rewrite the chunks that got rows (before the state: see above)
         dropped = int(stored.get("dropped", 0))  # chunks below this are deleted
         if model.n > n_before:
@@ -529,7 +531,9 @@ class _PairBook:
             dropped = max(dropped, needed_before)
         seq += 1
         self.cache[pair] = (seq, aligner, model)
-        self.delivered.difference_update(_pair_out_key(k, r) for k, r in stored.get("outbox", []))
+        gone = [key for _, _, key in stored_box if key in self.delivered]  # delivered: leave the outbox
+        self.delivered.difference_update(gone)
+        self.sent.difference_update(gone)  # (without this, ``sent`` grew by every output for good)
         table[pair] = {
             "seq": seq,
             "aligner": aligner.state(),
@@ -669,7 +673,9 @@ class _SymbolBook:
             return out, None
         seq += 1
         self.cache[sym] = (seq, states, sampler)
-        self.delivered.difference_update(_outbox_key(r) for r in stored.get("outbox", []) if r not in outbox)
+        gone = [_outbox_key(r) for r in stored.get("outbox", []) if r not in outbox]  # delivered
+        self.delivered.difference_update(gone)
+        self.sent.difference_update(gone)  # (without this, ``sent`` grew by every output for good)
         new = {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}, "outbox": outbox}
         if sampler is not None:
             new["sampler"] = sampler.state()

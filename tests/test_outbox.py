@@ -1,0 +1,76 @@
+"""The agents' outboxes: what must be published stays in the table state until this process has seen
+its delivery, is sent once, and leaves the books' memory when it leaves the outbox (no growth)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from rtqis.agents.app import _outbox_key, _PairBook, _SymbolBook
+from rtqis.schemas import models as m
+from rtqis.settings import Settings
+
+
+def legs(t0: int, n: int, rng: np.random.Generator) -> list[m.LegSamples]:
+    times = [1000 * (t0 + i) for i in range(n)]
+    x = 9e4 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
+    y = 0.05 * x * np.exp(rng.normal(0, 1e-4, n))
+    return [
+        m.LegSamples(pair="ETHUSDT/BTCUSDT", leg=leg, symbol=sym, time=times, price=p.tolist(), last_time=times)
+        for leg, sym, p in (("x", "BTCUSDT", x), ("y", "ETHUSDT", y))
+    ]
+
+
+def test_pair_outbox_holds_undelivered_rows_only_and_memory_stays_flat() -> None:
+    book, table = _PairBook(Settings()), defaultdict(dict)  # a Faust Table(default=dict) in memory
+    rng = np.random.default_rng(5)
+    published: list[str] = []
+    peak = 0
+    for k in range(30):  # 30 messages of 20 samples per leg
+        out: list[tuple[str, dict[str, Any], str | None]] = []
+        for msg in legs(20 * k + 1, 20, rng):
+            out += book.apply(msg, table)
+        keys = [key for _, _, key in out if key is not None]
+        assert not set(keys) & set(published)  # nothing sent twice
+        published += keys
+        if k < 25:
+            book.delivered.update(keys)  # the producer's callbacks
+            peak = max(peak, len(book.sent), len(book.delivered))
+    assert len(published) >= 590  # a PairSignal per sample after the first, ADF results, alerts
+    assert peak < 100  # bounded by one message's outputs, not by the run
+    # the last 5 messages' outputs were never confirmed: they are still in the stored outbox
+    stored = {key for _, _, key in table["ETHUSDT/BTCUSDT"]["outbox"]}
+    assert stored and stored <= set(published[-5 * 20 - 10 :]) and stored.isdisjoint(book.delivered)
+    # a new process restoring this state sends exactly those again, once
+    fresh = _PairBook(Settings())
+    again = [key for msg in legs(601, 1, rng) for _, _, key in fresh.apply(msg, table) if key in stored]
+    assert sorted(again) == sorted(stored)
+
+
+def test_symbol_outbox_forgets_delivered_rows() -> None:
+    s = Settings()
+    book = _SymbolBook(s, candles=True, sample=True)
+    stored: dict[str, Any] = {}
+    rng = np.random.default_rng(2)
+    sizes = []
+    tid = 0
+    for k in range(200):  # 200 frames of 50 trades, 2 s of event time each: candles close, samples flow
+        n = 50
+        t = 1_700_000_000_000 + 2000 * k + np.sort(rng.integers(0, 2000, n))
+        ids = np.arange(tid, tid + n)
+        tid += n
+        cols = {
+            "trade_time": t,
+            "price": 100 + rng.normal(0, 1, n),
+            "qty": np.ones(n),
+            "buyer_maker": rng.integers(0, 2, n).astype(bool),
+            "trade_id": ids,
+        }
+        out, new = book.update("BTCUSDT", stored, cols, (t, cols["price"], ids))
+        if new is not None:
+            stored = new
+        book.delivered.update(_outbox_key(r) for _, r, final in out if final)
+        sizes.append(len(book.sent) + len(book.delivered))
+    assert max(sizes[100:]) < 20 and len(stored["outbox"]) < 20
