@@ -12,19 +12,27 @@ from rtqis.agents.app import _outbox_key, _PairBook, _SymbolBook
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 
+PAIRS = ["ETHUSDT/BTCUSDT", "SOLUSDT/BTCUSDT"]
+
 
 def legs(t0: int, n: int, rng: np.random.Generator) -> list[m.LegSamples]:
+    """Both legs of both pairs over the same sample times (so their outputs share times)."""
     times = [1000 * (t0 + i) for i in range(n)]
     x = 9e4 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
-    y = 0.05 * x * np.exp(rng.normal(0, 1e-4, n))
-    return [
-        m.LegSamples(pair="ETHUSDT/BTCUSDT", leg=leg, symbol=sym, time=times, price=p.tolist(), last_time=times)
-        for leg, sym, p in (("x", "BTCUSDT", x), ("y", "ETHUSDT", y))
-    ]
+    out = []
+    for pair in PAIRS:
+        y = 0.05 * x * np.exp(rng.normal(0, 1e-4, n))
+        ysym, xsym = pair.split("/")
+        out += [
+            m.LegSamples(pair=pair, leg=leg, symbol=sym, time=times, price=p.tolist(), last_time=times)
+            for leg, sym, p in (("x", xsym, x), ("y", ysym, y))
+        ]
+    return out
 
 
 def test_pair_outbox_holds_undelivered_rows_only_and_memory_stays_flat() -> None:
-    book, table = _PairBook(Settings()), defaultdict(dict)  # a Faust Table(default=dict) in memory
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], pairs=PAIRS)
+    book, table = _PairBook(s), defaultdict(dict)  # a Faust Table(default=dict) in memory
     rng = np.random.default_rng(5)
     published: list[str] = []
     peak = 0
@@ -38,13 +46,14 @@ def test_pair_outbox_holds_undelivered_rows_only_and_memory_stays_flat() -> None
         if k < 25:
             book.delivered.update(keys)  # the producer's callbacks
             peak = max(peak, len(book.sent), len(book.delivered))
-    assert len(published) >= 590  # a PairSignal per sample after the first, ADF results, alerts
-    assert peak < 100  # bounded by one message's outputs, not by the run
-    # the last 5 messages' outputs were never confirmed: they are still in the stored outbox
-    stored = {key for _, _, key in table["ETHUSDT/BTCUSDT"]["outbox"]}
-    assert stored and stored <= set(published[-5 * 20 - 10 :]) and stored.isdisjoint(book.delivered)
+    assert len(published) >= 2 * 590  # a PairSignal per sample after the first, ADF results, alerts
+    assert peak < 200  # bounded by one message's outputs, not by the run
+    # the last 5 messages' outputs were never confirmed: they are still in the stored outboxes
+    stored = {key for pair in PAIRS for _, _, key in table[pair]["outbox"]}
+    assert len(stored) >= 2 * 5 * 20 and stored <= set(published[-2 * (5 * 20 + 10) :])
+    assert stored.isdisjoint(book.delivered)
     # a new process restoring this state sends exactly those again, once
-    fresh = _PairBook(Settings())
+    fresh = _PairBook(s)
     again = [key for msg in legs(601, 1, rng) for _, _, key in fresh.apply(msg, table) if key in stored]
     assert sorted(again) == sorted(stored)
 
@@ -52,7 +61,8 @@ def test_pair_outbox_holds_undelivered_rows_only_and_memory_stays_flat() -> None
 def test_symbol_outbox_forgets_delivered_rows() -> None:
     s = Settings()
     book = _SymbolBook(s, candles=True, sample=True)
-    stored: dict[str, Any] = {}
+    stored: dict[str, Any] = {"BTCUSDT": {}, "ETHUSDT": {}}
+    published: set[str] = set()
     rng = np.random.default_rng(2)
     sizes = []
     tid = 0
@@ -68,9 +78,17 @@ def test_symbol_outbox_forgets_delivered_rows() -> None:
             "buyer_maker": rng.integers(0, 2, n).astype(bool),
             "trade_id": ids,
         }
-        out, new = book.update("BTCUSDT", stored, cols, (t, cols["price"], ids))
-        if new is not None:
-            stored = new
-        book.delivered.update(_outbox_key(r) for _, r, final in out if final)
+        for sym in ("BTCUSDT", "ETHUSDT"):  # same times and counts: closed candles differ only by symbol
+            out, new = book.update(sym, stored[sym], cols, (t, cols["price"], ids))
+            if new is not None:
+                stored[sym] = new
+            keys = [_outbox_key(r) for _, r, final in out if final]
+            assert not set(keys) & published
+            published.update(keys)
+            if k < 190:
+                book.delivered.update(keys)
         sizes.append(len(book.sent) + len(book.delivered))
-    assert max(sizes[100:]) < 20 and len(stored["outbox"]) < 20
+    assert max(sizes[100:190]) < 40 and sum(1 for k in published if "|1m|" in k) >= 2 * 6
+    for sym in ("BTCUSDT", "ETHUSDT"):  # the unconfirmed rows of the last frames, and only those
+        box = [_outbox_key(r) for r in stored[sym]["outbox"]]
+        assert box and all(k.startswith(f"{sym}|") or k.startswith("leg|") for k in box)

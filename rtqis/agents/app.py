@@ -431,7 +431,8 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
 
 
 def _pair_out_key(kind: str, row: dict[str, Any]) -> str:
-    return f"{kind}|{row['time']}|{row.get('kind', '')}"
+    """Identity of one pair output in the (shared) book: its topic, pair, sample time and alert kind."""
+    return f"{kind}|{row['pair']}|{row['time']}|{row.get('kind', '')}"
 
 
 class _PairBook:
@@ -570,7 +571,7 @@ def _outbox_key(row: dict[str, Any]) -> str:
     message of leg samples."""
     if "leg" in row:
         return f"leg|{row['pair']}|{row['leg']}|{row['time'][0]}|{row['time'][-1]}"
-    return f"{row['interval']}|{row['open_time']}|{row['trades']}|{row['correction']}"
+    return f"{row['symbol']}|{row['interval']}|{row['open_time']}|{row['trades']}|{row['correction']}"
 
 
 def pair_legs(settings: Settings) -> dict[str, list[tuple[str, str]]]:
