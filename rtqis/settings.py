@@ -115,6 +115,12 @@ class Settings(BaseSettings):
 
     # --- processes and storage ------------------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="logs, DuckDB files and archives live here")
+    sink_memory_mb: int = Field(
+        256,
+        ge=32,
+        description="DuckDB memory limit of the sink (its page cache otherwise grows with the database, "
+        "up to 80% of RAM)",
+    )
     worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port (always bound)")
     ui_host: str = Field("127.0.0.1", description="dashboard bind address")
     ui_port: int = Field(5006, ge=1, le=65535)

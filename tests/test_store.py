@@ -831,3 +831,16 @@ def test_publish_snapshot_in_process(store: Store, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="must differ"):
         store.publish_snapshot(store.path)
     assert store_mod.SOURCES == ("stream", "backfill", "import")
+
+
+def test_memory_limit_bounds_duckdbs_page_cache(tmp_path: Path) -> None:
+    """The sink's store caps DuckDB's buffer pool (RTQIS_SINK_MEMORY_MB): without it the page cache may
+    grow with the file up to 80% of RAM."""
+    with Store(tmp_path / "a.duckdb", memory_mb=64) as st:
+        assert st._con is not None
+        limit = st._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit.replace(" ", "") in ("64.0MiB", "61.0MiB", "64MiB", "61MiB"), limit
+    with Store(tmp_path / "b.duckdb") as st:
+        assert st._con is not None
+        default = st._con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert default != limit

@@ -64,7 +64,7 @@ class _Batch:
         self.started = time.monotonic()
 
 
-def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0) -> Store:
+def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0, *, memory_mb: int | None = None) -> Store:
     """The store at ``path`` for writing, waiting up to ``wait_s`` while another process holds the file.
 
     A reader that found no sink running opens the live file read-only for a moment (``open_history``,
@@ -74,7 +74,7 @@ def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0) ->
     told = False
     while True:
         try:
-            return Store(path)
+            return Store(path, memory_mb=memory_mb)
         except StoreError as e:
             if "lock" not in str(e).lower() or time.monotonic() >= deadline or stop.is_set():
                 raise
@@ -95,7 +95,7 @@ def run_sink(
     """Run until ``stop`` is set; flushes what it holds before returning."""
     db_path, snap_path = sink_paths(settings)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    store = open_for_writing(db_path, stop)
+    store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"

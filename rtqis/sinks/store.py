@@ -360,7 +360,7 @@ class Store:
     Store may be shared by threads of one process. Close it (or use ``with``) to release the file.
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, memory_mb: int | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.RLock()
@@ -383,6 +383,8 @@ class Store:
         # close the live file: it reads through this descriptor, kept open until close().
         self._fd: int | None = None
         try:
+            if memory_mb is not None:  # DuckDB's buffer pool: pages beyond it are evicted, not kept
+                self._con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
             if not read_only:
                 self._fd = os.open(self.path, os.O_RDONLY)
             self._version = self._check_or_migrate()
