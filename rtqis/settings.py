@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     z_exit: float = Field(0.5, ge=0, description="alert when |z| falls back to this (exit)")
     alert_cooldown_s: float = Field(30.0, ge=0, description="no new entry alert within N s of the last alert")
     stale_after_s: float = Field(10.0, gt=0, description="a leg without a new price for N s pauses its pair")
+    align_wait_s: float = Field(
+        60.0,
+        gt=0,
+        description="how far (event time) one leg of a pair may run ahead of the other before the pair goes "
+        "on with the late leg's last price, flagged stale_leg; raise it for full-speed replays over several "
+        "partitions, where one symbol's partition can be read far ahead of the other's",
+    )
     outlier_z: float = Field(6.0, gt=0, description="flag a sample whose |z| exceeds this as an outlier")
 
     # --- Binance source -----------------------------------------------------------------------------

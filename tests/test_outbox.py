@@ -92,3 +92,18 @@ def test_symbol_outbox_forgets_delivered_rows() -> None:
     for sym in ("BTCUSDT", "ETHUSDT"):  # the unconfirmed rows of the last frames, and only those
         box = [_outbox_key(r) for r in stored[sym]["outbox"]]
         assert box and all(k.startswith(f"{sym}|") or k.startswith("leg|") for k in box)
+
+
+def test_align_wait_lets_a_late_leg_catch_up() -> None:
+    """One leg 150 samples ahead of the other (a replay reading one partition ahead): with the default
+    RTQIS_ALIGN_WAIT_S (60 s) the pair goes on without the late leg (flagged stale_leg); with a wait
+    longer than the skew it waits and every signal has both legs."""
+    rng = np.random.default_rng(9)
+    both = [msg for msg in legs(1, 10, rng) if msg.pair == PAIRS[0]]  # in step for 10 samples
+    msgs = both + [msg for msg in legs(11, 150, rng) if msg.pair == PAIRS[0]]  # then x 150 ahead of y
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], pairs=PAIRS)
+    for wait, stale_expected in ((60.0, True), (200.0, False)):
+        book, table = _PairBook(s.model_copy(update={"align_wait_s": wait})), defaultdict(dict)
+        out = [row for msg in msgs for kind, row, _ in book.apply(msg, table) if kind == "analytics.pair"]
+        stale = [r for r in out if "stale_leg" in r["flags"]]
+        assert len(out) >= 159 and bool(stale) == stale_expected, (wait, len(stale))

@@ -445,7 +445,7 @@ class _PairBook:
     def __init__(self, settings: Settings) -> None:
         self.pairs = list(settings.pairs)
         self.params = PairParams.from_settings(settings)
-        self.max_pending = max(60, int(settings.stale_after_s * 1000 // settings.sample_ms) * 4)
+        self.max_pending = max(1, int(settings.align_wait_s * 1000 // settings.sample_ms))
         self.cache: dict[str, tuple[int, PairAligner, PairModel]] = {}
         self.delivered: set[str] = set()
         self.sent: set[str] = set()
