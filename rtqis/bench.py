@@ -680,7 +680,13 @@ def run_bench(
         if "scaling" in sections:
             plan = [(1, 1, 1), (100, 1, 1), (1, 4, 1), (1, 4, 2)]
             res["scaling"] = [
-                bench_e2e(settings, max(1, ticks // 5), tmp, pairs=p, partitions=k, workers=w, say=say)
+                _median_runs(
+                    lambda p=p, k=k, w=w: bench_e2e(  # type: ignore[misc]
+                        settings, max(1, ticks // 5), tmp, pairs=p, partitions=k, workers=w, say=say
+                    ),
+                    runs,
+                    "e2e_ticks_per_s",
+                )
                 for p, k, w in plan
             ]
             one, hundred = res["scaling"][0], res["scaling"][1]
