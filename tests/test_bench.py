@@ -23,6 +23,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["machine"]["cores"] >= 1 and d["config"]["ticks"] == 3000
+    assert d["versions"]["faust-streaming"] == "0.15.3" and d["versions"]["librdkafka"].count(".") == 2
     assert d["codec"]["json"]["bytes"] > 0 and d["codec"]["avro"]["decode_us"] > 0
     assert d["raw"]["ticks"] == 3000 and d["raw_consume_per_s"] > 0
     # the keys the benchmark issue names
