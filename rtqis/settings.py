@@ -66,7 +66,10 @@ class Settings(BaseSettings):
         "off; auto = end-offsets when the broker's self-check fails",
     )
     fetch_max_wait_ms: int = Field(
-        25, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"
+        15, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"
+    )
+    producer_linger_ms: int = Field(
+        1, ge=0, le=1_000, description="how long producers (Faust's included) wait to fill a batch"
     )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols"

@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         "web_bind": "127.0.0.1",
         "web_enabled": False,
         "producer_compression_type": None if settings.compression == "none" else settings.compression,
-        "producer_linger_ms": 1,
+        "producer_linger_ms": settings.producer_linger_ms,
         "consumer_auto_offset_reset": "earliest",
         "table_cleanup_interval": 30.0,
     }

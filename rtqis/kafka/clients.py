@@ -33,7 +33,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             "compression.type": settings.compression,
             # no duplicates or reordering on retries (works on Apache Kafka and on the embedded broker)
             "enable.idempotence": True,
-            "linger.ms": 5,
+            # a frame of ticks is already a batch: linger only joins the frames of one slice, which are
+            # produced back to back (5 ms cost the live paths ~5 ms of latency for no memory saved)
+            "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.kbytes": 256 * 1024,  # back-pressure point: 256 MB of unsent data
             "message.timeout.ms": 120_000,  # retry while the broker is briefly away
