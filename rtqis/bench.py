@@ -73,7 +73,7 @@ def versions(broker_binary: str | None) -> dict[str, str]:
 
     import confluent_kafka
 
-    out = {"python": platform.python_version(), "rtqis": __version__}
+    out = {"python": platform.python_version()}  # rtqis's own version is the result's "version"
     for name in _VERSIONED:
         try:
             out[name] = version(name)
@@ -385,8 +385,8 @@ def bench_latency(
         "worker_rss_mb": rss,
     }
     label = "latency" if pairs == 1 else f"latency ({pairs} pairs)"
-    paths = ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal")
-    for k in (*paths, "sample_to_leg_ms", "leg_to_signal_ms"):
+    for k in ("tick_to_consumer_ms", "tick_to_worker_output_ms", "candle", "signal", "sample_to_leg_ms",
+              "leg_to_signal_ms"):  # fmt: skip
         p = res[k]
         if p:
             say(
