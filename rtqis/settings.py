@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "partitions, where one symbol's partition can be read far ahead of the other's",
     )
     outlier_z: float = Field(6.0, gt=0, description="flag a sample whose |z| exceeds this as an outlier")
+    colocate_pairs: bool = Field(
+        True,
+        description="with one partition, the tick agent computes the pairs itself: one broker hop less on "
+        "the signal path and no pairs.legs messages; false (or several partitions): leg samples go through "
+        "pairs.legs to the pairs agent",
+    )
 
     # --- Binance source -----------------------------------------------------------------------------
     binance_ws_url: str = Field("wss://stream.binance.com:9443", description="Binance WebSocket base URL")
@@ -214,6 +220,11 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         """The address clients connect to."""
         return self.bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def pairs_colocated(self) -> bool:
+        """True when the tick agent computes the pairs (one partition: every symbol's ticks meet there)."""
+        return self.colocate_pairs and self.partitions == 1
 
     @property
     def log_dir(self) -> Path:

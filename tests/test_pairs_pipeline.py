@@ -1,6 +1,7 @@
 """Real Binance trades -> broker -> Faust pair agent: the PairSignals equal the batch kernels on the same
 samples; a SIGKILLed and restarted worker publishes exactly the numbers of an uninterrupted run; ADF on
-request; bad leg messages are dead-lettered."""
+request; bad leg messages are dead-lettered. Both ways the pairs are computed: in the tick agent (one
+partition, the default) and through pairs.legs in the pairs agent."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rtqis.analytics.pair_model import SIGNAL_FIELDS, PairModel, PairParams, bat
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.clients import MessageProducer
+from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ADF_REQUESTS, DEADLETTER, LEGS, PAIR
@@ -60,8 +62,13 @@ def signals(s: Settings, n: int) -> dict[int, dict[str, Any]]:
     return by_time
 
 
-def test_pair_signals_equal_the_batch_kernels(bootstrap: str, tmp_path: Path, procs: Procs) -> None:
-    s = _settings(bootstrap, tmp_path)
+PATHS = pytest.mark.parametrize("colocate", [True, False], ids=["in-tick-agent", "via-legs-topic"])
+
+
+@PATHS
+def test_pair_signals_equal_the_batch_kernels(bootstrap: str, tmp_path: Path, procs: Procs, colocate: bool) -> None:
+    s = _settings(bootstrap, tmp_path, colocate_pairs=colocate)
+    assert s.pairs_colocated is colocate
     r, _ = reference(s)
     assert run_cli("produce", "file", *FILES, env=env_of(s), timeout=120).returncode == 0
     procs.start(s, "worker", name="worker")
@@ -78,6 +85,9 @@ def test_pair_signals_equal_the_batch_kernels(bootstrap: str, tmp_path: Path, pr
     adf = collect(s, ADF.name, lambda rows: len(rows) >= len(r) // 60 - 1, timeout_s=30)
     assert all(a["pair"] == "ETHUSDT/BTCUSDT" and math.isfinite(a["pvalue"]) for a in adf)
     assert [a["time"] % 60_000 for a in adf[1:]] == [0] * (len(adf) - 1)
+    # computed in the tick agent, the pairs publish no leg messages: the pairs.legs hop is gone
+    legs = sum(o.end for o in topic_offsets(s, [LEGS.full_name(s.namespace)]))
+    assert (legs == 0) is colocate, legs
     # on demand: an AdfRequest is answered with its request id
     p = MessageProducer(s)
     p.send(ADF_REQUESTS, m.AdfRequest(pair="ETHUSDT/BTCUSDT", request_id="req-1", window=100), key="ETHUSDT/BTCUSDT")
@@ -92,10 +102,11 @@ def test_pair_signals_equal_the_batch_kernels(bootstrap: str, tmp_path: Path, pr
     assert "unknown pair 'NOPE/BTCUSDT'" in reasons and {d["stage"] for d in dead} >= {"worker.pairs"}
 
 
+@PATHS
 def test_sigkill_mid_stream_gives_the_numbers_of_an_uninterrupted_run(
-    bootstrap: str, tmp_path: Path, procs: Procs
+    bootstrap: str, tmp_path: Path, procs: Procs, colocate: bool
 ) -> None:
-    s = _settings(bootstrap, tmp_path, frame_max_ticks=50)  # many frames, many leg messages
+    s = _settings(bootstrap, tmp_path, frame_max_ticks=50, colocate_pairs=colocate)  # many frames, many legs
     r, want = reference(s)
     assert run_cli("produce", "file", *FILES, env=env_of(s), timeout=120).returncode == 0
     w = procs.start(s, "worker", name="worker1")

@@ -42,6 +42,7 @@ from rtqis.topics.registry import TopicSpec, app_id
 __all__ = ["RtqisApp", "create_app", "make_worker"]
 
 CANDLE_TOPICS = {"1m": CANDLES_1M, "5m": CANDLES_5M}
+LOCAL_LEG = "local_leg"  # a leg sample for a pair computed in the same agent (never published)
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         if iv in settings.candle_intervals
     }
     legs_topic = app.topic(LEGS.full_name(ns), value_serializer="raw", key_serializer="raw")
-    candles = _SymbolBook(settings, candles=True, sample=settings.pair_price == "trade")
+    # one partition: the tick agent feeds its leg samples straight to the pairs, whose state it keeps in
+    # its own table (so one event's writes stay in one changelog partition, in order): no pairs.legs hop
+    colocated = settings.pairs_colocated
+    candles = _SymbolBook(settings, candles=True, sample=settings.pair_price == "trade", colocated=colocated)
+    local_pairs = _PairBook(settings)
 
     async def publish(topic: Any, model: m.Message, key: str, on_delivered: Any = None) -> None:
         value, headers = encode(model, codec)
@@ -286,13 +291,27 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         if on_delivered is not None:
             fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else on_delivered())
 
-    async def send_outputs(book: _SymbolBook, sym: str, out: list[tuple[str, dict[str, Any], bool]]) -> None:
+    send_pair = _pair_sender(app, settings, publish)
+
+    def apply_local_legs(out: list[tuple[str, dict[str, Any], bool]], table: Any) -> list[tuple[str, Any]]:
+        """Leg samples of a frame applied to their (co-located) pairs: (pair, outputs to send), in order."""
+        return [
+            (row["pair"], local_pairs.apply(m.LegSamples(**row), table)) for kind, row, _ in out if kind == LOCAL_LEG
+        ]
+
+    async def send_outputs(
+        book: _SymbolBook, sym: str, out: list[tuple[str, dict[str, Any], bool]], pair_out: list[tuple[str, Any]]
+    ) -> None:
         for kind, row, final in out:
             cb = (lambda k=_outbox_key(row): book.delivered.add(k)) if final else None
+            if kind == LOCAL_LEG:
+                continue
             if kind == "leg":
                 await publish(legs_topic, m.LegSamples(**row), row["pair"], on_delivered=cb)
             else:
                 await publish(candle_topics[kind], m.Candle(**row), sym, on_delivered=cb)
+        for pair, rows in pair_out:
+            await send_pair(local_pairs, rows, pair)
 
     @app.agent(trades, name="trades")
     async def trades_agent(stream: Any) -> None:
@@ -331,6 +350,9 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         # re-published after a restart until delivery is seen, so they are never lost.
         c = frame.cols
         out, new_state = candles.update(sym, candle_table[sym], c, (c["trade_time"], c["price"], c["trade_id"]))
+        # the pairs' writes go before the symbol's: a crash between them redelivers the frame, and the
+        # pair aligner skips the samples it already has
+        pair_out = apply_local_legs(out, candle_table)
         if new_state is not None:
             candle_table[sym] = new_state
         state = last_trade[sym]
@@ -339,7 +361,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         fresh = ids > state.get("trade_id", -1)
         n = int(fresh.sum())
         if n == 0:
-            await send_outputs(candles, sym, out)
+            await send_outputs(candles, sym, out, pair_out)
             return
         i = int(np.flatnonzero(fresh)[-1])
         new = {
@@ -350,13 +372,13 @@ def _register(app: RtqisApp, settings: Settings) -> None:
             "frames": state.get("frames", 0) + 1,
         }
         last_trade[sym] = new
-        await send_outputs(candles, sym, out)
+        await send_outputs(candles, sym, out, pair_out)
         await publish(ticker, m.Ticker(symbol=sym, **new), sym)
 
     if settings.pair_price == "mid":
         book = app.topic(BOOK.full_name(ns), value_serializer="raw", key_serializer="raw")
         book_table = app.Table("book_legs", default=dict, partitions=settings.partitions)
-        mids = _SymbolBook(settings, candles=False, sample=True)
+        mids = _SymbolBook(settings, candles=False, sample=True, colocated=colocated)
 
         @app.agent(book, name="book")
         async def book_agent(stream: Any) -> None:
@@ -371,11 +393,13 @@ def _register(app: RtqisApp, settings: Settings) -> None:
             t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]  # spot: no event time
             mid = (c["bid_price"] + c["ask_price"]) / 2.0  # type: ignore[operator]
             out, new_state = mids.update(frame.symbol, book_table[frame.symbol], c, (t, mid, c["update_id"]))
+            pair_out = apply_local_legs(out, book_table)
             if new_state is not None:
                 book_table[frame.symbol] = new_state
-            await send_outputs(mids, frame.symbol, out)
+            await send_outputs(mids, frame.symbol, out, pair_out)
 
-    _register_pairs(app, settings, legs_topic, publish, dead_letter)
+    local = (local_pairs, book_table if settings.pair_price == "mid" else candle_table) if colocated else None
+    _register_pairs(app, settings, legs_topic, send_pair, dead_letter, local)
 
 
 async def _guarded(app: RtqisApp, stream: Any, handle: Any) -> None:
@@ -391,29 +415,49 @@ async def _guarded(app: RtqisApp, stream: Any, handle: Any) -> None:
             app.busy -= 1
 
 
-def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish: Any, dead_letter: Any) -> None:
-    """The pair agent: leg samples -> aligned samples -> PairSignal / Alert / AdfResult; ADF on request."""
-    # The Huber and ADF kernels import scikit-learn and statsmodels lazily (~1.3 s). Import them now, at
-    # start, not in the first refit: that stalled the event loop ~0.9 s mid-stream (latency p99 0.65 s).
-    import sklearn.linear_model  # noqa: F401
-    import statsmodels.tsa.stattools  # noqa: F401
-
+def _pair_sender(app: RtqisApp, settings: Settings, publish: Any) -> Any:
+    """``send(book, outputs, pair)``: publish what :meth:`_PairBook.apply` returned, marking deliveries."""
     ns = settings.namespace
     out_topics = {
         spec.name: app.topic(spec.full_name(ns), value_serializer="raw", key_serializer="raw")
         for spec in (PAIR, ALERTS, ADF)
     }
+    models = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}
+
+    async def send(book: _PairBook, book_out: list[tuple[str, dict[str, Any], str | None]], pair: str) -> None:
+        for kind, row, key in book_out:
+            cb = (lambda k=key: book.delivered.add(k)) if key is not None else None
+            await publish(out_topics[kind], models[kind](**row), pair, on_delivered=cb)
+
+    return send
+
+
+def _register_pairs(
+    app: RtqisApp,
+    settings: Settings,
+    legs_topic: Any,
+    send: Any,
+    dead_letter: Any,
+    colocated: tuple[_PairBook, Any] | None,
+) -> None:
+    """The pair agent: leg samples -> aligned samples -> PairSignal / Alert / AdfResult; ADF on request.
+    ``colocated``: the tick agent's pair book and table, where the pairs live when it computes them."""
+    # The Huber and ADF kernels import scikit-learn and statsmodels lazily (~1.3 s), and statsmodels'
+    # first ADF test takes ~0.3 s more. Do both now, at start, not mid-stream: the first refit stalled
+    # the event loop ~0.9 s (latency p99 0.65 s).
+    import sklearn.linear_model  # noqa: F401
+    import statsmodels.tsa.stattools  # noqa: F401
+
+    from rtqis.analytics.pairs import adf_test
+
+    adf_test(np.random.default_rng(0).standard_normal(100))
+
+    ns = settings.namespace
     requests = app.topic(ADF_REQUESTS.full_name(ns), value_serializer="raw", key_serializer="raw")
     # one table for the state and the sample-history chunks: all writes of an event go to one changelog
     # partition, in order, so a crash keeps a prefix of them (chunks are written before the state)
     state_table = app.Table("pair_state", default=dict, partitions=settings.partitions)
     pairs = _PairBook(settings)
-
-    async def send(book_out: list[tuple[str, dict[str, Any], bool]], pair: str) -> None:
-        for kind, row, key in book_out:
-            cb = (lambda k=key: pairs.delivered.add(k)) if key is not None else None
-            model = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}[kind]
-            await publish(out_topics[kind], model(**row), pair, on_delivered=cb)
 
     @app.agent(legs_topic, name="pairs")
     async def pairs_agent(stream: Any) -> None:
@@ -441,7 +485,7 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
             return
         # every table write before the first await (see the trades agent)
         out = pairs.apply(msg, state_table)
-        await send(out, msg.pair)
+        await send(pairs, out, msg.pair)
 
     @app.agent(requests, name="adf_requests")
     async def adf_requests_agent(stream: Any) -> None:
@@ -452,12 +496,13 @@ def _register_pairs(app: RtqisApp, settings: Settings, legs_topic: Any, publish:
         req = await pair_message(event, ADF_REQUESTS, m.AdfRequest, "worker.adf_request")
         if req is None:
             return
-        _, model = pairs.load(req.pair, state_table)
+        book, table = colocated or (pairs, state_table)
+        _, model = book.load(req.pair, table)
         res = model.adf(req.window, req.regression) if model is not None else None
         if res is None:
             log.info("ADF request %s for %s: not enough samples yet", req.request_id, req.pair)
             return
-        await send([(ADF.name, {**res, "request_id": req.request_id}, None)], req.pair)
+        await send(book, [(ADF.name, {**res, "request_id": req.request_id}, None)], req.pair)
 
 
 def _pair_out_key(kind: str, row: dict[str, Any]) -> str:
@@ -624,7 +669,8 @@ class _SymbolBook:
     from the changelog that this process never sent are sent again (consumers upsert or deduplicate,
     so a repeat is harmless; a loss is impossible)."""
 
-    def __init__(self, settings: Settings, *, candles: bool, sample: bool) -> None:
+    def __init__(self, settings: Settings, *, candles: bool, sample: bool, colocated: bool = False) -> None:
+        self.colocated = colocated  # leg samples go straight to the pairs (LOCAL_LEG rows, no outbox)
         self.intervals = [(iv, interval_ms(iv)) for iv in settings.candle_intervals] if candles else []
         self.legs = pair_legs(settings) if sample else {}
         self.step_ms = settings.sample_ms
@@ -699,7 +745,11 @@ class _SymbolBook:
             if len(t):
                 for pair, leg in self.legs[sym]:
                     row = {"pair": pair, "leg": leg, "symbol": sym, "time": t.tolist(), "price": p.tolist()}
-                    final("leg", {**row, "last_time": lt.tolist()})
+                    row["last_time"] = lt.tolist()
+                    if self.colocated:
+                        out.append((LOCAL_LEG, row, False))
+                    else:
+                        final("leg", row)
         if not changed:
             return out, None
         seq += 1
