@@ -261,10 +261,23 @@ def test_kalman_vectorised_pairs_and_incremental(
     steps = [kf.update(xs[t], ys[t]) for t in range(n)]
     for k in range(4):
         assert same(np.array([s[k] for s in steps]), batch[k])
-    one = KalmanHedge(1)
+    # one pair fed floats takes the scalar path: the same numbers to rounding, against both references
+    one = KalmanHedge(1, 1e-4, 1e-3)
     scalar = [one.update(float(a), float(b)) for a, b in zip(ex, ey, strict=True)]
     assert isinstance(scalar[-1].beta, float)
-    assert same([s.beta for s in scalar], kalman_hedge(ex, ey).beta)
+    cols = np.array(scalar).T
+    for got, arr, ref in zip(cols, kalman_hedge(ex, ey, 1e-4, 1e-3), reference_kalman(ex, ey, 1e-4, 1e-3), strict=True):
+        np.testing.assert_allclose(got, arr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    # either path continues the other's state: scalar steps, then array steps, then a saved state
+    mixed = KalmanHedge(1, 1e-4, 1e-3)
+    half = len(ex) // 2
+    for a, b in zip(ex[:half], ey[:half], strict=True):
+        mixed.update(float(a), float(b))
+    arr_steps = [mixed.update(ex[t : t + 1], ey[t : t + 1]) for t in range(half, half + 10)]
+    np.testing.assert_allclose([s.beta[0] for s in arr_steps], cols[0][half : half + 10], rtol=1e-12)
+    restored = KalmanHedge.from_state(json.loads(json.dumps(mixed.state())))
+    assert restored.update(float(ex[-1]), float(ey[-1])) == mixed.update(float(ex[-1]), float(ey[-1]))
     with pytest.raises(ValueError, match="length 3"):
         kf.update([1.0, 2.0], [1.0, 2.0])
 
@@ -460,8 +473,8 @@ def test_invalid_inputs_are_skipped_and_never_reach_the_state(
         np.testing.assert_allclose(np.array(out), np.column_stack([beta, alpha]), rtol=1e-9)
     elif kind == "z":
         np.testing.assert_allclose([o[0] for o in out], zscore(y - 0.04 * x, 60), atol=1e-9)
-    elif kind == "kalman":
-        assert same(np.array(out), np.array(kalman_hedge(x, y)).T)
+    elif kind == "kalman":  # the scalar path against the array path: equal to rounding, NaN where it is
+        np.testing.assert_allclose(np.array(out), np.array(kalman_hedge(x, y)).T, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["ols", "z", "huber", "kalman"])
