@@ -442,8 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sections: codec (JSON vs Avro), kernels (per-update cost of each analytic), raw "
         "(confluent-kafka consume rate: the ceiling), e2e (ticks through producer -> worker -> sink), "
         "scaling (1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers, on --ticks/5; latency at 100 pairs), "
-        "latency (steady live-like feed); not in the default set: shapes (worker by tick shape and recovery "
-        "fix) and soak (worker, sink and broker RSS under the steady feed for --soak-seconds; e.g. --only soak).",
+        "latency (steady live-like feed, --runs runs on fresh embedded brokers); not in the default set: "
+        "shapes (worker by tick shape and recovery fix) and soak (worker, sink and broker RSS under the "
+        "steady feed for --soak-seconds; e.g. --only soak).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")

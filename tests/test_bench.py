@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rtqis.bench import _latency_median
 from rtqis.settings import Settings
 from tests.conftest import env_of
 from tests.test_cli import assert_one_line_error, run_cli
@@ -31,6 +32,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     assert d["worker_rss_mb"] > 0 and d["e2e"]["sink_rss_mb"] > 0
     for path in ("candle", "signal"):
         assert d["latency_ms"][path]["n"] > 0 and d["latency_ms"][path]["p50"] <= d["latency_ms"][path]["p99"]
+    assert d["latency"]["runs"] == 1 and len(d["latency"]["per_run"]) == 1
     assert [(x["pairs"], x["partitions"], x["workers"]) for x in d["scaling"]] == [
         (1, 1, 1),
         (100, 1, 1),
@@ -41,6 +43,30 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     assert d["latency_100_pairs"]["pairs"] == 100 and d["latency_100_pairs"]["signal"]["n"] > 0
     assert d["kernels"]["rolling_ols_us"] > 0 and d["kernels"]["kalman_100_pairs_us"] > 0
     assert "end to end" in r.stdout and "raw consume" in r.stdout
+
+
+def test_latency_runs_combine_into_per_path_medians() -> None:
+    def run(p99: float) -> dict:
+        empty = dict.fromkeys(
+            ("tick_to_consumer_ms", "tick_to_worker_output_ms", "sample_to_leg_ms", "leg_to_signal_ms"), {}
+        )
+        path = {"p50": p99 / 2, "p95": p99 - 1, "p99": p99, "max": p99 + 5, "n": 60}
+        return empty | {"candle": path, "signal": dict(path, p99=p99 * 2), "pairs": 1}
+
+    said: list[str] = []
+    out = _latency_median([run(40.0), run(90.0), run(30.0)], said.append)
+    assert out["runs"] == 3 and len(out["per_run"]) == 3 and out["pairs"] == 1
+    assert out["candle"] == {
+        "p50": 20.0,
+        "p95": 39.0,
+        "p99": 40.0,
+        "max": 95.0,
+        "n": 180,
+        "p99_min": 30.0,
+        "p99_max": 90.0,
+    }
+    assert out["signal"]["p99"] == 80.0 and out["signal"]["p99_max"] == 180.0
+    assert out["sample_to_leg_ms"] == {} and any("median of 3 runs: signal" in line for line in said)
 
 
 def test_bench_rejects_unknown_sections() -> None:
