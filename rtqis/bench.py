@@ -712,6 +712,7 @@ def run_bench(
     runs: int = 1,
     sections: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency"),
     latency_seconds: float = 30.0,
+    latency_runs: int = 1,
     latency_rate: float = 2000.0,
     soak_seconds: float = 600.0,
     json_path: Path | None = None,
@@ -742,6 +743,9 @@ def run_bench(
             "fetch_max_wait_ms": settings.fetch_max_wait_ms,
             "ticks": ticks,
             "runs": runs,
+            "latency_seconds": latency_seconds,
+            "latency_rate": latency_rate,
+            "latency_runs": latency_runs,
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -789,7 +793,7 @@ def run_bench(
         if "scaling" in sections:
             plan = [(1, 1, 1), (100, 1, 1), (1, 4, 1), (1, 4, 2)]
             # the 100-pair target rides on the first two; the partition and worker figures get one run
-            # fewer, which keeps `make bench` under 10 minutes with the latency runs on a slow day
+            # fewer, which keeps `make bench` under 10 minutes with two latency runs on a slow day
             res["scaling"] = [
                 _median_runs(
                     lambda p=p, k=k, w=w: bench_e2e(  # type: ignore[misc]
@@ -811,7 +815,7 @@ def run_bench(
             )
         if "latency" in sections:
             # one steady run is a few dozen pair samples, and runs on the shared 2 cores differ more than
-            # samples within a run: the median of --runs runs, each on a fresh broker
+            # samples within a run: the median of --latency-runs runs, each on a fresh broker
             res["latency"] = _latency_median(
                 [
                     _on_own_broker(
@@ -820,7 +824,7 @@ def run_bench(
                         lambda s: bench_latency(s, latency_seconds, latency_rate, say, tmp),
                         embedded=broker is not None,
                     )
-                    for _ in range(runs)
+                    for _ in range(latency_runs)
                 ],
                 say,
             )

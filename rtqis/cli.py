@@ -223,6 +223,7 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         runs=a.runs,
         sections=sections,
         latency_seconds=a.latency_seconds,
+        latency_runs=a.latency_runs,
         latency_rate=a.latency_rate,
         soak_seconds=a.soak_seconds,
         json_path=json_path,
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sections: codec (JSON vs Avro), kernels (per-update cost of each analytic), raw "
         "(confluent-kafka consume rate: the ceiling), e2e (ticks through producer -> worker -> sink), "
         "scaling (1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers, on --ticks/5; latency at 100 pairs), "
-        "latency (steady live-like feed, --runs runs on fresh embedded brokers); not in the default set: "
+        "latency (steady live-like feed, --latency-runs runs on fresh embedded brokers); not in the default set: "
         "shapes (worker by tick shape and recovery fix) and soak (worker, sink and broker RSS under the "
         "steady feed for --soak-seconds; e.g. --only soak).",
     )
@@ -452,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--latency-seconds", type=_positive_number, default=60.0, help="steady-feed duration (default 60)")
     c.add_argument(
         "--latency-rate", type=_positive_number, default=2000.0, help="trades/s in the steady feed (default 2000)"
+    )
+    c.add_argument(
+        "--latency-runs",
+        type=_positive_int,
+        default=2,
+        help="steady runs, each on a fresh embedded broker; per path the median (default 2)",
     )
     c.add_argument(
         "--soak-seconds", type=_positive_number, default=600.0, help="soak duration at --latency-rate (default 600)"

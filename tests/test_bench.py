@@ -19,7 +19,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     out = tmp_path / "bench.json"
     r = run_cli(
         "bench", "--ticks", "3000", "--runs", "1", "--latency-seconds", "3", "--latency-rate", "200",
-        "--json", str(out), env=env_of(settings), timeout=400,
+        "--latency-runs", "1", "--json", str(out), env=env_of(settings), timeout=400,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
@@ -32,7 +32,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     assert d["worker_rss_mb"] > 0 and d["e2e"]["sink_rss_mb"] > 0
     for path in ("candle", "signal"):
         assert d["latency_ms"][path]["n"] > 0 and d["latency_ms"][path]["p50"] <= d["latency_ms"][path]["p99"]
-    assert d["latency"]["runs"] == 1 and len(d["latency"]["per_run"]) == 1
+    assert d["latency"]["runs"] == d["config"]["latency_runs"] == 1 and len(d["latency"]["per_run"]) == 1
     assert [(x["pairs"], x["partitions"], x["workers"]) for x in d["scaling"]] == [
         (1, 1, 1),
         (100, 1, 1),
