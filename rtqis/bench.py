@@ -351,10 +351,10 @@ def bench_latency(
 
     try:
         _wait_ready(w)  # let the worker join its group before the clock starts
-        threads = [threading.Thread(target=consume_ticks)] + [
-            threading.Thread(target=consume, args=a)
-            for a in ((TICKER, on_ticker), (CANDLES_1M, on_candle), (LEGS, on_leg), (PAIR, on_signal))
-        ]
+        paths = [(TICKER, on_ticker), (CANDLES_1M, on_candle), (PAIR, on_signal)]
+        if not s.pairs_colocated:  # leg messages exist only on the pairs.legs route
+            paths.append((LEGS, on_leg))
+        threads = [threading.Thread(target=consume_ticks)] + [threading.Thread(target=consume, args=a) for a in paths]
         for t in threads:
             t.start()
         # the feed runs in its own process, as `rtqis produce` does live: in this one it would share the

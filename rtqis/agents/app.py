@@ -307,9 +307,9 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         book: _SymbolBook, sym: str, out: list[tuple[str, dict[str, Any], bool]], pair_out: list[tuple[str, Any]]
     ) -> None:
         for kind, row, final in out:
-            cb = (lambda k=_outbox_key(row): book.delivered.add(k)) if final else None
-            if kind == LOCAL_LEG:
+            if kind == LOCAL_LEG:  # applied to its pair already (apply_local_legs)
                 continue
+            cb = (lambda k=_outbox_key(row): book.delivered.add(k)) if final else None
             if kind == "leg":
                 await publish(legs_topic, m.LegSamples(**row), row["pair"], on_delivered=cb)
             else:
