@@ -4,6 +4,7 @@ while the sink runs; SIGKILL of worker and sink loses and duplicates nothing; im
 from __future__ import annotations
 
 import csv
+import logging
 import signal
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def _hold(path: Path, read_only: bool, seconds: float) -> subprocess.Popen[str]:
     return p
 
 
-def test_sink_waits_for_a_reader_and_names_a_writer(tmp_path: Path) -> None:
+def test_sink_waits_for_a_reader_and_names_a_writer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A reader holding the live file (read-only) when the sink starts is waited for; another writer
     still fails, with DuckDB's reason, after the wait."""
     path = tmp_path / "live.duckdb"
@@ -166,8 +167,12 @@ def test_sink_waits_for_a_reader_and_names_a_writer(tmp_path: Path) -> None:
     try:
         with pytest.raises(StoreError, match="lock"):
             Store(path)  # what the sink met before: the reader's lock
-        store = open_for_writing(path, threading.Event(), wait_s=30)  # waits for the reader to go
-        assert reader.poll() is not None
+        with caplog.at_level(logging.INFO, logger="rtqis.sinks.sink"):
+            store = open_for_writing(path, threading.Event(), wait_s=30)  # waits for the reader to go
+        assert any("held by another process" in r.getMessage() for r in caplog.records)
+        # The reader ran its course (it was not killed): the lock went when its connection closed, which
+        # is a moment before its process exits, so wait for the exit rather than poll it.
+        assert reader.wait(timeout=30) == 0
         store.close()
     finally:
         reader.kill()
