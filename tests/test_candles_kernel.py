@@ -368,6 +368,102 @@ def test_out_of_order_delivery_within_grace_equals_batch() -> None:
     assert_agg_equal(concat([u.closed for u in updates if len(u.closed)]), aggregate(*trades.cols(), SIZE))
 
 
+# 5b. small frames: the scalar path -----------------------------------------------------------------
+
+
+def assert_bits_equal(a: CandleAgg, b: CandleAgg) -> None:
+    """Every column bit for bit (a -0.0 is not a 0.0 here)."""
+    for name, x in a.columns().items():
+        y = getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x.view(np.int64), y.view(np.int64), err_msg=name)
+
+
+def _twin_states(size: int, grace_ms: int) -> tuple[CandleState, CandleState]:
+    fast, slow = CandleState(size, grace_ms=grace_ms), CandleState(size, grace_ms=grace_ms)
+    slow.small_frames = False
+    return fast, slow
+
+
+def _feed_both(fast: CandleState, slow: CandleState, frames: list[tuple[np.ndarray, ...]]) -> None:
+    for f in frames:
+        ua, ub = fast.update(*f), slow.update(*f)
+        for part in ("closed", "corrections", "live"):
+            assert_bits_equal(getattr(ua, part), getattr(ub, part))
+        assert (ua.applied, ua.late_trades, ua.dropped_late, ua.duplicates, ua.watermark, ua.closed_until) == (
+            ub.applied, ub.late_trades, ub.dropped_late, ub.duplicates, ub.watermark, ub.closed_until,
+        )  # fmt: skip
+    assert fast.to_dict() == slow.to_dict()
+
+
+@pytest.fixture
+def small_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """(open windows before the call, whether the scalar path took the frame) for every call."""
+    import rtqis.analytics.candles as kernel
+
+    calls: list[tuple[int, bool]] = []
+    real = kernel._small_update
+
+    def spy(open_: CandleAgg, *args: object) -> CandleAgg | None:
+        out = real(open_, *args)  # type: ignore[arg-type]
+        calls.append((len(open_), out is not None))
+        return out
+
+    monkeypatch.setattr(kernel, "_small_update", spy)
+    return calls
+
+
+@pytest.mark.parametrize("size", [1_000, MINUTE, 5 * MINUTE])
+def test_small_frames_take_the_scalar_path_bit_for_bit(
+    eth_trades: Trades, size: int, small_path_calls: list[tuple[int, bool]]
+) -> None:
+    """Live frames of 1 - 8 real trades (and a few larger), with a redelivery, a late trade and a frame out
+    of time order: the scalar path and the vectorised one agree in every bit of every update."""
+    rng = np.random.default_rng(size)
+    bounds = [0]
+    while bounds[-1] < len(eth_trades):
+        bounds.append(min(len(eth_trades), bounds[-1] + int(rng.choice([1, 2, 3, 5, 8, 8, 9, 40]))))
+    frames = [eth_trades.cols(slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    top = int(eth_trades.trade_id.max())
+    t_end = int(eth_trades.time.max())
+    frames[len(frames) // 2 : len(frames) // 2] = [
+        frames[len(frames) // 3],  # redelivered: duplicates
+        tuple(c[::-1] for c in eth_trades.cols(slice(100, 104))),  # out of time order (and duplicates)
+    ]
+    frames += [
+        (np.array([t_end - 3 * size]), np.array([2000.5]), np.array([0.25]), np.array([False]), np.array([top + 1])),
+        (np.array([t_end + 1, t_end + 1]), np.array([2001.0, 1999.0]), np.array([1.0, 2.0]), np.array([True, False]),
+         np.array([top + 2, top + 3])),  # equal times
+    ]  # fmt: skip
+    fast, slow = _twin_states(size, grace_ms=2000)
+    _feed_both(fast, slow, frames)
+    assert fast.duplicates > 0 and fast.late_trades == 1
+    took = [m for m, ok in small_path_calls if ok]
+    assert 0 in took  # the first window
+    if size == 1_000:
+        assert any(m > 1 for m in took)  # 2 s of grace keep several 1 s windows open
+    else:
+        assert 1 in took  # a merge into the one open window
+    assert any(not ok for _, ok in small_path_calls)  # a frame across windows (or out of order) falls back
+
+
+def test_small_frames_bit_for_bit_with_tiny_and_huge_values(small_path_calls: list[tuple[int, bool]]) -> None:
+    """Quantities from 1e-8 to 1e7 and zero taker parts: the TwoSum errors and signed zeros agree too."""
+    rng = np.random.default_rng(5)
+    frames, t, next_id = [], 0, 1
+    for _ in range(3000):
+        k = int(rng.integers(1, 9))
+        times = t + np.sort(rng.integers(0, 300, k))
+        t = int(times[-1])
+        qty = rng.random(k) * 10.0 ** rng.integers(-8, 8, k)
+        price = rng.random(k) * 10.0 ** rng.integers(-3, 6, k) + 1e-9
+        frames.append((times, price, qty, rng.random(k) < 0.7, np.arange(next_id, next_id + k)))
+        next_id += k
+    fast, slow = _twin_states(1_000, grace_ms=1_500)
+    _feed_both(fast, slow, frames)
+    assert sum(ok for _, ok in small_path_calls) > 1000
+
+
 # 6. snapshots -------------------------------------------------------------------------------------
 
 

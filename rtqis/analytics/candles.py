@@ -229,6 +229,13 @@ def _concat(aggs: Sequence[CandleAgg]) -> CandleAgg:
     return CandleAgg(**{name: np.concatenate([getattr(a, name) for a in aggs]) for name, _ in _FIELD_DTYPES})
 
 
+def _trusted(cols: dict[str, np.ndarray]) -> CandleAgg:
+    """A CandleAgg from columns already of the right dtypes and lengths (skips the checks)."""
+    agg = object.__new__(CandleAgg)
+    agg.__dict__.update(cols)
+    return agg
+
+
 def _two_sum(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Knuth's TwoSum: ``s = fl(a + b)`` and ``e`` with ``s + e == a + b`` exactly (elementwise)."""
     s = a + b
@@ -489,6 +496,147 @@ def to_rows(
 
 
 # --------------------------------------------------------------------------------------------------
+# Small frames in Python floats
+# --------------------------------------------------------------------------------------------------
+#
+# A live frame holds a few trades (frames leave every 20 ms), and on arrays that small the numpy calls
+# of aggregate + merge cost ~190 us, almost all of it call overhead. For the common case - trades in
+# order, all in the newest window, none late - CandleState applies them with the same float operations
+# in the same order as the vectorised path, in plain Python floats, so the result is bit for bit the
+# same (tests/test_candles_kernel.py compares the two on random and real frames). The order matters for
+# the sums: ``np.add.reduceat`` over a segment adds its first element to the (pairwise, so below 8
+# elements sequential from -0.0) sum of the rest; np.cumsum is sequential.
+
+SMALL_FRAME = 8  # trades at most for the scalar path (the pairwise sum of the rest is then sequential)
+
+
+def _py_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
+
+
+def _py_segment(v: list[float]) -> float:
+    """``np.add.reduceat`` of one segment of fewer than 9 values: the first plus the rest summed from -0.0."""
+    if len(v) == 1:
+        return v[0]
+    rest = -0.0
+    for x in v[1:]:
+        rest = rest + x
+    return v[0] + rest
+
+
+def _py_dd_sums(col: list[float], comp: list[float] | None, starts: list[int]) -> list[tuple[float, float]]:
+    """:func:`_segment_dd_sum` of one column in Python floats: (hi, lo) per segment (at most 8 rows each)."""
+    c: list[float] = []
+    errs: list[float] = []
+    prev = 0.0
+    for i, x in enumerate(col):
+        s = prev + x  # the cumsum's step; its rounding error by TwoSum
+        bp = s - prev
+        errs.append((prev - (s - bp)) + (x - bp))
+        prev = s if i else x  # the cumsum starts with the first value itself (keeps a -0.0)
+        c.append(prev)
+    out = []
+    bounds = [*starts, len(col)]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        d, d_err = _py_two_sum(c[b - 1], -(c[a - 1] if a else 0.0))
+        lo = d_err + _py_segment(errs[a:b])
+        if comp is not None:
+            lo = lo + _py_segment(comp[a:b])
+        out.append(_py_two_sum(d, lo))
+    return out
+
+
+def _py_frame_sums(p: list[float], q: list[float], bm: list[bool]) -> list[tuple[float, float]]:
+    """:func:`aggregate`'s four sums of ONE window in Python floats, (hi, lo) each: the columns q, p*q and
+    their taker parts, a sequential cumsum with TwoSum errors, the errors reduced as reduceat does."""
+    c = [0.0, 0.0, 0.0, 0.0]
+    first = [0.0, 0.0, 0.0, 0.0]  # the first row's errors
+    rest = [-0.0, -0.0, -0.0, -0.0]  # the other rows' errors, summed from -0.0
+    for i, (pi, qi, b) in enumerate(zip(p, q, bm, strict=True)):
+        tk = 0.0 if b else 1.0
+        pq = pi * qi
+        row = (qi, pq, qi * tk, pq * tk)
+        errs = first if i == 0 else rest
+        for j in range(4):
+            prev = c[j]
+            x = row[j]
+            s = prev + x
+            bp = s - prev
+            e = (prev - (s - bp)) + (x - bp)
+            errs[j] = e if i == 0 else errs[j] + e
+            c[j] = s if i else x  # the cumsum starts with the first value itself (keeps a -0.0)
+    out = []
+    for j in range(4):
+        d, d_err = _py_two_sum(c[j], -0.0)
+        lo = d_err + (first[j] if len(p) == 1 else first[j] + rest[j])
+        out.append(_py_two_sum(d, lo))
+    return out
+
+
+def _small_update(
+    open_: CandleAgg, size: int, t: list[int], p: list[float], q: list[float], bm: list[bool], ids: list[int]
+) -> CandleAgg | None:
+    """``merge(open_, aggregate(...))`` for at most :data:`SMALL_FRAME` trades in (time, id) order, all in
+    one window at or after the newest of ``open_`` and after its last trade; None when that does not hold
+    (the caller then takes the vectorised path)."""
+    w = t[0] // size * size
+    if t[-1] // size * size != w or any(t[i] > t[i + 1] for i in range(len(t) - 1)):
+        return None
+    m = len(open_)
+    last_w = int(open_.open_time[-1]) if m else None
+    if last_w is not None and (last_w > w or (last_w == w and t[0] < int(open_.last_time[-1]))):
+        return None
+    if last_w == w and m > SMALL_FRAME:
+        return None
+    new = {
+        "open_time": w, "open": p[0], "high": max(p), "low": min(p), "close": p[-1],
+        "trades": len(t), "first_trade_id": ids[0], "last_trade_id": ids[-1], "first_time": t[0], "last_time": t[-1],
+    }  # fmt: skip
+    for j, (hi, lo) in enumerate(_py_frame_sums(p, q, bm)):
+        new[_SUMS[j]] = hi
+        new[_COMPS[j]] = lo
+    if last_w != w:  # a new window after the open ones: merge concatenates
+        if not m:
+            return _trusted({name: np.array([new[name]], dtype=dtype) for name, dtype in _FIELD_DTYPES})
+        return _trusted(
+            {name: np.append(getattr(open_, name), np.array([new[name]], dtype=dtype)) for name, dtype in _FIELD_DTYPES}
+        )
+    # merge into the newest window: _combine over every open row plus the new one (the cumsum runs
+    # through all of them), the earlier windows one row each
+    if m == 1:  # the usual case, written out: one segment of two rows
+        row = {name: getattr(open_, name)[0] for name, _ in _FIELD_DTYPES}
+        for name, comp in zip(_SUMS, _COMPS, strict=True):
+            h0, h1 = float(row[name]), new[name]
+            c1, e1 = _py_two_sum(h0, h1)
+            e0 = _py_two_sum(0.0, h0)[1]
+            d, d_err = _py_two_sum(c1, -0.0)
+            lo = (d_err + (e0 + (-0.0 + e1))) + (float(row[comp]) + (-0.0 + new[comp]))
+            row[name], row[comp] = _py_two_sum(d, lo)
+        row["high"] = max(float(row["high"]), new["high"])
+        row["low"] = min(float(row["low"]), new["low"])
+        row["close"] = new["close"]
+        row["trades"] = int(row["trades"]) + new["trades"]
+        row["last_trade_id"] = new["last_trade_id"]
+        row["last_time"] = new["last_time"]
+        return _trusted({name: np.array([row[name]], dtype=dtype) for name, dtype in _FIELD_DTYPES})
+    cols = {name: getattr(open_, name).copy() for name, _ in _FIELD_DTYPES}
+    starts = list(range(m))
+    for name, comp in zip(_SUMS, _COMPS, strict=True):
+        sums = _py_dd_sums([*cols[name].tolist(), new[name]], [*cols[comp].tolist(), new[comp]], starts)
+        cols[name][:] = [h for h, _ in sums]
+        cols[comp][:] = [lo for _, lo in sums]
+    cols["high"][-1] = max(float(cols["high"][-1]), new["high"])
+    cols["low"][-1] = min(float(cols["low"][-1]), new["low"])
+    cols["close"][-1] = new["close"]
+    cols["trades"][-1] += new["trades"]
+    cols["last_trade_id"][-1] = new["last_trade_id"]
+    cols["last_time"][-1] = new["last_time"]
+    return _trusted(cols)
+
+
+# --------------------------------------------------------------------------------------------------
 # Streaming state
 # --------------------------------------------------------------------------------------------------
 
@@ -566,6 +714,7 @@ class CandleState:
         self.duplicates = 0
         self._open = _EMPTY_AGG
         self._closed = _EMPTY_AGG
+        self.small_frames = True  # the scalar path for small frames (tests turn it off to compare)
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -650,7 +799,12 @@ class CandleState:
             t, p, q, bm, ids = t[on_time], p[on_time], q[on_time], bm[on_time], ids[on_time]
         n_on_time = int(t.shape[0])
         if n_on_time:
-            self._open = merge(self._open, aggregate(t, p, q, bm, ids, self.size_ms))
+            small = None
+            if n_on_time <= SMALL_FRAME and self.small_frames:
+                small = _small_update(
+                    self._open, self.size_ms, t.tolist(), p.tolist(), q.tolist(), bm.tolist(), ids.tolist()
+                )
+            self._open = small if small is not None else merge(self._open, aggregate(t, p, q, bm, ids, self.size_ms))
             tmax = int(t.max())
             if self.max_time is None or tmax > self.max_time:
                 self.max_time = tmax
