@@ -58,6 +58,23 @@ def test_tail_plan_patches_drawn_keys_streams_new_ones_and_drops_older() -> None
     assert first.patches == [] and first.stream["t"].tolist() == [1, 2]
 
 
+def test_a_batch_with_a_repeated_or_late_key_is_queued_sorted_once() -> None:
+    """A batch as at-least-once delivery can bring it (a key twice, out of order) leaves the queue sorted,
+    one row per key, the later version winning: the chart streams it without a duplicate point."""
+    from types import SimpleNamespace
+
+    from rtqis.ui.page import Dashboard
+
+    view = SimpleNamespace(pending={})
+    batch = {"time": np.array([3_000, 1_000, 2_000, 3_000]), "zscore": np.array([0.3, 0.1, 0.2, 0.31])}
+    Dashboard._queue(view, "zscore", batch, "time")  # type: ignore[arg-type]
+    assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000]
+    assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.2, 0.31]
+    Dashboard._queue(view, "zscore", {"time": np.array([2_000, 4_000]), "zscore": np.array([0.25, 0.4])}, "time")  # type: ignore[arg-type]
+    assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000, 4_000]
+    assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.25, 0.31, 0.4]
+
+
 def test_bucket_last_and_time_window() -> None:
     book = cols(t=[1000, 1040, 1099, 1100, 1250], bid=[1.0, 2.0, 3.0, 4.0, 5.0])
     out = tb.bucket_last(book, "t", 100)

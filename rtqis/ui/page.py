@@ -503,8 +503,10 @@ class Dashboard:
     def _queue(self, chart: str, cols: tb.Cols | None, key: str) -> None:
         if cols is None or not tb.length(cols):
             return
-        old = self.pending.get(chart)
-        self.pending[chart] = tb.upsert(old, cols, key) if old else cols
+        # always through upsert: one batch can hold a key twice (at-least-once delivery: a signal sent
+        # again after a worker restart, two producers of one pair) or out of order, and the tail plan
+        # streams its rows as they are (a duplicate point, a line that runs backwards)
+        self.pending[chart] = tb.upsert(self.pending.get(chart) or {}, cols, key)
 
     def _queue_candles(self, batch: Batch) -> None:
         if batch.seq > self.candles_view.seq:
