@@ -695,14 +695,68 @@ def _latency_median(results: list[dict[str, Any]], say: Say) -> dict[str, Any]:
 
 def _median_runs(fn: Callable[[], dict[str, Any]], runs: int, key: str) -> dict[str, Any]:
     results = [fn() for _ in range(runs)]
-    vals = [r[key] for r in results]
     best = sorted(results, key=lambda r: r[key])[len(results) // 2]
-    return best | {
-        f"{key}_min": min(vals),
-        f"{key}_max": max(vals),
-        f"{key}_median": statistics.median(vals),
-        "runs": runs,
-    }
+    out = best | {"runs": runs}
+    # the run of median throughput keeps its own figures; the spread of each is over every run (the
+    # memory of the median-throughput run is not the median memory)
+    for k in (key, "worker_rss_mb", "sink_rss_mb"):
+        vals = [r[k] for r in results if k in r]
+        if vals:
+            out |= {f"{k}_min": min(vals), f"{k}_max": max(vals), f"{k}_median": statistics.median(vals)}
+    return out
+
+
+def summary_table(res: dict[str, Any]) -> str:
+    """The closing table of `rtqis bench`: each figure against issue #8's target, where the run measured it."""
+    rows: list[tuple[str, str, str]] = []
+
+    def spread(d: dict[str, Any], k: str, fmt: str = ",.0f") -> str:
+        med, lo, hi = d.get(f"{k}_median", d[k]), d.get(f"{k}_min"), d.get(f"{k}_max")
+        runs = f" ({lo:{fmt}} - {hi:{fmt}})" if lo is not None and d.get("runs", 1) > 1 else ""
+        return f"{med:{fmt}}{runs}"
+
+    if "raw_consume_per_s" in res:
+        rows.append(("raw consume (confluent-kafka)", f"{res['raw_consume_per_s']:,.0f} ticks/s", "the ceiling"))
+    if "e2e" in res:
+        e = res["e2e"]
+        ok = "met" if e["e2e_ticks_per_s_median"] >= 50_000 else "missed"
+        ratio = f", {res['e2e_vs_raw']:.1%} of raw" if "e2e_vs_raw" in res else ""
+        rows.append(("end to end", f"{spread(e, 'e2e_ticks_per_s')} ticks/s{ratio}", f">= 50,000: {ok}"))
+        ok = "met" if e["worker_rss_mb_median"] <= 300 else "missed"
+        rows.append(("worker RSS after the run", f"{spread(e, 'worker_rss_mb')} MB", f"<= 300 MB: {ok}"))
+        rows.append(("sink RSS", f"{spread(e, 'sink_rss_mb')} MB", ""))
+    if "scaling" in res:
+        one, hundred = res["scaling"][0], res["scaling"][1]
+        ok = "met" if res["cost_100_pairs_vs_1"] < 5 else "missed"
+        rows.append(
+            (
+                "100 pairs against 1",
+                f"{res['cost_100_pairs_vs_1']:.1f}x "
+                f"({hundred['e2e_ticks_per_s']:,.0f} vs {one['e2e_ticks_per_s']:,.0f} ticks/s)",
+                f"< 5x: {ok}",
+            )
+        )
+        for r in res["scaling"][2:]:
+            rows.append(
+                (
+                    f"{r['partitions']} partitions, {r['workers']} worker(s)",
+                    f"{spread(r, 'e2e_ticks_per_s')} ticks/s",
+                    "",
+                )
+            )
+    if "latency" in res:
+        for path in ("candle", "signal"):
+            d = res["latency"][path]
+            ok = "met" if d["p99"] <= 50 else "missed"
+            runs = f" ({d['p99_min']:.0f} - {d['p99_max']:.0f})" if res["latency"]["runs"] > 1 else ""
+            rows.append((f"latency {path}", f"p50 {d['p50']:.1f} / p99 {d['p99']:.1f} ms{runs}", f"p99 <= 50 ms: {ok}"))
+    if not rows:
+        return ""
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{'figure':<{w0}}  {'median (min - max)':<{w1}}  target", "-" * (w0 + w1 + 24)]
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
+    return "\n".join(lines)
 
 
 def run_bench(
@@ -787,7 +841,7 @@ def run_bench(
         if "e2e" in sections:
             res["e2e"] = _median_runs(lambda: bench_e2e(settings, ticks, tmp, say=say), runs, "e2e_ticks_per_s")
             res["e2e_ticks_per_s"] = res["e2e"]["e2e_ticks_per_s"]
-            res["worker_rss_mb"] = res["e2e"]["worker_rss_mb"]
+            res["worker_rss_mb"] = res["e2e"]["worker_rss_mb_median"]
             if "raw_consume_per_s" in res:
                 res["e2e_vs_raw"] = res["e2e_ticks_per_s"] / res["raw_consume_per_s"]
         if "scaling" in sections:
@@ -836,6 +890,9 @@ def run_bench(
     finally:
         if broker is not None:
             broker.stop()
+    table = summary_table(res)
+    if table:
+        say("\n" + table)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))

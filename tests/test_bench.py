@@ -43,6 +43,14 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     assert d["latency_100_pairs"]["pairs"] == 100 and d["latency_100_pairs"]["signal"]["n"] > 0
     assert d["kernels"]["rolling_ols_us"] > 0 and d["kernels"]["kalman_100_pairs_us"] > 0
     assert "end to end" in r.stdout and "raw consume" in r.stdout
+    # the closing table: every target with its figure
+    e = d["e2e"]
+    assert e["worker_rss_mb_min"] <= d["worker_rss_mb"] == e["worker_rss_mb_median"] <= e["worker_rss_mb_max"]
+    table = r.stdout[r.stdout.index("median (min - max)") :]
+    for row in ("end to end", "worker RSS after the run", "100 pairs against 1", "latency candle", "latency signal"):
+        assert row in table, row
+    assert table.count(": met") + table.count(": missed") == 5
+    assert f"{d['e2e_ticks_per_s']:,.0f}" in table and f"{d['cost_100_pairs_vs_1']:.1f}x" in table
 
 
 def test_latency_runs_combine_into_per_path_medians() -> None:
