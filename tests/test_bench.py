@@ -46,6 +46,7 @@ def test_bench_writes_json_with_every_section(settings: Settings, tmp_path: Path
     # the closing table: every target with its figure
     e = d["e2e"]
     assert e["worker_rss_mb_min"] <= d["worker_rss_mb"] == e["worker_rss_mb_median"] <= e["worker_rss_mb_max"]
+    assert 0 < e["worker_rss_anon_mb"] < e["worker_rss_mb"]
     table = r.stdout[r.stdout.index("median (min - max)") :]
     for row in ("end to end", "worker RSS after the run", "100 pairs against 1", "latency candle", "latency signal"):
         assert row in table, row
