@@ -550,42 +550,24 @@ def _py_dd_sums(col: list[float], comp: list[float] | None, starts: list[int]) -
 
 def _py_frame_sums(p: list[float], q: list[float], bm: list[bool]) -> list[tuple[float, float]]:
     """:func:`aggregate`'s four sums of ONE window in Python floats, (hi, lo) each: the columns q, p*q and
-    their taker parts, a sequential cumsum with TwoSum errors, the errors reduced as reduceat does."""
-    c = [0.0, 0.0, 0.0, 0.0]
-    first = [0.0, 0.0, 0.0, 0.0]  # the first row's errors
-    rest = [-0.0, -0.0, -0.0, -0.0]  # the other rows' errors, summed from -0.0
-    for i, (pi, qi, b) in enumerate(zip(p, q, bm, strict=True)):
-        tk = 0.0 if b else 1.0
-        pq = pi * qi
-        row = (qi, pq, qi * tk, pq * tk)
-        errs = first if i == 0 else rest
-        for j in range(4):
-            prev = c[j]
-            x = row[j]
-            s = prev + x
-            bp = s - prev
-            e = (prev - (s - bp)) + (x - bp)
-            errs[j] = e if i == 0 else errs[j] + e
-            c[j] = s if i else x  # the cumsum starts with the first value itself (keeps a -0.0)
-    out = []
-    for j in range(4):
-        d, d_err = _py_two_sum(c[j], -0.0)
-        lo = d_err + (first[j] if len(p) == 1 else first[j] + rest[j])
-        out.append(_py_two_sum(d, lo))
-    return out
+    their taker parts (trades whose buyer is not the maker)."""
+    pq = [pi * qi for pi, qi in zip(p, q, strict=True)]
+    taker = [0.0 if b else 1.0 for b in bm]
+    cols = (q, pq, [x * t for x, t in zip(q, taker, strict=True)], [x * t for x, t in zip(pq, taker, strict=True)])
+    return [_py_dd_sums(col, None, [0])[0] for col in cols]
 
 
 _FLOAT_FIELDS = tuple(name for name, dtype in _FIELD_DTYPES if dtype is np.float64)
 _INT_FIELDS = tuple(name for name, dtype in _FIELD_DTYPES if dtype is np.int64)
 
 
-def _one_row(row: dict[str, Any]) -> CandleAgg:
-    """A one-window CandleAgg from scalars: two arrays and a view of each (18 arrays cost ~3x as much)."""
-    f = np.array([row[name] for name in _FLOAT_FIELDS], dtype=np.float64)
-    i = np.array([row[name] for name in _INT_FIELDS], dtype=np.int64)
-    cols = {name: f[k : k + 1] for k, name in enumerate(_FLOAT_FIELDS)}
-    cols.update({name: i[k : k + 1] for k, name in enumerate(_INT_FIELDS)})
-    return _trusted(cols)
+def _from_lists(cols: dict[str, list[Any]]) -> CandleAgg:
+    """A CandleAgg from per-column Python lists: two 2-D arrays and a row view of each (18 arrays cost ~3x)."""
+    f = np.array([cols[name] for name in _FLOAT_FIELDS], dtype=np.float64)
+    i = np.array([cols[name] for name in _INT_FIELDS], dtype=np.int64)
+    out = {name: f[k] for k, name in enumerate(_FLOAT_FIELDS)}
+    out.update({name: i[k] for k, name in enumerate(_INT_FIELDS)})
+    return _trusted(out)
 
 
 def _small_update(
@@ -607,46 +589,26 @@ def _small_update(
         "open_time": w, "open": p[0], "high": max(p), "low": min(p), "close": p[-1],
         "trades": len(t), "first_trade_id": ids[0], "last_trade_id": ids[-1], "first_time": t[0], "last_time": t[-1],
     }  # fmt: skip
-    for j, (hi, lo) in enumerate(_py_frame_sums(p, q, bm)):
-        new[_SUMS[j]] = hi
-        new[_COMPS[j]] = lo
+    for (hi, lo), name, comp in zip(_py_frame_sums(p, q, bm), _SUMS, _COMPS, strict=True):
+        new[name], new[comp] = hi, lo
+    cols = {name: getattr(open_, name).tolist() for name, _ in _FIELD_DTYPES}
     if last_w != w:  # a new window after the open ones: merge concatenates
-        if not m:
-            return _one_row(new)
-        return _trusted(
-            {name: np.append(getattr(open_, name), np.array([new[name]], dtype=dtype)) for name, dtype in _FIELD_DTYPES}
-        )
+        for name, col in cols.items():
+            col.append(new[name])
+        return _from_lists(cols)
     # merge into the newest window: _combine over every open row plus the new one (the cumsum runs
     # through all of them), the earlier windows one row each
-    if m == 1:  # the usual case, written out: one segment of two rows
-        row = {name: getattr(open_, name)[0] for name, _ in _FIELD_DTYPES}
-        for name, comp in zip(_SUMS, _COMPS, strict=True):
-            h0, h1 = float(row[name]), new[name]
-            c1, e1 = _py_two_sum(h0, h1)
-            e0 = _py_two_sum(0.0, h0)[1]
-            d, d_err = _py_two_sum(c1, -0.0)
-            lo = (d_err + (e0 + (-0.0 + e1))) + (float(row[comp]) + (-0.0 + new[comp]))
-            row[name], row[comp] = _py_two_sum(d, lo)
-        row["high"] = max(float(row["high"]), new["high"])
-        row["low"] = min(float(row["low"]), new["low"])
-        row["close"] = new["close"]
-        row["trades"] = int(row["trades"]) + new["trades"]
-        row["last_trade_id"] = new["last_trade_id"]
-        row["last_time"] = new["last_time"]
-        return _one_row(row)
-    cols = {name: getattr(open_, name).copy() for name, _ in _FIELD_DTYPES}
     starts = list(range(m))
     for name, comp in zip(_SUMS, _COMPS, strict=True):
-        sums = _py_dd_sums([*cols[name].tolist(), new[name]], [*cols[comp].tolist(), new[comp]], starts)
-        cols[name][:] = [h for h, _ in sums]
-        cols[comp][:] = [lo for _, lo in sums]
-    cols["high"][-1] = max(float(cols["high"][-1]), new["high"])
-    cols["low"][-1] = min(float(cols["low"][-1]), new["low"])
-    cols["close"][-1] = new["close"]
+        sums = _py_dd_sums([*cols[name], new[name]], [*cols[comp], new[comp]], starts)
+        cols[name] = [h for h, _ in sums]
+        cols[comp] = [lo for _, lo in sums]
+    cols["high"][-1] = max(cols["high"][-1], new["high"])
+    cols["low"][-1] = min(cols["low"][-1], new["low"])
+    for name in ("close", "last_trade_id", "last_time"):
+        cols[name][-1] = new[name]
     cols["trades"][-1] += new["trades"]
-    cols["last_trade_id"][-1] = new["last_trade_id"]
-    cols["last_time"][-1] = new["last_time"]
-    return _trusted(cols)
+    return _from_lists(cols)
 
 
 # --------------------------------------------------------------------------------------------------
