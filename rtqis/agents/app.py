@@ -30,6 +30,7 @@ from rtqis.analytics.candles import CandleState, interval_ms, to_rows
 from rtqis.analytics.pair_model import PairModel, PairParams
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.errors import DecodeError
+from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import broker_capabilities, true_end_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode as decode_message
@@ -77,64 +78,6 @@ def _credentials(settings: Settings) -> Any:
     return ctx
 
 
-class Outputs:
-    """The agents' analytics outputs (candles, tickers, signals, alerts, ADF results), produced with
-    confluent-kafka instead of Faust's aiokafka producer.
-
-    Faust's ``topic.send`` costs ~100 us of Python per message (channel, future, aiokafka's batch
-    builder and sender); a 1-pair replay publishes ~20,000 signals per million ticks, and that path was
-    a third of the worker's event loop (bench/README.md). ``Producer.produce`` is a few microseconds;
-    batching and compression run in librdkafka's threads. The table changelogs stay Faust's.
-
-    What must not be lost goes through an outbox in the table state (``_SymbolBook``, ``_PairBook``),
-    which leaves it only on a delivery report, exactly as with Faust's futures, so a crash loses nothing.
-    Delivery reports are served by :meth:`poll` (after every send and on a timer). Keys go to the same
-    partitions as with Faust (``murmur2_random``, the Java and aiokafka partitioner).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._p: Any = None
-        self.failed = 0
-
-    @property
-    def producer(self) -> Any:
-        if self._p is None:
-            from confluent_kafka import Producer
-
-            from rtqis.kafka.clients import producer_config
-
-            self._p = Producer(producer_config(self.settings, partitioner="murmur2_random"))
-        return self._p
-
-    def _report(self, err: Any, msg: Any, on_delivered: Any = None) -> None:
-        if err is None:
-            if on_delivered is not None:
-                on_delivered()
-            return
-        self.failed += 1  # an outbox row stays in the outbox and is sent again after a restart
-        log.warning("delivery to %s failed: %s (%d failures)", msg.topic(), err, self.failed)
-
-    def send(self, topic: str, key: bytes, value: bytes, headers: Any, on_delivered: Any = None) -> None:
-        p = self.producer
-        cb = self._report if on_delivered is None else (lambda err, msg: self._report(err, msg, on_delivered))
-        while True:
-            try:
-                p.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
-                break
-            except BufferError:  # librdkafka's queue is full: wait for deliveries
-                p.poll(0.05)
-        p.poll(0)
-
-    def poll(self) -> None:
-        if self._p is not None:
-            self._p.poll(0)
-
-    def flush(self, timeout_s: float = 10.0) -> int:
-        """Wait for outstanding deliveries; returns how many are left."""
-        return int(self._p.flush(timeout_s)) if self._p is not None else 0
-
-
 class RtqisApp(faust.App):
     """faust.App with the RT-QIS settings object and counters attached."""
 
@@ -144,7 +87,7 @@ class RtqisApp(faust.App):
     pause: asyncio.Event  # set on SIGTERM/SIGINT: agents stop before their next event
     parked: asyncio.Event
     busy: int  # agents in the middle of an event
-    outputs: Outputs
+    outputs: MessageProducer | None  # see _outputs
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -198,12 +141,13 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     app.parked = asyncio.Event()
     app.busy = 0
     app.recovery_fix = fix
-    app.outputs = Outputs(settings)
+    app.outputs = None
 
     @app.timer(0.05)
     async def serve_delivery_reports() -> None:
         """Delivery reports of the outputs when no event comes to trigger them."""
-        app.outputs.poll()
+        if app.outputs is not None:
+            app.outputs.poll()
 
     log.info("recovery fix: %s; fetch wait %d ms", fix, settings.fetch_max_wait_ms)
     _register(app, settings)
@@ -314,10 +258,22 @@ def _patch_recovery_highwaters(settings: Settings | None) -> None:
     cls._highwaters = _highwaters  # type: ignore[method-assign]
 
 
+def _outputs(app: RtqisApp) -> MessageProducer:
+    """The producer of the agents' outputs (candles, tickers, signals, alerts, ADF results, legs), made
+    on first use: confluent-kafka, not Faust's ``topic.send``, which costs ~100 us of Python a message
+    (channel, future, aiokafka's batch builder and sender) against a few for ``produce``; a 1-pair replay
+    publishes ~20,000 signals per million ticks (bench/README.md). The table changelogs stay Faust's.
+    What must not be lost sits in an outbox in the table state until its delivery report (served after
+    each send and on a timer), so a crash loses nothing. Keys go to the same partitions as with Faust
+    (``murmur2_random``, the Java and aiokafka partitioner)."""
+    if app.outputs is None:
+        app.outputs = MessageProducer(app.rtqis, partitioner="murmur2_random")
+    return app.outputs
+
+
 def _register(app: RtqisApp, settings: Settings) -> None:
     ns = settings.namespace
     trades = app.topic(TRADES.full_name(ns), value_serializer="raw", key_serializer="raw")
-    ticker = TICKER.full_name(ns)
     deadletter = app.topic(DEADLETTER.full_name(ns), value_serializer="raw", key_serializer="raw")
     last_trade = app.Table("last_trade", default=dict, partitions=settings.partitions)
     codec = settings.codec
@@ -343,7 +299,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         )
 
     candle_table = app.Table("candles", default=dict, partitions=settings.partitions)
-    candle_topics = {iv: spec.full_name(ns) for iv, spec in CANDLE_TOPICS.items() if iv in settings.candle_intervals}
+    candle_topics = {iv: spec for iv, spec in CANDLE_TOPICS.items() if iv in settings.candle_intervals}
     legs_topic = app.topic(LEGS.full_name(ns), value_serializer="raw", key_serializer="raw")
     # one partition: the tick agent feeds its leg samples straight to the pairs, whose state it keeps in
     # its own table (so one event's writes stay in one changelog partition, in order): no pairs.legs hop
@@ -351,11 +307,10 @@ def _register(app: RtqisApp, settings: Settings) -> None:
     candles = _SymbolBook(settings, candles=True, sample=settings.pair_price == "trade", colocated=colocated)
     local_pairs = _PairBook(settings)
 
-    async def publish(topic: str, model: m.Message, key: str, on_delivered: Any = None) -> None:
-        value, headers = encode(model, codec)
-        app.outputs.send(topic, key.encode(), value, headers, on_delivered)
+    async def publish(topic: TopicSpec, model: m.Message, key: str, on_delivered: Any = None) -> None:
+        _outputs(app).send(topic, model, key=key, on_delivered=on_delivered)
 
-    send_pair = _pair_sender(app, settings, publish)
+    send_pair = _pair_sender(publish)
 
     def apply_local_legs(out: list[tuple[str, dict[str, Any], bool]], table: Any) -> list[tuple[str, Any]]:
         """Leg samples of a frame applied to their (co-located) pairs: (pair, outputs to send), in order."""
@@ -371,7 +326,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
                 continue
             cb = (lambda k=_outbox_key(row): book.delivered.add(k)) if final else None
             if kind == "leg":
-                await publish(LEGS.full_name(ns), m.LegSamples(**row), row["pair"], on_delivered=cb)
+                await publish(LEGS, m.LegSamples(**row), row["pair"], on_delivered=cb)
             else:
                 await publish(candle_topics[kind], m.Candle(**row), sym, on_delivered=cb)
         for pair, rows in pair_out:
@@ -437,7 +392,7 @@ def _register(app: RtqisApp, settings: Settings) -> None:
         }
         last_trade[sym] = new
         await send_outputs(candles, sym, out, pair_out)
-        await publish(ticker, m.Ticker(symbol=sym, **new), sym)
+        await publish(TICKER, m.Ticker(symbol=sym, **new), sym)
 
     if settings.pair_price == "mid":
         book = app.topic(BOOK.full_name(ns), value_serializer="raw", key_serializer="raw")
@@ -479,10 +434,9 @@ async def _guarded(app: RtqisApp, stream: Any, handle: Any) -> None:
             app.busy -= 1
 
 
-def _pair_sender(app: RtqisApp, settings: Settings, publish: Any) -> Any:
+def _pair_sender(publish: Any) -> Any:
     """``send(book, outputs, pair)``: publish what :meth:`_PairBook.apply` returned, marking deliveries."""
-    ns = settings.namespace
-    out_topics = {spec.name: spec.full_name(ns) for spec in (PAIR, ALERTS, ADF)}
+    out_topics = {spec.name: spec for spec in (PAIR, ALERTS, ADF)}
     models = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}
 
     async def send(book: _PairBook, book_out: list[tuple[str, dict[str, Any], str | None]], pair: str) -> None:
@@ -855,7 +809,7 @@ def make_worker(app: RtqisApp, loglevel: str) -> Any:
                 while app.busy and loop.time() < deadline:
                     await asyncio.sleep(0.005)
                 await app.producer.flush()
-                left = app.outputs.flush()
+                left = app.outputs.flush(10.0) if app.outputs is not None else 0
                 if left:
                     log.warning("%d output messages undelivered at stop (outbox rows are sent again)", left)
                 log.info("stopped on %s at a frame boundary; outputs flushed", getattr(signal, "name", signal))

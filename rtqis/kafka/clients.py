@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -91,13 +93,15 @@ class MessageProducer:
         self.stats = ProducerStats()
         self._p = Producer(producer_config(settings, **overrides))
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message, then: Callable[[], None] | None = None) -> None:
         if err is not None:
             self.stats.failed += 1
             self.stats.last_error = str(err)
             log.warning("delivery to %s failed: %s", msg.topic(), err)
         else:
             self.stats.delivered += 1
+            if then is not None:
+                then()
 
     def send(
         self,
@@ -106,8 +110,10 @@ class MessageProducer:
         key: str | None = None,
         timestamp_ms: int | None = None,
         partition: int | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
-        """Produce one message; blocks (polling) while the local queue is full instead of growing."""
+        """Produce one message; blocks (polling) while the local queue is full instead of growing.
+        ``on_delivered`` runs (in a later :meth:`poll` or send) once the broker has acknowledged it."""
         value, headers = encode(obj, self.codec)
         name = topic.full_name(self.namespace)
         kwargs: dict[str, Any] = {"key": key.encode() if key is not None else None, "value": value, "headers": headers}
@@ -117,7 +123,8 @@ class MessageProducer:
             kwargs["partition"] = partition
         while True:
             try:
-                self._p.produce(name, on_delivery=self._on_delivery, **kwargs)
+                cb = self._on_delivery if on_delivered is None else partial(self._on_delivery, then=on_delivered)
+                self._p.produce(name, on_delivery=cb, **kwargs)
                 break
             except BufferError:
                 self._p.poll(0.05)  # back-pressure: wait for deliveries to free the queue
