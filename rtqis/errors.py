@@ -33,3 +33,9 @@ class SchemaError(RtqisError):
 
 class DecodeError(SchemaError):
     """Bytes that cannot be decoded into a known message type."""
+
+
+class IntervalError(RtqisError, ValueError):
+    """An interval name (``1m``, ``5m``, ``1w`` ...) that is malformed or not supported where it is used."""
+
+    exit_code = 2

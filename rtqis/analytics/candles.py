@@ -33,13 +33,14 @@ Summation accuracy
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from rtqis.intervals import INTERVALS, interval_ms, interval_name
 
 __all__ = [
     "INTERVALS",
@@ -57,59 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Binance kline intervals whose windows are epoch-aligned (``floor(t / size) * size``), in milliseconds.
-#: ``3d``, ``1w`` and ``1M`` are deliberately absent: Binance aligns those to calendar boundaries
-#: (weeks start on Monday, months vary in length), which an epoch floor does not reproduce.
-INTERVALS: dict[str, int] = {
-    "1s": 1_000,
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-}
-
-_UNIT_MS: dict[str, int] = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_INTERVAL_RE = re.compile(r"^([1-9][0-9]*)(ms|s|m|h|d)$")
-
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
-
-
-def interval_ms(interval: str) -> int:
-    """Window size in milliseconds of an interval name such as ``"1m"``, ``"5m"``, ``"1h"`` or ``"250ms"``.
-
-    Accepts the names in :data:`INTERVALS` and any ``<positive integer><unit>`` with unit ``ms``, ``s``,
-    ``m``, ``h`` or ``d``. Anything else (including ``1w``/``1M``) raises :class:`ValueError` naming the value.
-    """
-    if isinstance(interval, str):
-        known = INTERVALS.get(interval)
-        if known is not None:
-            return known
-        m = _INTERVAL_RE.match(interval)
-        if m is not None:
-            return int(m.group(1)) * _UNIT_MS[m.group(2)]
-    raise ValueError(
-        f"bad candle interval {interval!r}: expected <positive integer><unit> with unit ms, s, m, h or d "
-        f"(e.g. {', '.join(list(INTERVALS)[:6])}); calendar intervals (1w, 1M) are not supported"
-    )
-
-
-def interval_name(size_ms: int) -> str:
-    """Canonical name of a window size: the largest unit that divides it (``300_000 -> "5m"``)."""
-    size = _check_size(size_ms)
-    for unit in ("d", "h", "m", "s"):
-        if size % _UNIT_MS[unit] == 0:
-            return f"{size // _UNIT_MS[unit]}{unit}"
-    return f"{size}ms"
 
 
 def _check_size(size_ms: int) -> int:
