@@ -94,28 +94,25 @@ def anon_rss_bytes(pid: int) -> int:
     return rss_bytes(pid)
 
 
-def _signal(proc: subprocess.Popen[bytes], sig: int, group: bool) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:
-        if group:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass  # exited (and reaped) between the poll and the signal
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, *, name: str = "", group: bool = True) -> None:
-    """SIGTERM, then SIGKILL if ``proc`` has not exited after ``timeout_s`` seconds; waits for it. With
-    ``group`` the signals go to its process group (it must have been started in its own session).
-    Safe to call on a process that has already exited."""
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, *, name: str = "") -> None:
+    """SIGTERM to the process group of ``proc`` (started in its own session, so the group is it and its
+    children), then SIGKILL if it has not exited after ``timeout_s`` seconds; waits for it. Safe to call
+    on a process that has already exited."""
     if proc.poll() is not None:
         return
-    _signal(proc, signal.SIGTERM, group)
+    _signal_group(proc, signal.SIGTERM)
     try:
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
         log.warning("%s did not stop within %.0f s: killing it", name or f"pid {proc.pid}", timeout_s)
-        _signal(proc, signal.SIGKILL, group)
+        _signal_group(proc, signal.SIGKILL)
         proc.wait(_KILL_WAIT_S)
 
 
