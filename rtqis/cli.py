@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import orjson
 
 from rtqis import __version__
+from rtqis.bench import ALL_SECTIONS, DEFAULT_SECTIONS
 from rtqis.errors import ConfigError, RtqisError
 from rtqis.settings import Settings, load_settings
 
@@ -204,18 +205,15 @@ def cmd_up(s: Settings, a: argparse.Namespace) -> int:
     return Supervisor(s, source=a.source, paths=a.paths, speed=a.speed).run()
 
 
-BENCH_DEFAULT = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
-
-
 def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rtqis.bench import run_bench
+    from rtqis.bench.runner import run_bench
 
-    sections = tuple(a.only.split(",")) if a.only else BENCH_DEFAULT
-    unknown = set(sections) - {*BENCH_DEFAULT, "shapes", "soak"}
+    sections = tuple(a.only.split(",")) if a.only else DEFAULT_SECTIONS
+    unknown = set(sections) - set(ALL_SECTIONS)
     if unknown:
-        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(BENCH_DEFAULT)}, shapes, soak")
+        raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(ALL_SECTIONS)}")
     json_path = Path(a.json) if a.json else Path("bench/results") / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     run_bench(
         s,
@@ -449,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
-    c.add_argument("--only", help=f"comma-separated sections (default: {','.join(BENCH_DEFAULT)})")
+    c.add_argument("--only", help=f"comma-separated sections (default: {','.join(DEFAULT_SECTIONS)})")
     c.add_argument("--latency-seconds", type=_positive_number, default=60.0, help="steady-feed duration (default 60)")
     c.add_argument(
         "--latency-rate", type=_positive_number, default=2000.0, help="trades/s in the steady feed (default 2000)"

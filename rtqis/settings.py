@@ -23,10 +23,26 @@ from pydantic_settings import (
 
 from rtqis.errors import ConfigError
 
+__all__ = [
+    "Codec",
+    "Compression",
+    "LiveInterval",
+    "SaslMechanism",
+    "SecurityProtocol",
+    "Settings",
+    "load_settings",
+]
+
 Codec = Literal["json", "avro"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+#: the candle intervals the worker computes live (the store keeps more, see rtqis.intervals)
+LiveInterval = Literal["1m", "5m"]
+
+
+def _default_intervals() -> list[LiveInterval]:
+    return ["1m", "5m"]
 
 
 class Settings(BaseSettings):
@@ -79,8 +95,8 @@ class Settings(BaseSettings):
     )
 
     # --- candles ------------------------------------------------------------------------------------
-    candle_intervals: Annotated[list[Literal["1m", "5m"]], NoDecode] = Field(
-        default_factory=lambda: ["1m", "5m"], description="candle intervals (comma-separated)"
+    candle_intervals: Annotated[list[LiveInterval], NoDecode] = Field(
+        default_factory=_default_intervals, description="candle intervals (comma-separated)"
     )
     candle_grace_ms: int = Field(2000, ge=0, description="a candle closes when event time passes its end + this")
     live_candle_ms: int = Field(250, ge=10, description="the open candle is published at most this often")
@@ -266,7 +282,7 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"]) or "config"
-            env = f"RTQIS_{field.upper()}" if err["loc"] else ""
+            env = f"RTQIS_{str(err['loc'][0]).upper()}" if err["loc"] else ""  # a list item: its variable
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{field}{f' ({env})' if env else ''}: {msg}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -6,81 +6,29 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
+from typing import Any
 
 from rtqis.errors import RtqisError
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.process import ChildProcess, rtqis_argv
 from rtqis.settings import Settings
 
-__all__ = ["Child", "Supervisor"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
 
+#: how long a service has to stop after SIGTERM before it is killed (s)
+_STOP_TIMEOUT_S = 15.0
 
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
-    def start(self, env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-        )
-
-    def tail(self, n: int = 15) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                return b"".join(deque(f, maxlen=n)).decode("utf-8", "replace").rstrip()
-        except OSError:
-            return ""
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        p = self.proc
-        if p is not None and p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0f s: killing it", self.name, timeout_s)
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def rss_mb(self) -> float:
-        if self.proc is None or self.proc.poll() is not None:
-            return 0.0
-        try:
-            return psutil.Process(self.proc.pid).memory_info().rss / 1e6
-        except psutil.Error:
-            return 0.0
+def _service(name: str, log_path: Path, *args: str) -> ChildProcess:
+    """One service of `rtqis up`: ``rtqis ARGS...`` logging to ``log_path`` (appended across runs)."""
+    return ChildProcess(name, rtqis_argv(*args), log_path, stop_timeout_s=_STOP_TIMEOUT_S)
 
 
 class Supervisor:
@@ -100,7 +48,7 @@ class Supervisor:
         self.speed = speed
         self.out = out or sys.stdout
         self.broker: EmbeddedBroker | None = None
-        self.children: list[Child] = []
+        self.children: list[ChildProcess] = []
         self.stop_event = threading.Event()
         self.memory_report_s = 60.0
         self._warned_memory = False
@@ -108,33 +56,29 @@ class Supervisor:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def _child_argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "rtqis", *args]
-
-    def plan(self) -> list[Child]:
+    def plan(self) -> list[ChildProcess]:
+        """The services to start, in order (stopped in reverse): producer, worker, sink, dashboard."""
         logs = self.settings.log_dir
         if self.source == "synthetic":
-            producer = self._child_argv("produce", "synthetic")
+            producer: tuple[str, ...] = ("produce", "synthetic")
         elif self.source == "binance":
-            producer = self._child_argv("produce", "binance")
+            producer = ("produce", "binance")
         elif self.source == "file":
             from rtqis.producers.files import inspect_file
 
             for p in self.paths:
                 inspect_file(p)  # a bad file fails `up` before anything starts
-            producer = self._child_argv("produce", "file", *self.paths, "--speed", self.speed)
+            producer = ("produce", "file", *self.paths, "--speed", self.speed)
         else:
             raise RtqisError(f"unknown source {self.source!r}")
         return [
-            Child("producer", producer, logs / "producer.log"),
-            Child("worker", self._child_argv("worker"), logs / "worker.log"),
+            _service("producer", logs / "producer.log", *producer),
+            _service("worker", logs / "worker.log", "worker"),
             # live Binance: fill holes in the last 24 h of 1m candles from REST first (warns if offline)
-            Child(
-                "sink",
-                self._child_argv("sink", *(["--backfill-hours", "24"] if self.source == "binance" else [])),
-                logs / "sink.log",
+            _service(
+                "sink", logs / "sink.log", "sink", *(["--backfill-hours", "24"] if self.source == "binance" else [])
             ),
-            Child("ui", self._child_argv("ui"), logs / "ui.log"),  # the dashboard (panel serve)
+            _service("ui", logs / "ui.log", "ui"),  # the dashboard (panel serve)
         ]
 
     def start(self) -> None:
@@ -156,7 +100,7 @@ class Supervisor:
         for child in self.plan():
             child.start(env)
             self.children.append(child)
-            self.say(f"{child.name:<10} pid {child.proc.pid if child.proc else '?'}, log {child.log_path}")
+            self.say(f"{child.name:<10} pid {child.pid or '?'}, log {child.log_path}")
         self.say("")
         from rtqis.ui.server import dashboard_url
 
@@ -186,7 +130,7 @@ class Supervisor:
         next_mem = time.monotonic() + self.memory_report_s
         while not self.stop_event.wait(0.5):
             for child in self.children:
-                code = child.proc.poll() if child.proc else None
+                code = child.poll()
                 if code is not None:
                     self.say(f"\n{child.name} exited with code {code}; last lines of {child.log_path}:")
                     self.say(child.tail())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rtqis.bench import _latency_median
+from rtqis.bench.latency import latency_median
 from rtqis.settings import Settings
 from tests.conftest import env_of
 from tests.test_cli import assert_one_line_error, run_cli
@@ -63,7 +63,7 @@ def test_latency_runs_combine_into_per_path_medians() -> None:
         return empty | {"candle": path, "signal": dict(path, p99=p99 * 2), "pairs": 1}
 
     said: list[str] = []
-    out = _latency_median([run(40.0), run(90.0), run(30.0)], said.append)
+    out = latency_median([run(40.0), run(90.0), run(30.0)], said.append)
     assert out["runs"] == 3 and len(out["per_run"]) == 3 and out["pairs"] == 1
     assert out["candle"] == {
         "p50": 20.0,

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,18 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
     return p, log
 
 
+def _alive(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` still running (a zombie waiting for its parent counts as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
     try:
         return [c.pid for c in psutil.Process(pid).children(recursive=True)]
@@ -78,9 +89,7 @@ def test_up_shows_ticks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         code = p.wait(60)
     assert code == 0, log.read_text()
     assert "stopped" in log.read_text()
-    time.sleep(0.5)
-    alive = [k for k in kids if psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], f"left behind: {alive}"
+    wait_until(lambda: not _alive(kids), 10, f"the children {kids} of `rtqis up` to exit")
     assert (tmp_path / "var" / "logs" / "worker.log").exists()
 
 
@@ -99,8 +108,7 @@ def test_a_dying_child_stops_up_with_its_exit_code_and_log(tmp_path: Path) -> No
             p.wait()
     text = log.read_text()
     assert code != 0
-    time.sleep(0.5)
-    assert [k for k in kids if psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE] == []
+    wait_until(lambda: not _alive(kids), 10, f"the children {kids} of `rtqis up` to exit")
     assert "worker exited with code -9; last lines of" in text, text
     assert text.rstrip().endswith("stopped")
 

@@ -33,8 +33,9 @@ class ZAlert:
         if not 0 <= self.exit < self.enter:
             raise ValueError(f"need 0 <= exit < enter, got exit={self.exit}, enter={self.enter}")
 
-    def update(self, t: int, z: float) -> list[tuple[str, float]]:
-        """Alerts ``(kind, threshold crossed)`` fired by z-score ``z`` at event time ``t``."""
+    def update(self, t: int, z: float | None) -> list[tuple[str, float]]:
+        """Alerts ``(kind, threshold crossed)`` fired by z-score ``z`` at event time ``t`` (ms); a missing
+        or non-finite z (a warming-up window) fires nothing and changes nothing."""
         if z is None or not math.isfinite(z):
             return []
         out: list[tuple[str, float]] = []

@@ -36,7 +36,7 @@ def list_topics(settings: Settings, timeout_s: float = 10.0) -> list[TopicInfo]:
     except KafkaException as e:
         raise BrokerError(f"cannot list topics at {settings.bootstrap}: {e}") from None
     return sorted(
-        TopicInfo(t.topic, len(t.partitions)) for t in md.topics.values() if not t.topic.startswith(("__", "_rtqis."))
+        TopicInfo(name, len(t.partitions)) for name, t in md.topics.items() if not name.startswith(("__", "_rtqis."))
     )
 
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
-from collections import deque
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-import psutil
 from confluent_kafka.admin import AdminClient
 
 from rtqis.errors import BrokerError, PortInUseError
+from rtqis.process import ChildProcess
 
 __all__ = ["EmbeddedBroker", "broker_binary", "port_is_free", "wait_for_broker"]
 
@@ -54,7 +53,8 @@ def port_is_free(host: str, port: int) -> bool:
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until the broker answers a metadata request, or raise :class:`BrokerError`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet}
+    admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
@@ -79,16 +79,20 @@ class EmbeddedBroker:
         self.host, self.port = host, port
         self.binary = broker_binary(binary)
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_file: object | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The broker process (None before :meth:`start`)."""
+        return self._child.proc if self._child is not None else None
+
+    @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self._child.pid if self._child is not None else None
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         if not port_is_free(self.host, self.port):
@@ -112,60 +116,34 @@ class EmbeddedBroker:
             if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
         }
         env.setdefault("RUST_LOG", "warn")
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = self.log_path.open("ab")
-            self._log_file = out
-        else:
-            out = subprocess.DEVNULL  # type: ignore[assignment]
         log.info("starting embedded broker %s on %s", self.binary, url)
-        self.proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+        self._child = ChildProcess("the embedded broker", argv, self.log_path, stop_timeout_s=10.0).start(env)
         try:
             wait_for_broker(self.bootstrap, timeout_s, self.proc)
         except BrokerError as e:
             self.stop()
             raise BrokerError(f"{e}{self._log_tail()}") from None
-        log.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.proc.pid)
+        log.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.pid)
         return self
 
     def _log_tail(self, n: int = 5) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        with self.log_path.open("rb") as f:
-            lines = deque(f, maxlen=n)
-        text = b"".join(lines).decode("utf-8", "replace").strip()
+        text = self._child.tail(n).strip() if self._child is not None else ""
         return f"; broker log: {text}" if text else ""
 
     def rss_bytes(self) -> int:
         """Resident memory of the broker process (0 when not running)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return 0
-        try:
-            return int(psutil.Process(self.proc.pid).memory_info().rss)
-        except psutil.Error:
-            return 0
+        return self._child.rss_bytes() if self._child is not None else 0
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._child is not None and self._child.alive()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``. Safe to call twice."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        if self._log_file is not None:
-            self._log_file.close()  # type: ignore[attr-defined]
-            self._log_file = None
+        if self._child is not None:
+            self._child.stop(timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
-        return self.start() if self.proc is None else self
+        return self.start() if self._child is None else self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()

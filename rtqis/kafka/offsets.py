@@ -34,6 +34,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 10.0
+#: consumer overrides of the offset probes: short fetch waits (they read a few records, not a stream)
+_PROBE_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 10}
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
 
 def _partitions(c: Consumer, topics: list[str]) -> list[TopicPartition]:
     md = c.list_topics(timeout=_PROBE_TIMEOUT_S)
-    out = []
+    out: list[TopicPartition] = []
     for t in topics:
         tm = md.topics.get(t)
         if tm is None or tm.error is not None:
@@ -150,9 +152,12 @@ def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[
             if len(seen) == len(todo) and now - quiet_since >= 0.2:
                 break
             continue
-        k = (msg.topic(), msg.partition())
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            continue
+        k = (topic, partition)
         if k in todo:
-            seen[k] = max(seen.get(k, -1), msg.offset())
+            seen[k] = max(seen.get(k, -1), offset)
             quiet_since = now
     c.unassign()
     missing = set(todo) - set(seen)
@@ -168,7 +173,7 @@ def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[
 
 def true_end_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """True end offset (last offset + 1) of each (topic, partition), whatever the broker's ListOffsets says."""
-    c = Consumer(consumer_config(settings, **{"fetch.wait.max.ms": 10}))
+    c = Consumer(consumer_config(settings, **_PROBE_CONSUMER))
     try:
         wm = _watermarks(c, [TopicPartition(t, p) for t, p in partitions])
         return _true_ends(c, wm)
@@ -186,7 +191,9 @@ def _timestamp_at(c: Consumer, topic: str, partition: int, offset: int) -> tuple
         msg = c.poll(0.2)
         if msg is None or msg.error() or msg.topic() != topic or msg.partition() != partition:
             continue
-        return msg.offset(), msg.timestamp()[1]
+        found = msg.offset()
+        if found is not None:
+            return found, msg.timestamp()[1]
     raise BrokerError(f"no record at {topic}[{partition}]@{offset} within {_PROBE_TIMEOUT_S:.0f} s")
 
 
@@ -211,7 +218,7 @@ def topic_offsets(
 ) -> list[PartitionOffsets]:
     """Earliest and true end offset of every partition of ``topics`` (+ group lag, + offset at a time)."""
     caps = broker_capabilities(settings)
-    c = Consumer(consumer_config(settings, group, **{"fetch.wait.max.ms": 10}))
+    c = Consumer(consumer_config(settings, group, **_PROBE_CONSUMER))
     try:
         tps = _partitions(c, topics)
         wm = _watermarks(c, tps)

@@ -47,7 +47,8 @@ def iter_rows(
     offsets = topic_offsets(settings, [full], at_time_ms=from_time_ms)
     ends = {r.partition: r.end for r in offsets}
     if from_time_ms is not None:
-        start = {r.partition: r.at_time for r in offsets}
+        # at_time is set on every row when at_time_ms is given; the end stands for "no record from then on"
+        start = {r.partition: r.end if r.at_time is None else r.at_time for r in offsets}
     elif from_beginning:
         start = {r.partition: r.earliest for r in offsets}
     else:
@@ -56,7 +57,7 @@ def iter_rows(
     if until_end and not pending:
         return
     c = new_consumer(settings)
-    c.assign([TopicPartition(full, p, start[p]) for p in ends])  # type: ignore[arg-type]
+    c.assign([TopicPartition(full, p, start[p]) for p in ends])
     try:
         while not (stop and stop.is_set()):
             msg = c.poll(0.2)
@@ -76,8 +77,9 @@ def iter_rows(
                 yield from obj.iter_rows()
             elif obj is not None:
                 yield obj.model_dump()
-            if until_end and msg.offset() + 1 >= ends[msg.partition()]:
-                pending.discard(msg.partition())
+            partition, offset = msg.partition(), msg.offset()
+            if until_end and partition is not None and offset is not None and offset + 1 >= ends[partition]:
+                pending.discard(partition)
                 if not pending:
                     return
     finally:

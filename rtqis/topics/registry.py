@@ -55,7 +55,7 @@ class TopicSpec:
 
     def kafka_config(self) -> dict[str, str]:
         """Topic configs for Apache Kafka (the embedded broker ignores them, see README)."""
-        conf = {"cleanup.policy": self.cleanup}
+        conf: dict[str, str] = {"cleanup.policy": self.cleanup}
         if self.retention_ms is not None and self.cleanup == "delete":
             conf["retention.ms"] = str(self.retention_ms)
         return conf

@@ -1,0 +1,31 @@
+"""``rtqis bench``: figures anyone can reproduce, printed as a table and written as JSON.
+
+Sections (each runs on the embedded broker, or the configured one, in its own namespace):
+- codec: encode + decode cost of a trade frame, JSON vs Avro (:mod:`rtqis.bench.micro`);
+- kernels: per-update cost of each incremental analytic (:mod:`rtqis.bench.micro`);
+- raw: confluent-kafka consume rate of the tick frames, the ceiling (:mod:`rtqis.bench.raw`);
+- e2e: ticks through producer -> worker -> sink (:mod:`rtqis.bench.e2e`);
+- scaling: e2e with 1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers (:mod:`rtqis.bench.e2e`);
+- latency: a steady live-like feed; latency per hop, produce -> consume up to the pair signal
+  (:mod:`rtqis.bench.latency`);
+- shapes (opt-in): Faust worker throughput with one tick per message vs frames of 50/500/5000 ticks,
+  with and without the exact-recovery fix (:mod:`rtqis.bench.shapes`);
+- soak (opt-in): worker, sink and broker RSS under the steady feed (:mod:`rtqis.bench.soak`).
+
+:func:`rtqis.bench.runner.run_bench` runs the chosen sections; :mod:`rtqis.bench.report` holds the
+recorded versions and the closing table. Child processes (worker, sink, feed) are started and
+stopped with :mod:`rtqis.process`, as `rtqis up` does. Benchmarks are not tests: nothing here
+asserts a time.
+
+This module stays import-light (the CLI reads the section names when it builds its parser).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ALL_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECTIONS"]
+
+#: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
+DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
+#: sections run only when named in ``--only``
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak")
+ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
