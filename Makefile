@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup browser run test lint bench clean
+.PHONY: help setup lock browser run test lint bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -13,12 +13,20 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install only when pyproject.toml changes: a second `make run` installs nothing.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Installs the pinned, hash-checked versions of requirements.lock, then the project itself (editable, no
+# dependency resolution). Re-installs only when the lock or pyproject.toml changes: a second `make run`
+# installs nothing.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project (idempotent)
+setup: $(STAMP)  ## create .venv and install the locked versions (idempotent)
+
+# pyproject.toml keeps the ranges; the lock pins what CI and `make` install (Python 3.11, every platform's hashes).
+lock: setup  ## re-resolve requirements.lock from pyproject.toml's ranges (newest versions allowed)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --upgrade \
+		--quiet -o requirements.lock
 
 run: setup  ## set up and run the whole system on the embedded broker
 	$(BIN)/rtqis up
@@ -27,13 +35,13 @@ run: setup  ## set up and run the whole system on the embedded broker
 browser:  ## install Debian's chromium for the browser tests, if missing (apt-get, as root)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: setup browser  ## set up, lint and run the test suite
-	$(BIN)/ruff check rtqis tests bench
+test: lint browser  ## set up, lint (ruff, mypy, import contract) and run the test suite
 	$(BIN)/python -m pytest
 
-lint: setup  ## ruff + mypy
+lint: setup  ## ruff, mypy and the import-layer contract (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check rtqis tests bench
-	$(BIN)/mypy rtqis
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: setup  ## run the benchmarks (writes bench/results/*.json)
 	$(BIN)/rtqis bench
