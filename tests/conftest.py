@@ -26,7 +26,26 @@ from rtqis.kafka.tail import iter_rows
 from rtqis.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+"""The test data in the repository (real, trimmed; see ``tests/data/README.md``): every test reads it from here."""
+BINANCE_DATA = TEST_DATA / "binance"
+"""Binance trades, book tickers, klines and raw stream captures, laid out like ``shared/data/binance``."""
+REFERENCE_DATA_ENV = "RTQIS_REFERENCE_DATA"
+
+
+def reference_data(relative: str) -> Path:
+    """A file of the reference data we may not redistribute (e.g. ``chan/inputData_EWA_EWC.csv``).
+
+    It is read from the folder named by ``$RTQIS_REFERENCE_DATA`` (laid out like ``shared/data``; CI points
+    it at ``../shared/data``). Without it, or without the file, the calling test is skipped with the reason.
+    """
+    root = os.environ.get(REFERENCE_DATA_ENV)
+    if not root:
+        pytest.skip(f"{relative} is not in the repository: set {REFERENCE_DATA_ENV} to a copy of shared/data")
+    path = Path(root) / relative
+    if not path.is_file():
+        pytest.skip(f"{path} not found: set {REFERENCE_DATA_ENV} to a copy of shared/data that holds {relative}")
+    return path
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from rtqis.producers.binance_format import (
     TradeEvent,
     parse_ws_message,
 )
+from tests.conftest import TEST_DATA
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = TEST_DATA
 RECV = 1_723_161_254_087
 
 TRADE = {

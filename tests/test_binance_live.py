@@ -15,12 +15,12 @@ from rtqis.producers.binance_format import BadMessage, BookEvent, TradeEvent, pa
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, DEPTH, TRADES
 from tests.binance_replay_server import ReplayServer, load_recorded
-from tests.conftest import SHARED_DATA, collect, env_of, make_settings
+from tests.conftest import BINANCE_DATA, collect, env_of, make_settings
 from tests.test_binance_rest import FakeBinance
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-CAPTURE = SHARED_DATA / "binance" / "streams_raw" / "spot_btcusdt_20240808.gz"
+CAPTURE = BINANCE_DATA / "streams_raw" / "spot_btcusdt_20240808.gz"
 GARBAGE = [
     b"\x00\xff not json",
     '{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161255000,"s":"BTCUSDT","t":1,"p":"-1.0",'

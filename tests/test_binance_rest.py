@@ -1,9 +1,9 @@
 """BinanceRest / AsyncBinanceRest against a real local HTTP server that behaves like Binance.
 
 The server (``http.server.ThreadingHTTPServer`` on 127.0.0.1) serves ``/api/v3/klines`` from Binance's own
-ETHUSDT klines (``shared/data/binance/klines``) followed by synthetic minutes (to have > 1000 rows for
+ETHUSDT klines (``tests/data/binance/klines``) followed by synthetic minutes (to have > 1000 rows for
 pagination), and ``/api/v3/depth`` / ``/fapi/v1/depth`` from the REST snapshots recorded in
-``shared/data/binance/streams_raw``. A test can script the next responses (status, headers, body, delay)
+``tests/data/binance/streams_raw``. A test can script the next responses (status, headers, body, delay)
 and every request the server saw is recorded. ``sleep`` is injected: no test really waits.
 """
 
@@ -37,9 +37,9 @@ from rtqis.producers.binance_rest import (
     RestError,
     _default_prefix,
 )
-from tests.conftest import SHARED_DATA
+from tests.conftest import BINANCE_DATA
 
-BINANCE = SHARED_DATA / "binance"
+BINANCE = BINANCE_DATA
 KLINES_CSV = next((BINANCE / "klines").glob("ETHUSDT-UM-1m-*.csv"))
 MINUTE = 60_000
 

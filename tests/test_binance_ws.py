@@ -15,7 +15,6 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import aclosing
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -34,8 +33,9 @@ from rtqis.producers.binance_format import (
     parse_ws_message,
 )
 from rtqis.producers.binance_ws import BadFrame, BinanceStream, StreamItem
+from tests.conftest import BINANCE_DATA
 
-RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance" / "streams_raw"
+RAW = BINANCE_DATA / "streams_raw"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 SYMBOL_SET = set(SYMBOLS)
 T = TypeVar("T")

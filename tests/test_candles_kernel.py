@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import logging
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from rtqis.analytics.candles import (
     vwap,
 )
 from rtqis.schemas.models import Candle
+from tests.conftest import BINANCE_DATA
 
-BINANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
+BINANCE = BINANCE_DATA
 MINUTE = 60_000
 SUMS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 EXACT = (
@@ -61,16 +63,14 @@ class Trades:
 
 
 def _one(pattern: str) -> Path:
-    files = sorted(BINANCE.glob(pattern))
-    if not files:
-        pytest.skip(f"shared Binance data not found: {BINANCE / pattern}")
-    return files[0]
+    (path,) = BINANCE.glob(pattern)
+    return path
 
 
 @pytest.fixture(scope="module")
 def eth_trades() -> Trades:
     cols: dict[str, list] = {"id": [], "price": [], "qty": [], "time": [], "bm": []}
-    with _one("trades/ETHUSDT-um-trades-*.csv").open(newline="") as fh:
+    with gzip.open(_one("trades/ETHUSDT-um-trades-*.csv.gz"), "rt", newline="") as fh:
         for row in csv.DictReader(fh):
             cols["id"].append(int(row["id"]))
             cols["price"].append(float(row["price"]))

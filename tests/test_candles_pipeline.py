@@ -12,13 +12,13 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.settings import Settings
 from rtqis.topics import CANDLES_1M, CANDLES_5M
-from tests.conftest import SHARED_DATA, Procs, collect, env_of, make_settings
+from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-BINANCE = SHARED_DATA / "binance"
-UM_ETH = BINANCE / "trades" / "ETHUSDT-um-trades-2024-08-08T235416_to_2024-08-09T000000.csv"
+BINANCE = BINANCE_DATA
+UM_ETH = BINANCE / "trades" / "ETHUSDT-um-trades-2024-08-08T235416_to_2024-08-09T000000.csv.gz"
 KLINES = next((BINANCE / "klines").glob("ETHUSDT-UM-1m-*.csv"))
 COMPLETE = [1723161300000 + 60_000 * i for i in range(5)]  # 23:55 .. 23:59, complete in the capture
 

@@ -10,12 +10,12 @@ import pytest
 
 from rtqis.settings import Settings
 from rtqis.topics import DEADLETTER, TRADES
-from tests.conftest import SHARED_DATA, collect, env_of
+from tests.conftest import BINANCE_DATA, collect, env_of
 from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-TRADES_DIR = SHARED_DATA / "binance" / "trades"
+TRADES_DIR = BINANCE_DATA / "trades"
 SPOT = {
     "BTCUSDT": TRADES_DIR / "BTCUSDT-spot-trades-2024-08-08T235415_to_2024-08-09T000505.csv",
     "ETHUSDT": TRADES_DIR / "ETHUSDT-spot-trades-2024-08-08T235415_to_2024-08-09T000505.csv",

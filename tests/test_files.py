@@ -32,18 +32,16 @@ from rtqis.producers.files import (
     write_parquet,
 )
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME
+from tests.conftest import BINANCE_DATA, TEST_DATA
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
-BINANCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
+DATA = TEST_DATA
+BINANCE = BINANCE_DATA
 TRADES = BINANCE / "trades"
 RAW = BINANCE / "streams_raw"
 BTC_CSV = TRADES / "BTCUSDT-spot-trades-2024-08-08T235415_to_2024-08-09T000505.csv"
 ETH_CSV = TRADES / "ETHUSDT-spot-trades-2024-08-08T235415_to_2024-08-09T000505.csv"
 SPOT_RAW = sorted(RAW.glob("spot_*usdt_2024080[89].gz"))
 EXCERPT = DATA / "BTCUSDT-spot-trades-2024-08-08T235415-excerpt.csv"
-
-assert BTC_CSV.exists(), f"the real Binance data is needed at {BTC_CSV} (CI has ../shared/data beside the clone)"
 
 
 def _read_spot_csv(path: Path) -> dict[str, list[Any]]:
@@ -154,22 +152,22 @@ def test_raw_capture_book_matches_bookticker_csv() -> None:
     path = RAW / "spot_ethusdt_20240808.gz"
     books = [c for c in iter_file(path) if isinstance(c, SourceChunk) and c.kind == "book"]
     uid = np.concatenate([c.cols["update_id"] for c in books])  # type: ignore[misc]
-    ref = pl.read_csv(BINANCE / "bookticker" / "ETHUSDT-spot-bookTicker-2024-08-08_2024-08-09.csv")
+    ref = pl.read_csv(BINANCE / "bookticker" / "ETHUSDT-spot-bookTicker-2024-08-08_2024-08-09.csv.gz")
     n = len(uid)
     assert uid.tolist() == ref["update_id"].to_list()[:n]
     recv = np.concatenate([c.cols["recv_time"] for c in books])  # type: ignore[misc]
     assert recv.tolist() == (ref["local_recv_ns"] // 1_000_000).to_list()[:n]
-    csv_books = [c for c in iter_file(BINANCE / "bookticker" / "ETHUSDT-spot-bookTicker-2024-08-08_2024-08-09.csv")]
+    csv_books = [c for c in iter_file(BINANCE / "bookticker" / "ETHUSDT-spot-bookTicker-2024-08-08_2024-08-09.csv.gz")]
     assert sum(len(c) for c in csv_books) == 58_758
     assert csv_books[0].kind == "book" and csv_books[0].cols["event_time"] is None  # type: ignore[union-attr]
 
 
 def test_futures_capture_uses_exchange_event_time() -> None:
     got, _ = _collect(merge_sources([RAW / "usdm_ethusdt_20240808.gz"]))
-    assert len(got[("trade", "ETHUSDT")]["time"]) == 14_076
+    assert len(got[("trade", "ETHUSDT")]["time"]) == 2_095  # received before 23:55:15 (tests/data/README.md)
     bk = got[("book", "ETHUSDT")]
     assert np.array_equal(bk["time"], bk["event_time"])
-    assert len(bk["time"]) == 53_992
+    assert len(bk["time"]) == 10_190
 
 
 def test_detects_every_shared_file() -> None:

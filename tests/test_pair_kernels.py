@@ -32,10 +32,10 @@ from rtqis.analytics import (
     rolling_ols,
     zscore,
 )
+from tests.conftest import BINANCE_DATA, reference_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRADES = DATA / "binance" / "trades"
-CHAN = DATA / "chan" / "inputData_EWA_EWC.csv"
+TRADES = BINANCE_DATA / "trades"
+CHAN = "chan/inputData_EWA_EWC.csv"  # not redistributable: from $RTQIS_REFERENCE_DATA
 BAD = (math.nan, math.inf, -math.inf, 1e300)
 
 
@@ -68,7 +68,7 @@ def btc_eth() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def ewa_ewc() -> tuple[np.ndarray, np.ndarray]:
-    d = np.genfromtxt(CHAN, delimiter=",", names=True)
+    d = np.genfromtxt(reference_data(CHAN), delimiter=",", names=True)
     assert len(d) == 1500
     return d["EWA"], d["EWC"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ from rtqis.analytics import adf_test
 from rtqis.analytics.pair_model import SIGNAL_FIELDS, PairModel, PairParams, batch_pair
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.producers.synthetic import SyntheticMarket
+from tests.conftest import BINANCE_DATA
 
-TRADES = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance" / "trades"
+TRADES = BINANCE_DATA / "trades"
 PARAMS = PairParams(ols_window=60, zscore_window=60, huber_window=120, huber_refit_every=10, adf_window=200)
 
 

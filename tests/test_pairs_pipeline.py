@@ -21,12 +21,12 @@ from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ADF_REQUESTS, DEADLETTER, LEGS, PAIR
-from tests.conftest import SHARED_DATA, Procs, collect, env_of, make_settings
+from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-TRADES = SHARED_DATA / "binance" / "trades"
+TRADES = BINANCE_DATA / "trades"
 FILES = [str(next(TRADES.glob(f"{s}-spot-trades-*.csv"))) for s in ("BTCUSDT", "ETHUSDT")]
 WINDOWS = {"ols_window": 60, "zscore_window": 60, "huber_window": 120, "huber_refit_every": 10, "adf_window": 200}
 
@@ -119,8 +119,8 @@ def test_sigkill_mid_stream_gives_the_numbers_of_an_uninterrupted_run(
 
 def test_mid_prices_from_best_bid_ask(bootstrap: str, tmp_path: Path, procs: Procs) -> None:
     s = _settings(bootstrap, tmp_path, pair_price="mid")
-    book = SHARED_DATA / "binance" / "bookticker"
-    files = [str(book / f"{sym}-spot-bookTicker-2024-08-08_2024-08-09.csv") for sym in ("BTCUSDT", "ETHUSDT")]
+    book = BINANCE_DATA / "bookticker"
+    files = [str(book / f"{sym}-spot-bookTicker-2024-08-08_2024-08-09.csv.gz") for sym in ("BTCUSDT", "ETHUSDT")]
     a = PairAligner()
     fill = int(s.stale_after_s * 1000 // s.sample_ms) + 1
     for leg, path in zip(("x", "y"), files, strict=True):

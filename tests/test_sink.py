@@ -4,6 +4,7 @@ while the sink runs; SIGKILL of worker and sink loses and duplicates nothing; im
 from __future__ import annotations
 
 import csv
+import gzip
 import logging
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-N_TRADES = len(UM_ETH.read_text().splitlines()) - 1  # header
+N_TRADES = len(gzip.decompress(UM_ETH.read_bytes()).splitlines()) - 1  # header
 
 
 def _history_counts(s: Settings) -> tuple[int, int]:

@@ -33,10 +33,10 @@ from rtqis.sinks.store import (
     import_candles_csv,
     open_snapshot,
 )
+from tests.conftest import BINANCE_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-KLINES = SHARED_DATA / "binance" / "klines" / "ETHUSDT-UM-1m-2024-08-08T2353_2024-08-09T0006.excerpt.csv"
+KLINES = BINANCE_DATA / "klines" / "ETHUSDT-UM-1m-2024-08-08T2353_2024-08-09T0006.excerpt.csv"
 
 T0 = 1_723_161_600_000  # 2024-08-09T00:00:00Z
 MIN = 60_000
