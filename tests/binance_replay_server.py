@@ -24,7 +24,6 @@ import asyncio
 import gzip
 import heapq
 import json
-import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+
+from rtqis.process import free_port
 
 __all__ = ["Plan", "RecordedLine", "ReplayServer", "free_port", "load_recorded"]
 
@@ -60,13 +61,6 @@ def _read_lines(path: Path, limit: int | None) -> Iterator[RecordedLine]:
 def load_recorded(paths: Sequence[Path], limit: int | None = None) -> list[RecordedLine]:
     """The first ``limit`` lines of each capture (``<recv ns> <json>``), merged by receive time."""
     return list(heapq.merge(*(_read_lines(p, limit) for p in paths), key=lambda r: r.recv_ns))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

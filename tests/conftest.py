@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.embedded import EmbeddedBroker
 from rtqis.kafka.tail import iter_rows
+from rtqis.process import free_port, settings_env
 from rtqis.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +46,6 @@ def reference_data(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not found: set {REFERENCE_DATA_ENV} to a copy of shared/data that holds {relative}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -91,14 +85,7 @@ def settings(bootstrap: str, tmp_path: Path) -> Settings:
 
 def env_of(settings: Settings) -> dict[str, str]:
     """Environment for a child `rtqis` process that uses exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
-    for k, v in settings.model_dump(mode="json").items():
-        if v is None:
-            continue
-        if isinstance(v, list):
-            v = ",".join(v)
-        env[f"RTQIS_{k.upper()}"] = str(v)
-    return env
+    return settings_env(settings)
 
 
 class Procs:
