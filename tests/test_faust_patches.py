@@ -1,19 +1,52 @@
-"""The Faust behaviours RT-QIS patches, checked on the real classes (no broker needed)."""
+"""The Faust behaviours RT-QIS patches (rtqis/agents/patches.py), checked on the real classes (no broker
+needed). Each patch's first test fails on stock Faust / mode; the refusal to flush while stopping is Faust's
+own behaviour, kept."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
 
+import faust
+import pytest
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from rtqis.agents.app import _patch_flow_resume
+from rtqis.agents import patches
+from rtqis.agents.patches import (
+    patch_consumer_highwaters,
+    patch_flow_control_resume,
+    patch_producer_buffer_flush,
+    patch_worker_consumer_fetch_wait,
+)
+from rtqis.settings import Settings
+
+
+def _app() -> faust.App:
+    """A Faust app that is never started (the broker address is never dialled)."""
+    return faust.App("rtqis-patch-test", broker="kafka://127.0.0.1:9", store="memory://")
+
+
+@contextmanager
+def _consumer_thread() -> Iterator[AIOKafkaConsumerThread]:
+    """The worker consumer's thread service of a never-started app (its own event loop closed after)."""
+    thread = _app().consumer._thread  # type: ignore[attr-defined]
+    assert isinstance(thread, AIOKafkaConsumerThread)
+    try:
+        yield thread
+    finally:
+        thread.thread_loop.close()
 
 
 def test_resume_while_flowing_keeps_queued_messages() -> None:
     """Faust resumes the flow once more when table recovery completes, while it is already flowing:
     the frames fetched meanwhile must stay queued for the agent (stock mode cleared them, and the
     worker skipped them: a count came back short after a restart)."""
-    _patch_flow_resume()
+    patch_flow_control_resume()
 
     async def go() -> tuple[list[str], list[str], bool]:
         flow = FlowControlEvent()  # starts suspended, as Faust's
@@ -32,3 +65,112 @@ def test_resume_while_flowing_keeps_queued_messages() -> None:
     assert after_first == []
     assert kept == ["frame at offset 143"]
     assert cleared_after_suspension
+
+
+def test_worker_consumer_takes_our_fetch_wait() -> None:
+    """Faust builds its worker consumer with a 1,500 ms fetch wait whatever the settings say."""
+
+    async def go(thread: AIOKafkaConsumerThread) -> tuple[int, int]:
+        patch_worker_consumer_fetch_wait(7)
+        first = thread._create_worker_consumer(thread.transport)
+        patch_worker_consumer_fetch_wait(25)  # applied again: wraps Faust's method, not the last patch
+        second = thread._create_worker_consumer(thread.transport)
+        for c in (first, second):
+            await c.stop()  # never started: only closes it
+        return first._fetch_max_wait_ms, second._fetch_max_wait_ms
+
+    with _consumer_thread() as thread:
+        assert asyncio.run(go(thread)) == (7, 25)
+
+
+class _Handover:
+    """A channel whose publish waits for ``release`` (aiokafka waiting for room in its accumulator)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.published = 0
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await self.release.wait()
+        self.published += 1
+
+
+def test_producer_buffer_flush_waits_for_the_buffer_to_drain() -> None:
+    """Faust's flush returned while a message was still being handed to aiokafka (not counted in the
+    buffer's size) or after 100 ms without a send: offsets were then committed ahead of changelog
+    records. Patched, it returns only when every message has been handed over."""
+    patch_producer_buffer_flush()
+
+    async def go() -> tuple[bool, int, float]:
+        app = _app()
+        buffer = app.producer.buffer
+        await buffer.start()
+        try:
+            channel = _Handover()
+            buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+            buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)  # the first is in the hand-over, the second still queued
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            loop.call_later(0.3, channel.release.set)  # longer than Faust's 100 ms give-up
+            flush = asyncio.ensure_future(buffer.flush())
+            await asyncio.sleep(0.2)
+            waiting = not flush.done()
+            await asyncio.wait_for(flush, 5.0)
+            return waiting, channel.published, loop.time() - t0
+        finally:
+            await buffer.stop()
+
+    waiting, published, took = asyncio.run(go())
+    assert waiting and published == 2 and took >= 0.3
+
+
+def test_producer_buffer_flush_refuses_while_stopping() -> None:
+    """A flush of a buffer that stops with messages in it raises (as Faust's does): no offset commit may
+    follow it."""
+    patch_producer_buffer_flush()
+
+    async def go() -> None:
+        app = _app()
+        buffer = app.producer.buffer
+        buffer.put(SimpleNamespace(message=SimpleNamespace(channel=_Handover())))  # type: ignore[arg-type]
+        await buffer.flush()  # never started: not running
+
+    with pytest.raises(RuntimeError, match="Cannot flush"):
+        asyncio.run(go())
+
+
+@pytest.fixture
+def highwaters_undone() -> Iterator[None]:
+    yield
+    patch_consumer_highwaters(None)
+
+
+def test_recovery_reads_changelogs_to_their_true_end(monkeypatch: pytest.MonkeyPatch, highwaters_undone: None) -> None:
+    """The broker understates a changelog's end (base offset of the last batch + 1): recovery takes the
+    true end from a fetch, the larger of the two, and the undo restores Faust's answer."""
+    tp0, tp1 = TP("rtqis-candles-changelog", 0), TP("rtqis-candles-changelog", 1)
+    asked: list[list[tuple[str, int]]] = []
+
+    def true_end(settings: Settings, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        asked.append(keys)
+        return {(tp0.topic, 0): 145, (tp1.topic, 1): 10}
+
+    class Consumer:  # the aiokafka consumer's answer
+        async def end_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+            return {tp0: 142, tp1: 12}
+
+    monkeypatch.setattr(patches, "true_end_offsets", true_end)
+
+    async def go(thread: AIOKafkaConsumerThread) -> tuple[Any, Any]:
+        thread._consumer = Consumer()  # type: ignore[assignment]
+        patch_consumer_highwaters(Settings())
+        fixed = await thread._highwaters([tp0, tp1])
+        patch_consumer_highwaters(None)
+        return fixed, await thread._highwaters([tp0, tp1])
+
+    with _consumer_thread() as thread:
+        fixed, stock = asyncio.run(go(thread))
+    assert fixed == {tp0: 145, tp1: 12}
+    assert stock == {tp0: 142, tp1: 12}
+    assert asked == [[(tp0.topic, 0), (tp1.topic, 1)]]  # asked once: only while patched

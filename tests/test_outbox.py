@@ -8,11 +8,36 @@ from typing import Any
 
 import numpy as np
 
-from rtqis.agents.app import _outbox_key, _PairBook, _SymbolBook
+from rtqis.agents.books import PairBook, SymbolBook
+from rtqis.agents.outbox import Outbox, Output
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 
 PAIRS = ["ETHUSDT/BTCUSDT", "SOLUSDT/BTCUSDT"]
+
+
+def test_outbox_keeps_an_entry_until_its_delivery_and_forgets_it_when_the_state_is_written() -> None:
+    box: Outbox[dict[str, Any]] = Outbox(lambda e: f"{e['sym']}|{e['t']}")
+    draft = box.restore([])
+    keys = [box.add(draft, {"sym": sym, "t": 1}) for sym in ("A", "B")]  # same time, two identities
+    assert keys == ["A|1", "B|1"] and draft.entries == [{"sym": "A", "t": 1}, {"sym": "B", "t": 1}]
+    box.commit(draft)
+    stored = draft.entries
+    box.on_delivered("A|1")
+    again = box.restore(stored)
+    assert again.entries == [{"sym": "B", "t": 1}] and again.gone == ["A|1"] and again.changed
+    assert again.resend == []  # this process sent B already: not twice
+    assert box.sent == {"A|1", "B|1"}  # nothing forgotten before the state without A is written
+    box.commit(again)
+    assert box.sent == {"B|1"} and box.delivered == set()
+
+
+def test_outbox_replays_what_a_new_process_never_sent() -> None:
+    stored = [{"sym": "A", "t": 1}, {"sym": "A", "t": 2}]  # restored from the changelog
+    box: Outbox[dict[str, Any]] = Outbox(lambda e: f"{e['sym']}|{e['t']}")
+    draft = box.restore(stored)
+    assert draft.resend == stored and draft.entries == stored and not draft.changed
+    assert box.restore(stored).resend == []  # once
 
 
 def legs(t0: int, n: int, rng: np.random.Generator) -> list[m.LegSamples]:
@@ -32,35 +57,36 @@ def legs(t0: int, n: int, rng: np.random.Generator) -> list[m.LegSamples]:
 
 def test_pair_outbox_holds_undelivered_rows_only_and_memory_stays_flat() -> None:
     s = Settings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], pairs=PAIRS)
-    book, table = _PairBook(s), defaultdict(dict)  # a Faust Table(default=dict) in memory
+    book, table = PairBook(s), defaultdict(dict)  # a Faust Table(default=dict) in memory
     rng = np.random.default_rng(5)
     published: list[str] = []
     peak = 0
     for k in range(30):  # 30 messages of 20 samples per leg
-        out: list[tuple[str, dict[str, Any], str | None]] = []
+        out: list[Output] = []
         for msg in legs(20 * k + 1, 20, rng):
             out += book.apply(msg, table)
         keys = [key for _, _, key in out if key is not None]
         assert not set(keys) & set(published)  # nothing sent twice
         published += keys
         if k < 25:
-            book.delivered.update(keys)  # the producer's callbacks
-            peak = max(peak, len(book.sent), len(book.delivered))
+            for key in keys:
+                book.outbox.on_delivered(key)  # the producer's callbacks
+            peak = max(peak, len(book.outbox.sent), len(book.outbox.delivered))
     assert len(published) >= 2 * 590  # a PairSignal per sample after the first, ADF results, alerts
     assert peak < 200  # bounded by one message's outputs, not by the run
     # the last 5 messages' outputs were never confirmed: they are still in the stored outboxes
     stored = {key for pair in PAIRS for _, _, key in table[pair]["outbox"]}
     assert len(stored) >= 2 * 5 * 20 and stored <= set(published[-2 * (5 * 20 + 10) :])
-    assert stored.isdisjoint(book.delivered)
+    assert stored.isdisjoint(book.outbox.delivered)
     # a new process restoring this state sends exactly those again, once
-    fresh = _PairBook(s)
+    fresh = PairBook(s)
     again = [key for msg in legs(601, 1, rng) for _, _, key in fresh.apply(msg, table) if key in stored]
     assert sorted(again) == sorted(stored)
 
 
 def test_symbol_outbox_forgets_delivered_rows() -> None:
     s = Settings()
-    book = _SymbolBook(s, candles=True, sample=True)
+    book = SymbolBook(s, candles=True, sample=True)
     stored: dict[str, Any] = {"BTCUSDT": {}, "ETHUSDT": {}}
     published: set[str] = set()
     rng = np.random.default_rng(2)
@@ -82,15 +108,16 @@ def test_symbol_outbox_forgets_delivered_rows() -> None:
             out, new = book.update(sym, stored[sym], cols, (t, cols["price"], ids))
             if new is not None:
                 stored[sym] = new
-            keys = [_outbox_key(r) for _, r, final in out if final]
+            keys = [o.key for o in out if o.key is not None]
             assert not set(keys) & published
             published.update(keys)
             if k < 190:
-                book.delivered.update(keys)
-        sizes.append(len(book.sent) + len(book.delivered))
+                for key in keys:
+                    book.outbox.on_delivered(key)
+        sizes.append(len(book.outbox.sent) + len(book.outbox.delivered))
     assert max(sizes[100:190]) < 40 and sum(1 for k in published if "|1m|" in k) >= 2 * 6
     for sym in ("BTCUSDT", "ETHUSDT"):  # the unconfirmed rows of the last frames, and only those
-        box = [_outbox_key(r) for r in stored[sym]["outbox"]]
+        box = [book.outbox.key(r) for r in stored[sym]["outbox"]]
         assert box and all(k.startswith(f"{sym}|") or k.startswith("leg|") for k in box)
 
 
@@ -103,7 +130,7 @@ def test_align_wait_lets_a_late_leg_catch_up() -> None:
     msgs = both + [msg for msg in legs(11, 150, rng) if msg.pair == PAIRS[0]]  # then x 150 ahead of y
     s = Settings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], pairs=PAIRS)
     for wait, stale_expected in ((60.0, True), (200.0, False)):
-        book, table = _PairBook(s.model_copy(update={"align_wait_s": wait})), defaultdict(dict)
+        book, table = PairBook(s.model_copy(update={"align_wait_s": wait})), defaultdict(dict)
         out = [row for msg in msgs for kind, row, _ in book.apply(msg, table) if kind == "analytics.pair"]
         stale = [r for r in out if "stale_leg" in r["flags"]]
         assert len(out) >= 159 and bool(stale) == stale_expected, (wait, len(stale))

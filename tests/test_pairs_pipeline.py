@@ -1,6 +1,6 @@
 """Real Binance trades -> broker -> Faust pair agent: the PairSignals equal the batch kernels on the same
-samples; a SIGKILLed and restarted worker publishes exactly the numbers of an uninterrupted run; ADF on
-request; bad leg messages are dead-lettered. Both ways the pairs are computed: in the tick agent (one
+samples; a SIGKILLed and restarted worker publishes exactly the numbers of an uninterrupted run; bad leg
+messages are dead-lettered. Both ways the pairs are computed: in the tick agent (one
 partition, the default) and through pairs.legs in the pairs agent."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
-from rtqis.topics import ADF, ADF_REQUESTS, DEADLETTER, LEGS, PAIR
+from rtqis.topics import ADF, DEADLETTER, LEGS, PAIR
 from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
@@ -88,15 +88,12 @@ def test_pair_signals_equal_the_batch_kernels(bootstrap: str, tmp_path: Path, pr
     # computed in the tick agent, the pairs publish no leg messages: the pairs.legs hop is gone
     legs = sum(o.end for o in topic_offsets(s, [LEGS.full_name(s.namespace)]))
     assert (legs == 0) is colocate, legs
-    # on demand: an AdfRequest is answered with its request id
+    # bad leg messages: a pair that is not configured, raw bytes that do not decode
     p = MessageProducer(s)
-    p.send(ADF_REQUESTS, m.AdfRequest(pair="ETHUSDT/BTCUSDT", request_id="req-1", window=100), key="ETHUSDT/BTCUSDT")
-    p.send(ADF_REQUESTS, m.AdfRequest(pair="NOPE/BTCUSDT", request_id="req-2"), key="NOPE/BTCUSDT")
+    nope = m.LegSamples(pair="NOPE/BTCUSDT", leg="x", symbol="BTCUSDT", time=[1000], price=[1.0], last_time=[1000])
+    p.send(LEGS, nope, key="NOPE/BTCUSDT")
     p._p.produce(LEGS.full_name(s.namespace), value=b"not json", key=b"ETHUSDT/BTCUSDT")  # raw bad bytes
     p.close()
-    answer = collect(s, ADF.name, lambda rows: any(a["request_id"] == "req-1" for a in rows), timeout_s=30)
-    (mine,) = [a for a in answer if a["request_id"] == "req-1"]
-    assert mine["window"] == 100 and mine["time"] == r.time[-1]
     dead = collect(s, DEADLETTER.name, lambda rows: len(rows) >= 2, timeout_s=30)
     reasons = " ".join(d["reason"] for d in dead)
     assert "unknown pair 'NOPE/BTCUSDT'" in reasons and {d["stage"] for d in dead} >= {"worker.pairs"}

@@ -13,7 +13,6 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "AdfRequest",
     "AdfResult",
     "Alert",
     "BookTicker",
@@ -164,14 +163,6 @@ class LegSamples(Message):
     time: list[int]
     price: list[float]
     last_time: list[int]
-
-
-class AdfRequest(Message):
-    schema_name = "rtqis.AdfRequest"
-    pair: str
-    request_id: str
-    window: Annotated[int, Field(ge=10)] | None = None
-    regression: Literal["c", "ct", "ctt", "n"] = "c"
 
 
 class DeadLetter(Message):

@@ -43,7 +43,6 @@ MODELS: dict[str, type[m.Message]] = {
         m.DeadLetter,
         m.Ticker,
         m.LegSamples,
-        m.AdfRequest,
     )
 }
 

@@ -2,7 +2,6 @@
 
 from rtqis.topics.registry import (
     ADF,
-    ADF_REQUESTS,
     ALERTS,
     ALL_TOPICS,
     BOOK,
@@ -21,7 +20,6 @@ from rtqis.topics.registry import (
 
 __all__ = [
     "ADF",
-    "ADF_REQUESTS",
     "ALERTS",
     "ALL_TOPICS",
     "BOOK",

@@ -2,7 +2,7 @@
 
 Namespaces isolate runs that must not touch the live topics (replays, tests): in namespace ``NS`` the
 topic ``ticks.trade`` is ``replay.NS.ticks.trade``; Faust's consumer group and changelog topics take
-the namespace too (see :func:`rtqis.agents.app.app_id`).
+the namespace too (see :func:`app_id`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Literal
 
 __all__ = [
     "ADF",
-    "ADF_REQUESTS",
     "ALERTS",
     "ALL_TOPICS",
     "BOOK",
@@ -82,9 +81,6 @@ ALERTS = TopicSpec("alerts", "rtqis.Alert", "pair", "z-score threshold crossings
 LEGS = TopicSpec(
     "pairs.legs", "rtqis.LegSamples", "pair", "worker-internal: per-second leg prices routed to their pair"
 )
-ADF_REQUESTS = TopicSpec(
-    "analytics.adf.request", "rtqis.AdfRequest", "pair", "on-demand ADF requests (answers: analytics.adf)"
-)
 DEADLETTER = TopicSpec(
     "deadletter", "rtqis.DeadLetter", "stage", "rejected input with the reason and the raw payload", partitions=1
 )
@@ -100,7 +96,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TICKER,
     ALERTS,
     LEGS,
-    ADF_REQUESTS,
     DEADLETTER,
 )
 

@@ -1,0 +1,67 @@
+"""The worker's Faust configuration: what each setting is and why (measured on the embedded broker, see
+bench/README.md).
+
+- table recovery reads each changelog to its true end, probed with a fetch, when the broker's end
+  offsets fail the self-check at start (``RTQIS_RECOVERY_FIX``, :func:`recovery_fix`);
+- consumer fetch wait = ``RTQIS_FETCH_MAX_WAIT_MS`` (Faust hard-codes 1,500 ms and the broker holds each
+  fetch that long even when data is there: :mod:`rtqis.agents.patches`);
+- rebalance/session timeouts of a few seconds (the group join waits for the rebalance timeout).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtqis.agents.security import broker_credentials
+from rtqis.kafka.offsets import broker_capabilities
+from rtqis.settings import Settings
+
+__all__ = ["app_config", "recovery_fix"]
+
+
+def recovery_fix(settings: Settings, exact_end_offsets: bool | None = None) -> str:
+    """The table-recovery fix to use: ``"off"``, ``"end-offsets"`` or ``"batch1"``.
+
+    ``RTQIS_RECOVERY_FIX=auto`` asks the broker whether its end offsets are exact (a self-check, see
+    :func:`rtqis.kafka.offsets.broker_capabilities`) unless ``exact_end_offsets`` already says so.
+    """
+    fix = settings.recovery_fix
+    if fix == "auto":
+        if exact_end_offsets is None:
+            exact_end_offsets = broker_capabilities(settings).exact_end_offsets
+        fix = "off" if exact_end_offsets else "end-offsets"
+    return fix
+
+
+def app_config(settings: Settings, fix: str) -> dict[str, Any]:
+    """The ``faust.App`` options of the worker for ``settings`` and the recovery ``fix``."""
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
+        "store": "memory://",
+        "topic_partitions": settings.partitions,
+        "topic_allow_declare": True,
+        # the group join waits for the rebalance timeout: keep it short (measured ~4.5 s to Ready)
+        "broker_rebalance_timeout": 5.0,
+        "broker_session_timeout": 5.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_commit_interval": 1.0,
+        "web_port": settings.worker_web_port,
+        "web_bind": "127.0.0.1",
+        "web_enabled": False,
+        "producer_compression_type": None if settings.compression == "none" else settings.compression,
+        "producer_linger_ms": settings.producer_linger_ms,
+        "consumer_auto_offset_reset": "earliest",
+        "table_cleanup_interval": 30.0,
+        # events queued per agent (Faust: 4,096). A queued frame holds its decoded message (~34 KB for
+        # 500 trades): with the pairs in the trades agent its queue fills in a replay, worker RSS after
+        # 1 M ticks 313 - 325 MB; 512: 265 - 281 MB, the same throughput (bench/README.md)
+        "stream_buffer_maxsize": 512,
+    }
+    if fix == "batch1":
+        # every changelog record its own batch: the broker's "base offset of the last batch + 1" is
+        # then exact (costs a round trip per table write and ~1.8 KB of broker memory per record)
+        conf["producer_max_batch_size"] = 1
+    creds = broker_credentials(settings)
+    if creds is not None:
+        conf["broker_credentials"] = creds
+    return conf

@@ -1,0 +1,168 @@
+"""The four changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
+
+Each fixes a loss or a stall measured on the embedded broker (bench/README.md); each is idempotent (applying
+it twice patches once) and is checked on the real classes in tests/test_faust_patches.py:
+
+- :func:`patch_worker_consumer_fetch_wait`: the consumer's fetch wait (Faust hard-codes 1,500 ms);
+- :func:`patch_flow_control_resume`: frames were dropped from an agent's queue when table recovery ended;
+- :func:`patch_producer_buffer_flush`: offsets were committed before the table changelog was sent;
+- :func:`patch_consumer_highwaters`: table recovery stopped short of a changelog's true end.
+
+:func:`apply_patches` applies them as the worker's settings ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+from mode.utils.queues import FlowControlEvent
+
+from rtqis.kafka.offsets import true_end_offsets
+from rtqis.settings import Settings
+
+__all__ = [
+    "apply_patches",
+    "patch_consumer_highwaters",
+    "patch_flow_control_resume",
+    "patch_producer_buffer_flush",
+    "patch_worker_consumer_fetch_wait",
+]
+
+log = logging.getLogger(__name__)
+
+
+def apply_patches(settings: Settings, recovery_fix: str) -> None:
+    """Every patch, for a worker with ``settings`` and the decided ``recovery_fix`` (see
+    :func:`rtqis.agents.config.recovery_fix`): the changelog end offsets are corrected only with
+    ``"end-offsets"`` (and the correction is undone otherwise)."""
+    patch_worker_consumer_fetch_wait(settings.fetch_max_wait_ms)
+    patch_flow_control_resume()
+    patch_producer_buffer_flush()
+    patch_consumer_highwaters(settings if recovery_fix == "end-offsets" else None)
+
+
+def patch_worker_consumer_fetch_wait(ms: int) -> None:
+    """Make Faust's worker consumer (``AIOKafkaConsumerThread._create_worker_consumer``) wait at most
+    ``ms`` milliseconds for a fetch instead of its hard-coded 1,500 ms.
+
+    Why: the embedded broker holds each fetch for the whole wait even when data is there, so every hop
+    of the live path cost up to 1.5 s (``RTQIS_FETCH_MAX_WAIT_MS``, default 15 ms; bench/README.md).
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(cls, "_rtqis_original_create", None) or cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read by aiokafka when the fetcher starts
+        return consumer
+
+    cls._rtqis_original_create = original  # type: ignore[attr-defined]
+    cls._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+def patch_flow_control_resume() -> None:
+    """Make mode's ``FlowControlEvent.resume`` drop queued messages only when the flow was suspended.
+
+    ``FlowControlEvent.resume()`` clears every agent queue (``clear_on_resume``), which is meant to drop
+    messages fetched before a rebalance suspended the flow. But when table recovery completes, Faust
+    resumes the source partitions, awaits ``perform_seek()``, and only then calls ``resume()`` again,
+    while the flow is already active: frames fetched in that window were cleared from the agent's queue
+    after the consumer had moved past them. The agent never saw them (a table count came back short
+    after a restart in 4 of ~30 runs of tests/test_pipeline.py, offset 142 then 144), and Faust's commits
+    stayed stuck before the hole. Messages queued while the flow is active belong to the current
+    assignment and generation (the stream checks the generation itself), so they are kept; a resume
+    after a real suspension still clears, as before.
+    """
+    if getattr(FlowControlEvent, "_rtqis_patched", False):
+        return
+    resume = FlowControlEvent.resume
+
+    def _resume(self: Any) -> None:
+        if self._suspend.is_set():
+            resume(self)  # suspended: resume and drop what was queued before the suspension
+        else:
+            self._resume.set()  # already flowing: nothing queued is stale
+
+    FlowControlEvent.resume = _resume  # type: ignore[method-assign]
+    FlowControlEvent._rtqis_patched = True  # type: ignore[attr-defined]
+
+
+def patch_producer_buffer_flush() -> None:
+    """Make Faust's ``ProducerBuffer.flush`` wait until the buffer is really empty.
+
+    Faust commits consumer offsets after ``producer.flush()``, but its buffer flush gives up after
+    100 ms without a message sent (``flush_atmost``), so offsets could be committed while table
+    changelog records were still buffered; a SIGKILL then lost them and the table came back behind the
+    committed offsets (seen in tests/test_candles_pipeline.py). Waiting for the buffer to drain keeps
+    "changelog durable before offsets" true. While stopping it refuses, as Faust's own flush does.
+
+    A message taken off the buffer's queue is not counted in its ``size`` while it is being handed to
+    aiokafka (``send`` can wait for room in aiokafka's accumulator, under load): a flush in that window
+    finds an empty buffer, the aiokafka flush after it does not know the message yet, and the offsets
+    are committed ahead of it. That is the likely cause of one failed run of the SIGKILL test in
+    tests/test_sink.py on a loaded machine (a restored 1m candle missed its first trades: wrong open).
+    So ``ProducerBuffer._send_pending`` counts the messages in that hand-over, and the flush waits for
+    them too.
+    """
+    if getattr(ProducerBuffer, "_rtqis_patched", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        # entered in the same step as the queue get that took the message: no gap before the count
+        self._rtqis_handing = getattr(self, "_rtqis_handing", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._rtqis_handing -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_rtqis_handing", 0):
+            if self.state != "running" or self.should_stop:
+                # as Faust does: refuse, so that no offset is committed past unsent changelog records
+                raise RuntimeError(f"Cannot flush: producer buffer stopping with {self.size} messages")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+    ProducerBuffer._rtqis_patched = True  # type: ignore[attr-defined]
+
+
+def patch_consumer_highwaters(settings: Settings | None) -> None:
+    """Make Faust's table recovery (``AIOKafkaConsumerThread._highwaters``) read changelogs to their true
+    end; ``settings=None`` undoes it.
+
+    Faust asks the broker for each changelog partition's end offset and replays up to it; on a broker
+    that understates it (Tansu: base offset of the last batch + 1) the last records of a batch would
+    be skipped and a restarted table came back short. The true end comes from
+    :func:`rtqis.kafka.offsets.true_end_offsets` (a fetch, run in an executor thread); the larger of the
+    two is used. Transactional consumers keep Faust's answer (last stable offsets).
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(cls, "_rtqis_original_highwaters", None) or cls._highwaters
+    cls._rtqis_original_highwaters = original  # type: ignore[attr-defined]
+    if settings is None:
+        cls._highwaters = original  # type: ignore[method-assign]
+        return
+
+    async def _highwaters(self: Any, partitions: Any) -> Any:
+        reported = await original(self, partitions)
+        if self.consumer.in_transaction or not reported:
+            return reported
+        loop = asyncio.get_running_loop()
+        keys = [(tp.topic, tp.partition) for tp in reported]
+        true = await loop.run_in_executor(None, true_end_offsets, settings, keys)
+        fixed = {tp: max(v, true[(tp.topic, tp.partition)]) for tp, v in reported.items()}
+        if fixed != dict(reported):
+            log.info("changelog end offsets corrected from the broker's %s to %s", dict(reported), fixed)
+        return fixed
+
+    cls._highwaters = _highwaters  # type: ignore[method-assign]

@@ -1,0 +1,43 @@
+"""The worker's Faust configuration and broker credentials, from the settings (no broker needed)."""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+
+from rtqis.agents.config import app_config, recovery_fix
+from rtqis.agents.security import broker_credentials
+from rtqis.settings import Settings
+
+
+def test_credentials_follow_the_security_protocol() -> None:
+    assert broker_credentials(Settings()) is None
+    assert isinstance(broker_credentials(Settings(security_protocol="SSL")), ssl.SSLContext)
+    sasl = dict(sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p")
+    plain = broker_credentials(Settings(security_protocol="SASL_PLAINTEXT", **sasl))
+    tls = broker_credentials(Settings(security_protocol="SASL_SSL", **sasl))
+    assert isinstance(plain, faust.SASLCredentials) and isinstance(tls, faust.SASLCredentials)
+    assert (plain.username, plain.password, plain.ssl_context) == ("u", "p", None)
+    assert isinstance(tls.ssl_context, ssl.SSLContext)
+
+
+def test_app_config_from_settings() -> None:
+    s = Settings(bootstrap_servers="a:9092,b:9093", compression="none", partitions=3)
+    conf = app_config(s, "end-offsets")
+    assert conf["broker"] == "kafka://a:9092;kafka://b:9093"
+    assert conf["producer_compression_type"] is None and conf["topic_partitions"] == 3
+    assert "producer_max_batch_size" not in conf and "broker_credentials" not in conf
+    assert app_config(s, "batch1")["producer_max_batch_size"] == 1  # one changelog record per batch
+
+
+def test_recovery_fix_auto_follows_the_broker_self_check() -> None:
+    assert recovery_fix(Settings(recovery_fix="auto"), exact_end_offsets=True) == "off"
+    assert recovery_fix(Settings(recovery_fix="auto"), exact_end_offsets=False) == "end-offsets"
+    assert recovery_fix(Settings(recovery_fix="batch1"), exact_end_offsets=True) == "batch1"
+
+
+def test_app_config_carries_the_credentials() -> None:
+    s = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p")
+    creds = app_config(s, "off")["broker_credentials"]
+    assert isinstance(creds, faust.SASLCredentials) and creds.username == "u"

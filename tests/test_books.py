@@ -1,0 +1,190 @@
+"""The agents' books without a broker: a SymbolBook closes candles and emits leg samples, a PairBook emits
+signals, alerts and ADF results; both keep what must not be lost in their outbox until delivered, replay
+it after a restart, and never mix two symbols or two pairs that share the same times."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from rtqis.agents.books import LOCAL_LEG, PairBook, SymbolBook, candle_output_key
+from rtqis.agents.outbox import Output
+from rtqis.schemas import models as m
+from rtqis.settings import Settings
+from rtqis.topics import ADF, ALERTS, PAIR
+
+T0 = 1_700_000_040_000  # a minute boundary (epoch ms)
+
+
+def trades(times: list[int], prices: list[float], first_id: int) -> dict[str, Any]:
+    """Trade columns as the trades agent hands them to a SymbolBook."""
+    n = len(times)
+    return {
+        "trade_time": np.array(times, dtype=np.int64),
+        "price": np.array(prices, dtype=np.float64),
+        "qty": np.full(n, 2.0),
+        "buyer_maker": np.zeros(n, dtype=bool),
+        "trade_id": np.arange(first_id, first_id + n, dtype=np.int64),
+    }
+
+
+def apply(book: SymbolBook, stored: dict[str, Any], sym: str, cols: dict[str, Any]) -> list[Output]:
+    """One frame through the book, the new state written back as the agent does."""
+    out, new = book.update(sym, stored.get(sym, {}), cols, (cols["trade_time"], cols["price"], cols["trade_id"]))
+    if new is not None:
+        stored[sym] = new
+    return out
+
+
+def closed(out: list[Output]) -> list[Output]:
+    return [o for o in out if o.kind == "1m" and o.row["closed"]]
+
+
+def test_symbol_book_closes_a_candle_once_and_keeps_it_until_delivered() -> None:
+    s = Settings(symbols=["BTCUSDT"], pairs=[], candle_intervals=["1m"], candle_grace_ms=0)
+    book, stored = SymbolBook(s, candles=True, sample=False), {}
+    first = apply(book, stored, "BTCUSDT", trades([T0 + 1_000, T0 + 30_000, T0 + 59_000], [10.0, 12.0, 11.0], 1))
+    assert closed(first) == [] and all(o.key is None for o in first)  # live candles only: no outbox
+    out = apply(book, stored, "BTCUSDT", trades([T0 + 60_000], [13.0], 4))  # the next minute starts
+    (candle,) = closed(out)
+    row = candle.row
+    assert (row["open_time"], row["open"], row["high"], row["low"], row["close"]) == (T0, 10.0, 12.0, 10.0, 11.0)
+    assert (row["trades"], row["volume"], row["first_trade_id"], row["last_trade_id"]) == (3, 6.0, 1, 3)
+    assert candle.key == candle_output_key(row) == f"BTCUSDT|1m|{T0}|3|False"
+    m.Candle(**row)  # a valid model, as published
+    assert stored["BTCUSDT"]["outbox"] == [row]
+    # not delivered yet: it stays in the outbox and is not sent again by this process
+    out = apply(book, stored, "BTCUSDT", trades([T0 + 61_000], [13.5], 5))
+    assert closed(out) == [] and stored["BTCUSDT"]["outbox"] == [row]
+    # delivered: the next write drops it, and the book forgets its key
+    book.outbox.on_delivered(candle.key)
+    apply(book, stored, "BTCUSDT", trades([T0 + 62_000], [14.0], 6))
+    assert stored["BTCUSDT"]["outbox"] == []
+    assert book.outbox.sent == set() and book.outbox.delivered == set()
+
+
+def test_symbol_book_replays_its_outbox_after_a_restart_and_ignores_redelivered_trades() -> None:
+    s = Settings(symbols=["BTCUSDT"], pairs=[], candle_intervals=["1m"], candle_grace_ms=0)
+    book, stored = SymbolBook(s, candles=True, sample=False), {}
+    apply(book, stored, "BTCUSDT", trades([T0 + 1_000, T0 + 2_000], [10.0, 11.0], 1))
+    (candle,) = closed(apply(book, stored, "BTCUSDT", trades([T0 + 60_000], [12.0], 3)))
+    # a crash before the delivery report: a new process restores the table
+    restarted = SymbolBook(s, candles=True, sample=False)
+    redelivered = trades([T0 + 60_000], [12.0], 3)  # the last frame again (offsets not committed)
+    out, new = restarted.update("BTCUSDT", stored["BTCUSDT"], redelivered, None)
+    assert out == [Output("1m", candle.row, candle.key)]  # sent again, once; the trade itself is skipped
+    assert new is None  # nothing changed: the state is not rewritten
+    out, _ = restarted.update("BTCUSDT", stored["BTCUSDT"], redelivered, None)
+    assert out == []  # not a second time
+
+
+def test_two_symbols_with_the_same_trades_keep_separate_outboxes() -> None:
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT"], pairs=[], candle_intervals=["1m"], candle_grace_ms=0)
+    book, stored = SymbolBook(s, candles=True, sample=False), {}
+    keys: dict[str, str | None] = {}
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        apply(book, stored, sym, trades([T0 + 1_000, T0 + 2_000], [10.0, 11.0], 1))
+        (candle,) = closed(apply(book, stored, sym, trades([T0 + 60_000], [12.0], 3)))
+        keys[sym] = candle.key
+    assert keys["BTCUSDT"] != keys["ETHUSDT"]
+    book.outbox.on_delivered(str(keys["BTCUSDT"]))  # only BTCUSDT's was delivered
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        apply(book, stored, sym, trades([T0 + 61_000], [12.5], 4))
+    assert stored["BTCUSDT"]["outbox"] == []
+    assert [candle_output_key(r) for r in stored["ETHUSDT"]["outbox"]] == [keys["ETHUSDT"]]
+
+
+def test_symbol_book_leg_samples_go_to_the_outbox_or_to_the_local_pairs() -> None:
+    """Leg samples: published to pairs.legs through the outbox, or (co-located) handed to the same agent."""
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT"], pairs=["ETHUSDT/BTCUSDT"], candle_intervals=["1m"])
+    cols = trades([T0 + 100, T0 + 1_100, T0 + 2_100, T0 + 3_100], [10.0, 11.0, 12.0, 13.0], 1)
+    for colocated in (False, True):
+        book, stored = SymbolBook(s, candles=False, sample=True, colocated=colocated), {}
+        (leg,) = apply(book, stored, "BTCUSDT", cols)
+        assert leg.row["pair"] == "ETHUSDT/BTCUSDT" and leg.row["leg"] == "x" and leg.row["symbol"] == "BTCUSDT"
+        assert leg.row["time"] == [T0 + 1_000, T0 + 2_000, T0 + 3_000]
+        m.LegSamples(**leg.row)
+        if colocated:
+            assert leg.kind == LOCAL_LEG and leg.key is None and stored["BTCUSDT"]["outbox"] == []
+        else:
+            assert leg.kind == "leg" and leg.key == f"leg|ETHUSDT/BTCUSDT|x|{T0 + 1_000}|{T0 + 3_000}"
+            assert stored["BTCUSDT"]["outbox"] == [leg.row]
+
+
+PAIRS = ["ETHUSDT/BTCUSDT", "SOLUSDT/BTCUSDT"]
+
+
+def leg_messages(pair: str, t0: int, n: int, seed: int) -> list[m.LegSamples]:
+    """Both legs of ``pair`` over the same sample times, y following x."""
+    rng = np.random.default_rng(seed)
+    times = [1000 * (t0 + i) for i in range(n)]
+    x = 9e4 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    y = 0.05 * x * np.exp(rng.normal(0, 1e-3, n))
+    ysym, xsym = pair.split("/")
+    return [
+        m.LegSamples(pair=pair, leg=leg, symbol=sym, time=times, price=p.tolist(), last_time=times)
+        for leg, sym, p in (("x", xsym, x), ("y", ysym, y))
+    ]
+
+
+def pair_settings() -> Settings:
+    return Settings(
+        symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        pairs=PAIRS,
+        ols_window=30,
+        zscore_window=30,
+        huber_window=60,
+        huber_refit_every=10,
+        adf_window=60,
+        adf_every_s=30.0,
+    )
+
+
+def test_pair_book_emits_signals_alerts_and_adf_results_through_the_outbox() -> None:
+    book, table = PairBook(pair_settings()), defaultdict(dict)
+    out = [o for msg in leg_messages(PAIRS[0], 1, 200, seed=3) for o in book.apply(msg, table)]
+    kinds = {o.kind for o in out}
+    assert kinds <= {PAIR.name, ALERTS.name, ADF.name} and {PAIR.name, ADF.name} <= kinds
+    signals = [o.row for o in out if o.kind == PAIR.name]
+    assert [r["time"] for r in signals] == [1000 * (1 + i) for i in range(len(signals))] and len(signals) >= 199
+    for o in out:
+        model = {PAIR.name: m.PairSignal, ALERTS.name: m.Alert, ADF.name: m.AdfResult}[o.kind]
+        model(**o.row)  # valid models, as published
+        assert o.key == f"{o.kind}|{PAIRS[0]}|{o.row['time']}|{o.row.get('kind', '')}"
+    assert len({o.key for o in out}) == len(out)  # every output its own identity
+    assert [key for _, _, key in table[PAIRS[0]]["outbox"]] == [o.key for o in out]  # none delivered yet
+    # delivered: the next message's write drops them, and the book forgets their keys
+    for o in out:
+        book.outbox.on_delivered(str(o.key))
+    more = [o for msg in leg_messages(PAIRS[0], 201, 1, seed=4) for o in book.apply(msg, table)]
+    assert [key for _, _, key in table[PAIRS[0]]["outbox"]] == [o.key for o in more]
+    assert book.outbox.delivered == set() and book.outbox.sent == {o.key for o in more}
+
+
+def test_pair_book_replays_after_a_restart_and_ignores_a_redelivered_message() -> None:
+    book, table = PairBook(pair_settings()), defaultdict(dict)
+    msgs = leg_messages(PAIRS[0], 1, 50, seed=5)
+    out = [o for msg in msgs for o in book.apply(msg, table)]
+    assert out and book.apply(msgs[-1], table) == []  # redelivered: nothing new, nothing sent twice
+    restarted = PairBook(pair_settings())
+    replay = restarted.apply(msgs[-1], table)  # the redelivered message, in a new process
+    assert replay == out  # every undelivered output, once, in order
+    assert restarted.apply(msgs[-1], table) == []
+
+
+def test_two_pairs_with_the_same_times_do_not_collide() -> None:
+    """Both pairs publish at the same sample times; a delivery of one pair's signal never drops the other's."""
+    book, table = PairBook(pair_settings()), defaultdict(dict)
+    out = {pair: [o for msg in leg_messages(pair, 1, 40, seed=6) for o in book.apply(msg, table)] for pair in PAIRS}
+    times = [[o.row["time"] for o in out[pair] if o.kind == PAIR.name] for pair in PAIRS]
+    assert times[0] == times[1] and times[0]
+    keys = [{o.key for o in out[pair]} for pair in PAIRS]
+    assert keys[0].isdisjoint(keys[1])
+    for o in out[PAIRS[0]]:
+        book.outbox.on_delivered(str(o.key))
+    for pair in PAIRS:
+        book.apply(leg_messages(pair, 41, 1, seed=7)[0], table)  # one more x sample: the states are written
+    left = [{key for _, _, key in table[pair]["outbox"]} for pair in PAIRS]
+    assert left[0].isdisjoint(keys[0]) and left[1] >= keys[1]
