@@ -27,6 +27,7 @@ from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings
+from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
@@ -148,12 +149,12 @@ def run_sink(
                 stored.update(batch.offsets)
                 batch = _Batch()
             if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
-                store.publish_snapshot(snap_path)
+                publish_snapshot(store, snap_path)
                 last_snapshot = time.monotonic()
     finally:
         if batch.offsets:
             _flush(store, c, batch, stats)
-        store.publish_snapshot(snap_path)
+        publish_snapshot(store, snap_path)
         store.close()
         c.close()
         dlq.flush()
