@@ -25,6 +25,7 @@ from rtqis.sinks.sink import ROW_RULES, _Batch, accept, run_sink, sink_paths
 from rtqis.sinks.store import Store
 from rtqis.topics import BOOK, CANDLES_1M, DEADLETTER, PAIR, TRADES
 from tests.conftest import collect, make_settings, wait_until
+from tests.test_store import candle
 
 T0 = 1_723_161_600_000  # 2024-08-09T00:00:00Z
 N = 5
@@ -144,30 +145,8 @@ def test_a_crossed_book_row_is_dropped_like_the_worker_does(tmp_path: Path) -> N
         assert [r[0] for r in con.execute("SELECT update_id FROM book_tickers ORDER BY 1").fetchall()] == [1, 3]
 
 
-def candle(t: int) -> m.Candle:
-    return m.Candle(
-        symbol="BTCUSDT",
-        interval="1m",
-        open_time=t,
-        close_time=t + 59_999,
-        open=100.0,
-        high=101.0,
-        low=99.0,
-        close=100.5,
-        volume=5.0,
-        quote_volume=500.0,
-        trades=10,
-        taker_buy_volume=2.0,
-        taker_buy_quote_volume=200.0,
-        vwap=100.0,
-        first_trade_id=1,
-        last_trade_id=10,
-        closed=True,
-    )
-
-
 def test_models_are_validated_once_and_written_as_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    got = accept(CANDLES_1M, *encode(candle(T0), "json"))
+    got = accept(CANDLES_1M, *encode(m.Candle(**candle(T0, close=100.5)), "json"))
     assert got.reason is None and isinstance(got.value, m.Candle)
 
     def again(*_: Any, **__: Any) -> Any:
@@ -180,7 +159,7 @@ def test_models_are_validated_once_and_written_as_decoded(tmp_path: Path, monkey
 
 
 def test_a_message_of_another_schema_is_dead_lettered() -> None:
-    got = accept(PAIR, *encode(candle(T0), "json"))  # a Candle on analytics.pair
+    got = accept(PAIR, *encode(m.Candle(**candle(T0)), "json"))  # a Candle on analytics.pair
     assert got.value is None
     assert got.reason == "expected a rtqis.PairSignal on analytics.pair, got rtqis.Candle"
     got = accept(TRADES, b"{not json", [])

@@ -194,7 +194,8 @@ def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval:
     line of the first problem and nothing is written; a good one is upserted in one transaction, so
     re-importing (or overlapping stored rows) replaces rows instead of doubling them. Missing
     ``close_time`` is ``open_time + interval - 1``; missing ``vwap`` is ``quote_volume / volume``
-    (NULL when either is missing or volume is 0).
+    (NULL when either is missing or volume is 0). An interval the store does not keep raises
+    :class:`~rtqis.errors.IntervalError` before the file is read.
     """
     path = Path(path)
     if not symbol:
