@@ -253,8 +253,8 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_candles(s: Settings, a: argparse.Namespace) -> int:
+    from rtqis.sinks.candle_files import export_candles
     from rtqis.sinks.history import import_candles, open_history
-    from rtqis.sinks.store import export_candles
 
     if a.candles_cmd == "import":
         n, how = import_candles(s, a.file, symbol=a.symbol.upper(), interval=a.interval)

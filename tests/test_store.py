@@ -18,21 +18,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from rtqis.errors import RtqisError
+from rtqis.errors import IntervalError, RtqisError
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
-from rtqis.sinks import store as store_mod
-from rtqis.sinks.store import (
-    EXPORT_COLUMNS,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    ImportError_,
-    Store,
-    StoreError,
-    export_candles,
-    import_candles_csv,
-    open_snapshot,
-)
+from rtqis.sinks import schema
+from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, export_candles, import_candles_csv
+from rtqis.sinks.schema import MIGRATIONS, SCHEMA_VERSION
+from rtqis.sinks.snapshot import open_snapshot, publish_snapshot
+from rtqis.sinks.store import Store, StoreError
 from tests.conftest import BINANCE_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +289,7 @@ def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="read-only"):
             s.upsert_candles([candle(T0)])
         with pytest.raises(StoreError, match="read-only"):
-            s.publish_snapshot(tmp_path / "x.duckdb")
+            publish_snapshot(s, tmp_path / "x.duckdb")
         assert s.counts()["candles"] == 0
     with pytest.raises(StoreError, match="closed"):
         s.counts()
@@ -602,8 +595,9 @@ def test_bad_csv_layouts(store: Store, tmp_path: Path) -> None:
         import_candles_csv(store, p, symbol="X")
     p.write_text(GOOD)
     assert import_candles_csv(store, p, symbol="X") == 0
-    with pytest.raises(StoreError, match="unknown interval"):
+    with pytest.raises(IntervalError, match="unknown interval '7x'") as ei:
         import_candles_csv(store, p, symbol="X", interval="7x")
+    assert isinstance(ei.value, RtqisError)  # one readable line from the CLI
     assert store.counts()["candles"] == 0
 
 
@@ -741,13 +735,14 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from rtqis.schemas.frames import TRADE_FRAME, Frame
+    from rtqis.sinks.snapshot import publish_snapshot
     from rtqis.sinks.store import Store
 
     live, snap, stop = (Path(a) for a in sys.argv[1:4])
     n, i = 2000, 0
     deadline = time.monotonic() + 60
     with Store(live) as s:
-        s.publish_snapshot(snap)
+        publish_snapshot(s, snap)
         print("ready", flush=True)
         while not stop.exists() and time.monotonic() < deadline:
             ids = np.arange(i * n, (i + 1) * n, dtype=np.int64)
@@ -756,8 +751,8 @@ WRITER = textwrap.dedent(
             s.write_batch(trades=[Frame.build(TRADE_FRAME, "BTCUSDT", cols)], offsets={("trades", 0): int(ids[-1]) + 1})
             i += 1
             if i % 3 == 0:
-                s.publish_snapshot(snap)
-        s.publish_snapshot(snap)
+                publish_snapshot(s, snap)
+        publish_snapshot(s, snap)
     print("done", i, flush=True)
     """
 )
@@ -819,18 +814,18 @@ def test_readers_use_snapshots_while_another_process_writes(tmp_path: Path) -> N
 def test_publish_snapshot_in_process(store: Store, tmp_path: Path) -> None:
     store.write_batch(**full_batch())
     dst = tmp_path / "snaps" / "snap.duckdb"
-    assert store.publish_snapshot(dst) == dst
+    assert publish_snapshot(store, dst) == dst
     store.upsert_candles([candle(T0 + 10 * MIN)])
     with open_snapshot(dst) as r:
         assert r.counts()["candles"] == 3  # as of the snapshot
         assert r.schema_version == SCHEMA_VERSION
         assert r.load_offsets() == {("trades", 0): 100, ("trades", 1): 50}
-    store.publish_snapshot(dst)
+    publish_snapshot(store, dst)
     with open_snapshot(dst) as r:
         assert r.counts()["candles"] == 4
     with pytest.raises(StoreError, match="must differ"):
-        store.publish_snapshot(store.path)
-    assert store_mod.SOURCES == ("stream", "backfill", "import")
+        publish_snapshot(store, store.path)
+    assert schema.SOURCES == ("stream", "backfill", "import")
 
 
 def test_memory_limit_bounds_duckdbs_page_cache(tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.embedded import EmbeddedBroker
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
+from rtqis.sinks.candle_files import EXPORT_COLUMNS
 from rtqis.sinks.history import open_history
 from rtqis.sinks.sink import sink_paths
-from rtqis.sinks.store import EXPORT_COLUMNS, Store
+from rtqis.sinks.store import Store
 from rtqis.topics import ALERTS, CANDLES_1M, DEPTH, PAIR
 from rtqis.ui.data import SIGNAL_CSV_COLUMNS
 from tests.conftest import ROOT, Procs, collect, free_port, make_settings, wait_until

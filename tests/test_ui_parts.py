@@ -17,8 +17,9 @@ from rtqis.errors import PortInUseError
 from rtqis.kafka.clients import MessageProducer
 from rtqis.schemas import models as m
 from rtqis.settings import Settings, load_settings
+from rtqis.sinks.candle_files import EXPORT_COLUMNS
 from rtqis.sinks.sink import sink_paths
-from rtqis.sinks.store import EXPORT_COLUMNS, Store
+from rtqis.sinks.store import Store
 from rtqis.topics import ALERTS, CANDLES_1M, DEADLETTER, PAIR
 from rtqis.ui import charts as ch
 from rtqis.ui import data

@@ -22,8 +22,10 @@ import polars as pl
 from rtqis.analytics.candles import CandleAgg, resample, to_rows
 from rtqis.errors import RtqisError
 from rtqis.settings import Settings
+from rtqis.sinks.candle_files import import_candles_csv
 from rtqis.sinks.sink import sink_paths
-from rtqis.sinks.store import Store, StoreError, import_candles_csv, open_snapshot
+from rtqis.sinks.snapshot import open_snapshot
+from rtqis.sinks.store import Store, StoreError
 
 __all__ = ["backfill", "import_candles", "open_history"]
 

@@ -1,13 +1,18 @@
 """`rtqis sink`: the analytics and tick topics into DuckDB, effectively once.
 
 Consumes ``candles.1m``, ``candles.5m``, ``analytics.pair``, ``analytics.adf``, ``alerts`` and the tick
-topics (the tick archive). Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE
-DuckDB transaction together with the consumer offsets they came from; Kafka offsets are committed only
-after that transaction. On start the consumer resumes from the offsets stored in DuckDB (the source
-of truth), so a SIGKILL at any moment neither loses nor duplicates rows: at-least-once delivery plus
-idempotent upserts keyed by (symbol, interval, open_time), (symbol, trade_id), ... = effectively once.
-Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the dashboard and
-the CLI (DuckDB allows one writing process per file).
+topics (the tick archive). Each message is decoded and validated once (:func:`accept`) and the validated
+models and frames are what is written. Tick rows go through the worker's own row rules
+(:data:`ROW_RULES`): a row the worker dead-letters never reaches DuckDB; it goes to the ``deadletter``
+topic with the reason (the message's good rows are still stored) and is counted.
+
+Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB transaction together
+with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
+start the consumer resumes from the offsets stored in DuckDB (the source of truth), so a SIGKILL at any
+moment neither loses nor duplicates rows: at-least-once delivery plus idempotent upserts keyed by
+(symbol, interval, open_time), (symbol, trade_id), ... = effectively once. Every ``snapshot_s`` seconds
+a read-only snapshot of the database is published for the dashboard and the CLI (DuckDB allows one
+writing process per file).
 """
 
 from __future__ import annotations
@@ -15,22 +20,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from rtqis.errors import DecodeError
 from rtqis.kafka.clients import MessageProducer, consumer_config
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
-from rtqis.schemas.frames import TRADE_FRAME, Frame
+from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
 from rtqis.settings import Settings
+from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
-__all__ = ["SinkStats", "run_sink", "sink_paths"]
+__all__ = ["ROW_RULES", "Accepted", "SinkStats", "accept", "open_for_writing", "run_sink", "sink_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +53,98 @@ def sink_paths(settings: Settings) -> tuple[Path, Path]:
 
 @dataclass
 class SinkStats:
+    """What a :func:`run_sink` run did: ``rows`` written (DuckDB's count), ``dead_lettered`` messages sent
+    to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows) and
+    ``invalid_rows``, the tick rows among them that were dropped."""
+
     batches: int = 0
     rows: int = 0
     dead_lettered: int = 0
+    invalid_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
 
 
+#: The worker's row rules per tick frame type: a row the worker dead-letters never reaches DuckDB either.
+ROW_RULES: dict[str, Callable[[Frame], tuple[np.ndarray, list[tuple[int, str]]]]] = {
+    TRADE_FRAME.name: validate_trade_frame,
+    BOOK_FRAME.name: validate_book_frame,
+}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One consumed message after decoding and validation: ``value`` to store (None: nothing), and the
+    ``reason`` the message goes to the deadletter topic (None: it does not), naming ``invalid_rows``."""
+
+    value: m.Message | Frame | None
+    reason: str | None = None
+    invalid_rows: int = 0
+
+
+def accept(spec: TopicSpec, value: bytes | None, headers: Any) -> Accepted:
+    """Decode one message of the sink topic ``spec`` and validate it, once, as the worker does.
+
+    Models are validated by decoding (pydantic); a message of another schema than the topic's is refused;
+    a tick frame loses the rows its row rule (:data:`ROW_RULES`, the worker's) rejects, and the reason
+    names the first ten of them as the worker's dead letters do."""
+    try:
+        obj = decode(value, headers, spec.value_schema)
+    except DecodeError as e:
+        return Accepted(None, str(e))
+    if obj.schema_name != spec.value_schema:
+        return Accepted(None, f"expected a {spec.value_schema} on {spec.name}, got {obj.schema_name}")
+    if isinstance(obj, Frame):
+        good, bad = ROW_RULES[obj.type.name](obj)
+        if bad:
+            reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
+            kept = obj.take(good)
+            return Accepted(kept if len(kept) else None, f"{len(bad)} invalid rows: {reasons}", len(bad))
+    return Accepted(obj)
+
+
 class _Batch:
+    """Validated models and frames of one write, with the offsets of the messages they came from."""
+
     def __init__(self) -> None:
-        self.candles: list[dict[str, Any]] = []
+        self.candles: list[m.Candle] = []
         self.trades: list[Frame] = []
         self.books: list[Frame] = []
-        self.signals: list[dict[str, Any]] = []
-        self.adf: list[dict[str, Any]] = []
-        self.alerts: list[dict[str, Any]] = []
+        self.signals: list[m.PairSignal] = []
+        self.adf: list[m.AdfResult] = []
+        self.alerts: list[m.Alert] = []
         self.offsets: dict[tuple[str, int], int] = {}
         self.rows = 0
         self.started = time.monotonic()
+
+    def add(self, obj: m.Message | Frame) -> None:
+        """Hold ``obj`` (decoded and validated by :func:`accept`) as it is for the next write."""
+        if isinstance(obj, Frame):
+            (self.trades if obj.type is TRADE_FRAME else self.books).append(obj)
+            self.rows += len(obj)
+            return
+        if isinstance(obj, m.Candle):
+            self.candles.append(obj)
+        elif isinstance(obj, m.PairSignal):
+            self.signals.append(obj)
+        elif isinstance(obj, m.AdfResult):
+            self.adf.append(obj)
+        elif isinstance(obj, m.Alert):
+            self.alerts.append(obj)
+        else:  # accept() lets through only the sink topics' schemas
+            raise TypeError(f"the sink does not store {type(obj).__name__}")
+        self.rows += 1
+
+    def write(self, store: Store) -> int:
+        """Write the rows and their offsets in one transaction (:meth:`Store.write_batch`); rows written."""
+        return store.write_batch(
+            candles=self.candles,
+            trades=self.trades,
+            books=self.books,
+            signals=self.signals,
+            adf=self.adf,
+            alerts=self.alerts,
+            offsets=self.offsets,
+        )
 
 
 def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0, *, memory_mb: int | None = None) -> Store:
@@ -121,39 +204,29 @@ def run_sink(
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer error: %s", err)
                     continue
-                spec = names[msg.topic()]
-                try:
-                    obj = decode(msg.value(), msg.headers(), spec.value_schema)
-                except DecodeError as e:
-                    dlq.send(
-                        DEADLETTER,
-                        m.DeadLetter(
-                            time=int(time.time() * 1000),
-                            stage="sink",
-                            reason=str(e),
-                            source_topic=msg.topic(),
-                            partition=msg.partition(),
-                            offset=msg.offset(),
-                            payload=msg.value() or b"",
-                        ),
-                        key="sink",
-                    )
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if topic is None or partition is None or offset is None:  # only error events lack them
+                    continue
+                got = accept(names[topic], msg.value(), msg.headers())
+                if got.reason is not None:
+                    _dead_letter(dlq, msg, got.reason)
                     stats.dead_lettered += 1
-                else:
-                    _add(batch, obj)
-                batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+                    stats.invalid_rows += got.invalid_rows
+                if got.value is not None:
+                    batch.add(got.value)
+                batch.offsets[(topic, partition)] = offset + 1
             due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
             if due:
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
                 batch = _Batch()
             if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
-                store.publish_snapshot(snap_path)
+                publish_snapshot(store, snap_path)
                 last_snapshot = time.monotonic()
     finally:
         if batch.offsets:
             _flush(store, c, batch, stats)
-        store.publish_snapshot(snap_path)
+        publish_snapshot(store, snap_path)
         store.close()
         c.close()
         dlq.flush()
@@ -161,33 +234,28 @@ def run_sink(
     return stats
 
 
-def _add(batch: _Batch, obj: Any) -> None:
-    if isinstance(obj, Frame):
-        (batch.trades if obj.type is TRADE_FRAME else batch.books).append(obj)
-        batch.rows += len(obj)
-        return
-    row = obj.model_dump()
-    if isinstance(obj, m.Candle):
-        batch.candles.append(row)
-    elif isinstance(obj, m.PairSignal):
-        batch.signals.append(row)
-    elif isinstance(obj, m.AdfResult):
-        batch.adf.append(row)
-    elif isinstance(obj, m.Alert):
-        batch.alerts.append(row)
-    batch.rows += 1
+def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:
+    """Send a consumed message to the deadletter topic with ``reason``, as the worker does (stage ``sink``)."""
+    key = msg.key()
+    dlq.send(
+        DEADLETTER,
+        m.DeadLetter(
+            time=int(time.time() * 1000),
+            stage="sink",
+            reason=reason,
+            source_topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            payload=msg.value() or b"",
+        ),
+        key="sink",
+    )
+    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
 
 
 def _flush(store: Store, c: Consumer, batch: _Batch, stats: SinkStats) -> None:
-    n = store.write_batch(
-        candles=batch.candles,
-        trades=batch.trades,
-        books=batch.books,
-        signals=batch.signals,
-        adf=batch.adf,
-        alerts=batch.alerts,
-        offsets=batch.offsets,
-    )
+    n = batch.write(store)
     # rows and offsets are durable together; the Kafka commit is only for lag figures and tools
     c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()], asynchronous=True)
     stats.batches += 1

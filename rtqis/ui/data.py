@@ -19,10 +19,12 @@ import numpy as np
 import polars as pl
 
 from rtqis.errors import RtqisError
+from rtqis.intervals import stored_interval_ms
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
+from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, import_candles_csv
 from rtqis.sinks.history import import_candles, open_history
-from rtqis.sinks.store import EXPORT_COLUMNS, ImportError_, Store, import_candles_csv, interval_ms
+from rtqis.sinks.store import Store
 from rtqis.ui import tables as tb
 from rtqis.ui.hub import CANDLE_FIELDS, SIGNAL_FIELDS
 
@@ -100,7 +102,7 @@ def _read(settings: Settings, fn: Any) -> Any:
 
 def load_candles(settings: Settings, symbol: str, interval: str, end_ms: int, bars: int) -> tb.Cols:
     """The ``bars`` candles before ``end_ms`` (open time), oldest first; empty without history."""
-    start = end_ms - bars * interval_ms(interval)
+    start = end_ms - bars * stored_interval_ms(interval)
     got = _read(settings, lambda st: st.candles(symbol, interval, start, end_ms + 1))
     if isinstance(got, Exception):
         return {}
@@ -114,7 +116,7 @@ def load_history(
     t0 = time.perf_counter()
 
     def read(st: Store) -> History:
-        c = st.candles(symbol, interval, end_ms - bars * interval_ms(interval), end_ms + 1)
+        c = st.candles(symbol, interval, end_ms - bars * stored_interval_ms(interval), end_ms + 1)
         s = st.signals(pair, end_ms - signals_ms, end_ms + 1)
         a = st.adf(pair, end_ms - 86_400_000, end_ms + 1)
         al = st.alerts(pair, end_ms - 86_400_000, end_ms + 1).tail(20)

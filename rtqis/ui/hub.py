@@ -32,13 +32,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from rtqis.analytics.pair_model import SIGNAL_FIELDS as SIGNAL_NUMBERS
 from rtqis.errors import DecodeError, RtqisError
+from rtqis.intervals import stored_interval_ms
 from rtqis.kafka.clients import new_consumer
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.settings import Settings
-from rtqis.sinks.store import interval_ms
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, DEPTH, PAIR, TRADES, TopicSpec
 from rtqis.ui import tables as tb
 
@@ -465,7 +465,7 @@ class LiveHub:
             for k, v in candles.items():
                 rows = tb.upsert(self._candles.get(k, {}), v, "open_time", self.caps["candles"])
                 # old bars (an import of last year's file) are for DuckDB, not for the live window
-                span = self.caps["candles"] * interval_ms(k[1])
+                span = self.caps["candles"] * stored_interval_ms(k[1])
                 self._candles[k] = tb.time_window(rows, "open_time", int(rows["open_time"][-1]) - span, None)
             for k, v in signals.items():
                 self._signals[k] = tb.upsert(self._signals.get(k, {}), v, "time", self.caps["signals"])

@@ -35,9 +35,9 @@ import panel as pn
 from bokeh.models import CustomJS
 
 from rtqis.errors import RtqisError
+from rtqis.intervals import stored_interval_ms
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
-from rtqis.sinks.store import interval_ms
 from rtqis.ui import charts as ch
 from rtqis.ui import data
 from rtqis.ui import tables as tb
@@ -236,7 +236,7 @@ class Dashboard:
         self.adf_card = html_pane(92, margin=(4, 10))
         self.alert_card = html_pane(92, margin=(4, 10))
 
-        iv_ms = interval_ms(self.w_interval.value)
+        iv_ms = stored_interval_ms(self.w_interval.value)
         self.candles = ch.CandleChart.build(self.tf, iv_ms, CANDLE_WINDOW_BARS)
         self.candles.set_series(self.w_symbol.value, self.w_interval.value, iv_ms, CANDLE_WINDOW_BARS)
         self.ticks = ch.TickCharts.build(self.tf, TICK_WINDOW_MS)
@@ -413,7 +413,7 @@ class Dashboard:
     # ---------------------------------------------------------------------------------------- fills
 
     def _fill_candles(self, key: tuple[str, str], hist: tb.Cols, snap: HubSnapshot) -> None:
-        iv_ms = interval_ms(key[1])
+        iv_ms = stored_interval_ms(key[1])
         rows = tb.upsert(hist, snap.candles.get(key, {}), "open_time")
         if key in self.imported:
             rows = tb.upsert(rows, self.imported[key], "open_time")
@@ -559,7 +559,7 @@ class Dashboard:
         if not cols:
             return
         if chart == "candles":
-            iv_ms = interval_ms(self.w_interval.value)
+            iv_ms = stored_interval_ms(self.w_interval.value)
             self._upsert_tail(self.candles.source, ch.candle_display(cols, iv_ms), "open_time", CANDLE_ROLLOVER)
         elif chart == "book":
             self._upsert_tail(self.ticks.book, {c: cols[c] for c in ch.BOOK_COLUMNS}, "t", BOOK_ROLLOVER)
@@ -740,7 +740,7 @@ class Dashboard:
 
     def _on_series(self, *_e: Any) -> None:
         sym, iv = self.w_symbol.value, self.w_interval.value
-        iv_ms = interval_ms(iv)
+        iv_ms = stored_interval_ms(iv)
         self.candles.set_series(sym, iv, iv_ms, CANDLE_WINDOW_BARS)
         self.candles_view.start_loading()
         snap = self.hub.snapshot()
@@ -828,7 +828,7 @@ class Dashboard:
 
     async def _candles_file(self) -> Any:
         sym, iv = self.w_symbol.value, self.w_interval.value
-        start, end = self._visible(self.candles.x_range, interval_ms(iv) / 2)
+        start, end = self._visible(self.candles.x_range, stored_interval_ms(iv) / 2)
         live = self.hub.snapshot().candles.get((sym, iv), {})
         body, n = await asyncio.get_running_loop().run_in_executor(
             _POOL, lambda: data.candles_csv(self.settings, sym, iv, live, start, end)

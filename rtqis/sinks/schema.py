@@ -1,0 +1,369 @@
+"""The DuckDB schema of the RT-QIS store: every table, its key and conflict rule, and the migrations.
+
+Units: every time is epoch **milliseconds UTC** in a ``BIGINT``; prices and quantities are ``DOUBLE`` in
+quote / base currency.
+
+Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
+
+``candles`` [symbol, interval, open_time]
+    OHLCV bars of every interval (``1m``, ``5m``, ...): ``close_time``, ``open``, ``high``, ``low``,
+    ``close``, ``volume`` (base), ``quote_volume``, ``trades`` (count), ``taker_buy_volume``,
+    ``taker_buy_quote_volume``, ``vwap``, ``first_trade_id``, ``last_trade_id``, ``closed`` (false while
+    the bar is still forming), ``source`` and ``updated_at`` (epoch ms of the last write; NULL for rows
+    written before schema v2). ``source`` is where the row came from: ``'stream'`` (the live candle
+    agent), ``'backfill'`` (REST back-fill of holes) or ``'import'`` (a CSV the user imported). A later
+    write of the same key replaces the row, with one exception: a ``'backfill'`` row never replaces a
+    *closed* ``'stream'`` row (back-fill only fills holes and repairs bars the stream left unfinished).
+    ``quote_volume``, ``trades``, ``taker_buy_*`` and ``vwap`` may be NULL for imported files that lack
+    them.
+``trades`` [symbol, trade_id]
+    The tick archive of trades: ``price``, ``qty``, ``trade_time``, ``event_time``, ``recv_time`` (local
+    receive time), ``buyer_maker``. A replayed trade replaces the identical stored one.
+``book_tickers`` [symbol, update_id]
+    Best bid / ask updates: ``bid_price``, ``bid_qty``, ``ask_price``, ``ask_qty``, ``event_time`` (NULL on
+    spot, which sends none), ``recv_time``.
+``signals`` [pair, time]
+    :class:`~rtqis.schemas.models.PairSignal` rows (hedge ratios, spread, z-score, ...; ``flags`` is a
+    ``VARCHAR[]``). A later write of the same key replaces the row.
+``adf_results`` [pair, time, request_id]
+    :class:`~rtqis.schemas.models.AdfResult` rows; ``request_id`` is ``''`` for the periodic tests (not
+    NULL: it is part of the key) and the caller's id for on-demand ones.
+``alerts`` [pair, time, kind]
+    :class:`~rtqis.schemas.models.Alert` rows. An alert is an event: the first write of a key is kept and
+    a replay is a no-op.
+``consumer_offsets`` [topic, partition]
+    ``next_offset`` (the offset of the next message to consume, Kafka's commit convention) and
+    ``updated_at``. Written in the same transaction as the rows those messages carried
+    (:meth:`rtqis.sinks.store.Store.write_batch`), so rows and offsets are durable together or not at
+    all: a crash can neither lose rows (offset ahead of rows) nor, thanks to the upserts, duplicate them.
+``schema_version`` [version]
+    One row per applied migration (``version``, ``applied_at`` epoch ms, ``description``).
+
+Migrations (:data:`MIGRATIONS`) are an append-only list of SQL steps; :func:`migrate` applies the missing
+ones to a file opened read-write in one transaction, and refuses a file newer than this code
+(:class:`StoreError`).
+
+All SQL takes user values as parameters; identifiers come only from constants in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import polars as pl
+
+from rtqis.errors import RtqisError
+
+__all__ = [
+    "ADF_RESULTS",
+    "ALERTS",
+    "BATCH",
+    "BOOK_TICKERS",
+    "CANDLES",
+    "COUNTED",
+    "MIGRATIONS",
+    "OFFSETS_TABLE",
+    "SAVE_OFFSETS_SQL",
+    "SCHEMA_VERSION",
+    "SIGNALS",
+    "SOURCES",
+    "TABLES",
+    "TRADES",
+    "Migration",
+    "StoreError",
+    "Table",
+    "migrate",
+    "now_ms",
+    "quote",
+    "transaction",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RtqisError):
+    """The store cannot be opened, migrated, written or read as asked."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: applied in order, once, inside the same transaction as its version row."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# Append only: a released step is never edited (files in the wild were created by it).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "candles, tick archive, pair signals, consumer offsets",
+        (
+            """CREATE TABLE candles (
+                symbol VARCHAR NOT NULL, "interval" VARCHAR NOT NULL, open_time BIGINT NOT NULL,
+                close_time BIGINT NOT NULL, "open" DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL,
+                "close" DOUBLE NOT NULL, volume DOUBLE NOT NULL, quote_volume DOUBLE, trades BIGINT,
+                taker_buy_volume DOUBLE, taker_buy_quote_volume DOUBLE, vwap DOUBLE, first_trade_id BIGINT,
+                last_trade_id BIGINT, closed BOOLEAN NOT NULL DEFAULT TRUE,
+                PRIMARY KEY (symbol, "interval", open_time))""",
+            """CREATE TABLE trades (
+                symbol VARCHAR NOT NULL, trade_id BIGINT NOT NULL, price DOUBLE NOT NULL, qty DOUBLE NOT NULL,
+                trade_time BIGINT NOT NULL, event_time BIGINT NOT NULL, recv_time BIGINT NOT NULL,
+                buyer_maker BOOLEAN NOT NULL, PRIMARY KEY (symbol, trade_id))""",
+            """CREATE TABLE book_tickers (
+                symbol VARCHAR NOT NULL, update_id BIGINT NOT NULL, bid_price DOUBLE NOT NULL,
+                bid_qty DOUBLE NOT NULL, ask_price DOUBLE NOT NULL, ask_qty DOUBLE NOT NULL, event_time BIGINT,
+                recv_time BIGINT NOT NULL, PRIMARY KEY (symbol, update_id))""",
+            """CREATE TABLE signals (
+                "time" BIGINT NOT NULL, pair VARCHAR NOT NULL, x DOUBLE NOT NULL, y DOUBLE NOT NULL,
+                ols_beta DOUBLE, ols_alpha DOUBLE, kalman_beta DOUBLE, kalman_alpha DOUBLE, spread DOUBLE,
+                spread_ols DOUBLE, zscore DOUBLE, huber_beta DOUBLE, huber_alpha DOUBLE, fair_value DOUBLE,
+                n_obs BIGINT NOT NULL, flags VARCHAR[] NOT NULL, PRIMARY KEY (pair, "time"))""",
+            """CREATE TABLE consumer_offsets (
+                topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL, next_offset BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL, PRIMARY KEY (topic, "partition"))""",
+        ),
+    ),
+    Migration(
+        2,
+        "candle provenance (source, updated_at); ADF results and alerts",
+        (
+            # rows written before v2 could only come from the live sink
+            """ALTER TABLE candles ADD COLUMN source VARCHAR DEFAULT 'stream'""",
+            """ALTER TABLE candles ADD COLUMN updated_at BIGINT""",
+            """CREATE TABLE adf_results (
+                "time" BIGINT NOT NULL, pair VARCHAR NOT NULL, "window" BIGINT NOT NULL, stat DOUBLE NOT NULL,
+                pvalue DOUBLE NOT NULL, lags BIGINT NOT NULL, nobs BIGINT NOT NULL, crit_1 DOUBLE NOT NULL,
+                crit_5 DOUBLE NOT NULL, crit_10 DOUBLE NOT NULL, regression VARCHAR NOT NULL,
+                mean_reverting BOOLEAN NOT NULL, request_id VARCHAR NOT NULL DEFAULT '',
+                PRIMARY KEY (pair, "time", request_id))""",
+            """CREATE TABLE alerts (
+                "time" BIGINT NOT NULL, pair VARCHAR NOT NULL, kind VARCHAR NOT NULL, zscore DOUBLE NOT NULL,
+                threshold DOUBLE NOT NULL, spread DOUBLE NOT NULL, beta DOUBLE NOT NULL, x DOUBLE NOT NULL,
+                y DOUBLE NOT NULL, message VARCHAR NOT NULL, PRIMARY KEY (pair, "time", kind))""",
+        ),
+    ),
+)
+SCHEMA_VERSION: int = MIGRATIONS[-1].version
+
+SOURCES: tuple[str, ...] = ("stream", "backfill", "import")
+"""Allowed values of ``candles.source``."""
+
+_I64, _F64, _STR, _BOOL = pl.Int64(), pl.Float64(), pl.String(), pl.Boolean()
+
+
+@dataclass(frozen=True)
+class Table:
+    """The current layout of one table: columns (polars dtype, nullable), key and conflict rule."""
+
+    name: str
+    columns: dict[str, tuple[pl.DataType, bool]]
+    key: tuple[str, ...]
+    on_conflict: Literal["update", "nothing"] = "update"
+    update_where: str = ""  # SQL condition (a constant) that must hold for a conflicting row to be replaced
+
+    @property
+    def upsert_sql(self) -> str:
+        cols = ", ".join(quote(c) for c in self.columns)
+        key = ", ".join(quote(c) for c in self.key)
+        sql = f"INSERT INTO {quote(self.name)} ({cols}) SELECT {cols} FROM {BATCH} ON CONFLICT ({key}) "  # noqa: S608  # identifiers are module constants
+        if self.on_conflict == "nothing":
+            return sql + "DO NOTHING"
+        sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.columns if c not in self.key)
+        return sql + f"DO UPDATE SET {sets}" + (f" WHERE {self.update_where}" if self.update_where else "")
+
+
+def quote(ident: str) -> str:
+    """Quote an identifier (only ever called with names defined in this module's tables)."""
+    return '"' + ident.replace('"', '""') + '"'
+
+
+BATCH = "_rtqis_batch"  # name the batch DataFrame is registered under for INSERT ... SELECT
+
+CANDLES = Table(
+    "candles",
+    {
+        "symbol": (_STR, False),
+        "interval": (_STR, False),
+        "open_time": (_I64, False),
+        "close_time": (_I64, False),
+        "open": (_F64, False),
+        "high": (_F64, False),
+        "low": (_F64, False),
+        "close": (_F64, False),
+        "volume": (_F64, False),
+        "quote_volume": (_F64, True),
+        "trades": (_I64, True),
+        "taker_buy_volume": (_F64, True),
+        "taker_buy_quote_volume": (_F64, True),
+        "vwap": (_F64, True),
+        "first_trade_id": (_I64, True),
+        "last_trade_id": (_I64, True),
+        "closed": (_BOOL, False),
+        "source": (_STR, False),
+        "updated_at": (_I64, True),
+    },
+    ("symbol", "interval", "open_time"),
+    # the back-fill rule: a closed stream bar is never replaced by a back-filled one
+    update_where="NOT (candles.source = 'stream' AND candles.closed AND excluded.source = 'backfill')",
+)
+TRADES = Table(
+    "trades",
+    {
+        "symbol": (_STR, False),
+        "trade_id": (_I64, False),
+        "price": (_F64, False),
+        "qty": (_F64, False),
+        "trade_time": (_I64, False),
+        "event_time": (_I64, False),
+        "recv_time": (_I64, False),
+        "buyer_maker": (_BOOL, False),
+    },
+    ("symbol", "trade_id"),
+)
+BOOK_TICKERS = Table(
+    "book_tickers",
+    {
+        "symbol": (_STR, False),
+        "update_id": (_I64, False),
+        "bid_price": (_F64, False),
+        "bid_qty": (_F64, False),
+        "ask_price": (_F64, False),
+        "ask_qty": (_F64, False),
+        "event_time": (_I64, True),
+        "recv_time": (_I64, False),
+    },
+    ("symbol", "update_id"),
+)
+SIGNALS = Table(
+    "signals",
+    {
+        "time": (_I64, False),
+        "pair": (_STR, False),
+        "x": (_F64, False),
+        "y": (_F64, False),
+        **{k: (_F64, True) for k in ("ols_beta", "ols_alpha", "kalman_beta", "kalman_alpha", "spread")},
+        **{k: (_F64, True) for k in ("spread_ols", "zscore", "huber_beta", "huber_alpha", "fair_value")},
+        "n_obs": (_I64, False),
+        "flags": (pl.List(pl.String()), False),
+    },
+    ("pair", "time"),
+)
+ADF_RESULTS = Table(
+    "adf_results",
+    {
+        "time": (_I64, False),
+        "pair": (_STR, False),
+        "window": (_I64, False),
+        "stat": (_F64, False),
+        "pvalue": (_F64, False),
+        "lags": (_I64, False),
+        "nobs": (_I64, False),
+        "crit_1": (_F64, False),
+        "crit_5": (_F64, False),
+        "crit_10": (_F64, False),
+        "regression": (_STR, False),
+        "mean_reverting": (_BOOL, False),
+        "request_id": (_STR, False),
+    },
+    ("pair", "time", "request_id"),
+)
+ALERTS = Table(
+    "alerts",
+    {
+        "time": (_I64, False),
+        "pair": (_STR, False),
+        "kind": (_STR, False),
+        "zscore": (_F64, False),
+        "threshold": (_F64, False),
+        "spread": (_F64, False),
+        "beta": (_F64, False),
+        "x": (_F64, False),
+        "y": (_F64, False),
+        "message": (_STR, False),
+    },
+    ("pair", "time", "kind"),
+    on_conflict="nothing",
+)
+OFFSETS_TABLE = "consumer_offsets"
+TABLES: tuple[Table, ...] = (CANDLES, TRADES, BOOK_TICKERS, SIGNALS, ADF_RESULTS, ALERTS)
+COUNTED = tuple(t.name for t in TABLES) + (OFFSETS_TABLE,)
+
+SAVE_OFFSETS_SQL = (
+    'INSERT INTO consumer_offsets (topic, "partition", next_offset, updated_at) VALUES (?, ?, ?, ?) '
+    'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset, '
+    "updated_at = excluded.updated_at"
+)
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch ms: the ``updated_at`` / ``applied_at`` stamps (never an event time)."""
+    return time.time_ns() // 1_000_000
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One DuckDB transaction: committed if the block ends normally, rolled back if it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _file_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """Highest applied migration; 0 for an empty database; None if the file is not an RT-QIS store."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "schema_version" not in tables:
+        return 0 if not tables else None
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path, *, read_only: bool) -> int:
+    """Bring the open file ``path`` to :data:`SCHEMA_VERSION` (read-write) or check it is there (read-only).
+
+    Returns the version, always :data:`SCHEMA_VERSION`. Raises :class:`StoreError` for a file that is not
+    an RT-QIS store, one newer than this code, an older one opened read-only, or a failed step (then the
+    file is left at its old version: every pending step runs in one transaction with its version row).
+    """
+    current = _file_version(con)
+    if current is None:
+        raise StoreError(f"{path} is a DuckDB file but not an RT-QIS store (no schema_version table)")
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {current}, newer than this RT-QIS knows"
+            f" ({SCHEMA_VERSION}); upgrade RT-QIS to open it"
+        )
+    if current == SCHEMA_VERSION:
+        return current
+    if read_only:
+        raise StoreError(
+            f"{path} has schema version {current} < {SCHEMA_VERSION}; open it read-write once"
+            " (e.g. start the sink) to upgrade it"
+        )
+    pending = [mig for mig in MIGRATIONS if mig.version > current]
+    try:
+        with transaction(con):
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                " applied_at BIGINT NOT NULL, description VARCHAR NOT NULL)"
+            )
+            for mig in pending:
+                for stmt in mig.statements:
+                    con.execute(stmt)
+                con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [mig.version, now_ms(), mig.description])
+    except duckdb.Error as e:
+        raise StoreError(f"{path}: migration from v{current} failed, file left at v{current}: {e}") from e
+    log.info("%s: schema migrated from v%d to v%d", path, current, SCHEMA_VERSION)
+    return SCHEMA_VERSION
