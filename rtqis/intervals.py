@@ -99,9 +99,7 @@ def stored_interval_ms(interval: str) -> int:
     try:
         return interval_ms(interval)
     except IntervalError:
-        raise IntervalError(
-            f"unknown interval {interval!r} (expected e.g. 1s, 1m, 5m, 1h, 1d, 1w, 1M)"
-        ) from None
+        raise IntervalError(f"unknown interval {interval!r} (expected e.g. 1s, 1m, 5m, 1h, 1d, 1w, 1M)") from None
 
 
 def interval_name(size_ms: int) -> str:
