@@ -34,10 +34,11 @@ import numpy as np
 import panel as pn
 from bokeh.models import CustomJS
 
+from rtqis.analytics.pairs import AdfResult
 from rtqis.errors import RtqisError
+from rtqis.intervals import stored_interval_ms as interval_ms
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
-from rtqis.sinks.store import interval_ms
 from rtqis.ui import charts as ch
 from rtqis.ui import data
 from rtqis.ui import tables as tb
@@ -157,7 +158,7 @@ class Dashboard:
         self.quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self.last_trade: dict[str, tuple[int, float, float, bool]] = {}
         self.adf_agent: m.AdfResult | None = None
-        self.adf_manual: tuple[int, int, data.AdfOutcome] | None = None
+        self.adf_manual: tuple[int, int, AdfResult] | None = None
         self.adf_error = ""
         self.alerts: list[m.Alert] = []
         self.depth: dict[str, m.DepthSnapshot] = {}
@@ -795,7 +796,7 @@ class Dashboard:
         self.w_adf_run.loading = True
         self.adf_error = ""
 
-        def done(f: Future[tuple[data.AdfOutcome, int]]) -> None:
+        def done(f: Future[tuple[AdfResult, int]]) -> None:
             self.w_adf_run.loading = False
             try:
                 r, n = f.result()
