@@ -61,16 +61,14 @@ def test_tail_plan_patches_drawn_keys_streams_new_ones_and_drops_older() -> None
 def test_a_batch_with_a_repeated_or_late_key_is_queued_sorted_once() -> None:
     """A batch as at-least-once delivery can bring it (a key twice, out of order) leaves the queue sorted,
     one row per key, the later version winning: the chart streams it without a duplicate point."""
-    from types import SimpleNamespace
+    from rtqis.ui.session import ChartQueues
 
-    from rtqis.ui.page import Dashboard
-
-    view = SimpleNamespace(pending={})
+    view = ChartQueues()
     batch = {"time": np.array([3_000, 1_000, 2_000, 3_000]), "zscore": np.array([0.3, 0.1, 0.2, 0.31])}
-    Dashboard._queue(view, "zscore", batch, "time")  # type: ignore[arg-type]
+    view.queue("zscore", batch, "time")
     assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000]
     assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.2, 0.31]
-    Dashboard._queue(view, "zscore", {"time": np.array([2_000, 4_000]), "zscore": np.array([0.25, 0.4])}, "time")  # type: ignore[arg-type]
+    view.queue("zscore", {"time": np.array([2_000, 4_000]), "zscore": np.array([0.25, 0.4])}, "time")
     assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000, 4_000]
     assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.25, 0.31, 0.4]
 
