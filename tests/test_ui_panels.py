@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from rtqis.analytics.pairs import AdfResult
 from rtqis.schemas import models as m
@@ -238,3 +239,78 @@ def test_downloads_are_named_after_the_visible_range() -> None:
         "signals-ETHUSDT-BTCUSDT-20260101T000000Z-20260101T010000Z.csv"
     )
     assert csv_name("candles-BTCUSDT-1m", None, None) == "candles-BTCUSDT-1m-all-all.csv"
+
+
+def test_candle_and_signal_seams_take_the_batches_that_arrived_while_history_loaded() -> None:
+    hist = {"time": np.array([1_000, 2_000]), "z": np.array([0.1, 0.2])}
+    live = {"time": np.array([2_000, 3_000]), "z": np.array([0.25, 0.3])}
+    later = [{"time": np.array([3_000, 4_000]), "z": np.array([0.35, 0.4])}, None, {}]
+    rows = ss.signal_rows(hist, live, later)
+    assert rows["time"].tolist() == [1_000, 2_000, 3_000, 4_000] and rows["z"].tolist() == [0.1, 0.25, 0.35, 0.4]
+    iv = 60_000
+    hist_c, imported = (
+        {"open_time": np.array([0]), "close": np.array([1.0])},
+        {"open_time": np.array([iv]), "close": np.array([2.0])},
+    )
+    c = ss.candle_rows(hist_c, {}, imported, iv, [{"open_time": np.array([iv, 2 * iv]), "close": np.array([2.5, 3.0])}])
+    assert c["open_time"].tolist() == [0, iv, 2 * iv] and c["close"].tolist() == [1.0, 2.5, 3.0]
+
+
+@pytest.mark.filterwarnings("ignore:Widget.name is deprecated:PendingDeprecationWarning")  # the page as served
+def test_what_the_browser_receives_when_a_view_is_filled_is_the_server_data_once() -> None:
+    """Filling a chart sends one data replacement: Bokeh serialises a held replacement when the events go out,
+    so a stream in the same held message would reach the browser twice (a duplicate point, then patches at
+    the wrong rows). The events are replayed here as BokehJS applies them."""
+    import tempfile
+
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
+
+    from rtqis.settings import load_settings
+    from rtqis.ui.hub import SIGNAL_FIELDS, Batch, HubSnapshot, LiveHub
+    from rtqis.ui.page import Dashboard
+
+    s = load_settings(data_dir=tempfile.mkdtemp(), bootstrap_servers="127.0.0.1:1")
+    d = Dashboard(s, LiveHub(s))
+    doc = Document()
+    src = d.charts.pairs.sources["z"]
+    doc.add_root(d.charts.pairs.zscore)
+    events: list[object] = []
+    doc.on_change(events.append)
+
+    def sig(times: list[int]) -> tb.Cols:
+        rows = [m.PairSignal(time=t, pair=PAIR, x=1.0, y=1.0, zscore=t / 1e3, n_obs=1) for t in times]
+        return tb.rows_to_cols(rows, SIGNAL_FIELDS)
+
+    d.signals_view.start_loading()
+    assert d.signals_view.pending is not None
+    d.signals_view.pending.extend([Batch(seq=2, signals={PAIR: sig([3_000, 4_000])}), Batch(seq=3)])
+    snap = HubSnapshot(seq=1, candles={}, signals={PAIR: sig([2_000, 3_000])}, book={}, trades={}, depth={}, adf={},
+                       alerts=())  # fmt: skip
+    browser: dict[str, list[float]] = {}
+
+    def send() -> None:
+        """Unhold (the end of one callback) and apply the events as BokehJS does, serialised now."""
+        doc.unhold()
+        for e in events:
+            if isinstance(e, ColumnDataChangedEvent):
+                browser.clear()
+                browser.update({k: list(v) for k, v in e.model.data.items()})
+            elif isinstance(e, ColumnsStreamedEvent):
+                for k, v in e.data.items():
+                    browser[k].extend(v)
+            elif isinstance(e, ColumnsPatchedEvent):
+                for k, patches in e.patches.items():
+                    for i, v in patches:
+                        browser[k][i] = v
+        events.clear()
+
+    doc.hold("combine")  # one callback: the history arrives (pn.io.hold)
+    d._fill_signals(sig([1_000, 2_000]), snap)
+    send()
+    doc.hold("combine")  # the next: a batch, and the turn that draws it
+    d._on_batch(Batch(seq=4, signals={PAIR: sig([4_000, 5_000])}))
+    d._flush("z")
+    send()
+    assert browser["t"] == [1_000, 2_000, 3_000, 4_000, 5_000] == list(src.data["t"])
+    assert browser["zscore"] == list(src.data["zscore"])

@@ -118,11 +118,11 @@ def build_controls(s: Settings, entry: float, exit_: float) -> Controls:
     agent_window = int(getattr(s, "adf_window", 600))
     return Controls(
         symbol=pn.widgets.RadioButtonGroup(
-            name="Symbol", options=symbols, value=symbols[0], button_type="primary", button_style="outline",
+            name="Symbol", options=symbols, value=symbols[0], color="primary", variant="outline",
             sizing_mode="stretch_width",
         ),
         interval=pn.widgets.RadioButtonGroup(
-            name="Candles", options=intervals, value=intervals[0], button_type="primary", button_style="outline",
+            name="Candles", options=intervals, value=intervals[0], color="primary", variant="outline",
             sizing_mode="stretch_width",
         ),
         pair=pn.widgets.Select(name="Pair (y/x)", options=list(s.pairs), value=s.pairs[0]),
@@ -141,13 +141,13 @@ def build_controls(s: Settings, entry: float, exit_: float) -> Controls:
         adf_window=pn.widgets.Select(
             name="ADF window", options=adf_windows(agent_window), value=agent_window, sizing_mode="stretch_width"
         ),
-        adf_run=pn.widgets.Button(name="Run ADF now", button_type="primary", sizing_mode="stretch_width"),
+        adf_run=pn.widgets.Button(name="Run ADF now", color="primary", sizing_mode="stretch_width"),
         dl_signals=pn.widgets.FileDownload(
-            filename="signals.csv", label="PairSignals of the visible range", button_type="default",
+            filename="signals.csv", label="PairSignals of the visible range", color="default",
             sizing_mode="stretch_width",
         ),
         dl_candles=pn.widgets.FileDownload(
-            filename="candles.csv", label="Candles of the visible range", button_type="default",
+            filename="candles.csv", label="Candles of the visible range", color="default",
             sizing_mode="stretch_width",
         ),
         up_symbol=pn.widgets.Select(name="Symbol", options=symbols, value=symbols[0], sizing_mode="stretch_width"),

@@ -158,26 +158,21 @@ class Dashboard:
 
     def _fill_candles(self, key: tuple[str, str], hist: tb.Cols, snap: HubSnapshot) -> None:
         iv_ms = stored_interval_ms(key[1])
-        rows = ss.candle_rows(hist, snap.candles.get(key, {}), self.state.imported.get(key), iv_ms)
+        kept = [b.candles.get(key) for b in self.candles_view.loaded(snap.seq)]
+        rows = ss.candle_rows(hist, snap.candles.get(key, {}), self.state.imported.get(key), iv_ms, kept)
         self.charts.candles.source.data = (
             ch.candle_display(rows, iv_ms) if tb.length(rows) else {c: np.empty(0) for c in ch.CANDLE_COLUMNS}
         )
         self.queues.pop("candles")
-        for b in self.candles_view.loaded(snap.seq):
-            self._queue_candles(b)
-        self._flush("candles")
 
     def _fill_signals(self, hist: tb.Cols, snap: HubSnapshot) -> None:
-        rows = ss.signal_rows(hist, snap.signals.get(self.pair, {}))
+        kept = [b.signals.get(self.pair) for b in self.signals_view.loaded(snap.seq)]
+        rows = ss.signal_rows(hist, snap.signals.get(self.pair, {}), kept)
         for chart, src in self.charts.pairs.sources.items():
             self.queues.pop(chart)
             src.data = (
                 ch.signal_display(rows, chart) if tb.length(rows) else {c: np.empty(0) for c in ch.SIGNAL_CHARTS[chart]}
             )
-        for b in self.signals_view.loaded(snap.seq):
-            self._queue_signals(b)
-        for chart in ch.SIGNAL_CHARTS:
-            self._flush(chart)
 
     def _fill_ticks(self, snap: HubSnapshot) -> None:
         sym, ticks = self.controls.symbol.value, self.charts.ticks

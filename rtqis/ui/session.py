@@ -5,8 +5,8 @@ Life of a session (wired by :class:`rtqis.ui.page.Dashboard`):
 1. on load it subscribes to the process's :class:`~rtqis.ui.hub.LiveHub` (a snapshot of its live buffers
    plus every later batch, scheduled with ``doc.add_next_tick_callback``) and reads history from DuckDB in
    a thread of :data:`IO_POOL`; batches arriving meanwhile are kept by the view's :class:`ViewLoad`;
-2. the charts are filled with history upserted with the live snapshot by time key (:func:`candle_rows`,
-   :func:`signal_rows`: no gap, no duplicate at the seam), then the kept batches and every new one are
+2. the charts are filled with history upserted with the live snapshot and the kept batches by time key
+   (:func:`candle_rows`, :func:`signal_rows`: no gap, no duplicate at the seam), then every new batch is
    queued per chart (:class:`ChartQueues`), and a 100 ms turn (:class:`Turns`) redraws one chart:
    ``stream(..., rollover=N)`` for new keys, ``patch`` for keys already drawn (:func:`upsert_tail`);
 3. what the text panels show is kept in :class:`PageState` (rules for which ADF result and alerts count).
@@ -156,21 +156,37 @@ def newest(cols: tb.Cols | None, key: str) -> int:
     return int(cols[key][-1])
 
 
-def candle_rows(hist: tb.Cols, live: tb.Cols, imported: tb.Cols | None, interval_ms: int) -> tb.Cols:
-    """The candles a chart starts from: history, then live, then this session's imports, upserted by open
-    time; only the live window (the last :data:`CANDLE_ROLLOVER` bars): older bars stay in DuckDB."""
+def _upsert_all(rows: tb.Cols, later: Sequence[tb.Cols | None], key: str) -> tb.Cols:
+    for cols in later:
+        if cols:
+            rows = tb.upsert(rows, cols, key)
+    return rows
+
+
+def candle_rows(
+    hist: tb.Cols, live: tb.Cols, imported: tb.Cols | None, interval_ms: int, later: Sequence[tb.Cols | None] = ()
+) -> tb.Cols:
+    """The candles a chart starts from: history, then live, then this session's imports, then the rows of
+    the batches that arrived while history loaded (``later``), upserted by open time; only the live window
+    (the last :data:`CANDLE_ROLLOVER` bars): older bars stay in DuckDB.
+
+    The batches go into the data the chart is filled with, not into a stream sent with it: Bokeh serialises
+    a data replacement when the held events are sent, by then with the streamed rows in it, and the browser
+    would draw those rows twice (then apply later patches at the wrong rows)."""
     rows = tb.upsert(hist, live, "open_time")
     if imported:
         rows = tb.upsert(rows, imported, "open_time")
+    rows = _upsert_all(rows, later, "open_time")
     if tb.length(rows):
         rows = tb.time_window(rows, "open_time", int(rows["open_time"][-1]) - CANDLE_ROLLOVER * interval_ms, None)
     return tb.slice_rows(rows, max(0, tb.length(rows) - CANDLE_ROLLOVER))
 
 
-def signal_rows(hist: tb.Cols, live: tb.Cols) -> tb.Cols:
-    """The PairSignals the pair charts start from: history upserted with live by time, the last
+def signal_rows(hist: tb.Cols, live: tb.Cols, later: Sequence[tb.Cols | None] = ()) -> tb.Cols:
+    """The PairSignals the pair charts start from: history, live, then the rows of the batches that arrived
+    while history loaded (``later``, see :func:`candle_rows`), upserted by time, the last
     :data:`SIGNAL_ROLLOVER`."""
-    rows = tb.upsert(hist, live, "time")
+    rows = _upsert_all(tb.upsert(hist, live, "time"), later, "time")
     return tb.slice_rows(rows, max(0, tb.length(rows) - SIGNAL_ROLLOVER))
 
 
