@@ -5,7 +5,7 @@ History is written into DuckDB before the sink starts (candles just before the f
 signals just before the first live signal), so the seam between history and live data is checked exactly:
 no gap, no duplicate, keys increasing. Alerts and order-book snapshots are produced into the broker by the
 test (the synthetic source has no order book; an alert needs a threshold crossing the test cannot time).
-If no pair agent publishes PairSignals, the test publishes them too (real Kafka either way).
+PairSignals come from the worker's pair agent only: if it publishes none, the test fails.
 
 Figures (update rate and tick-to-screen latency in the browser, server CPU and memory with 1 and 10
 sessions) are written to var/test-artifacts/ui-metrics.json and printed; they are not asserted.
@@ -122,7 +122,6 @@ class Live:
     live_signal: int  # time of the first live PairSignal
     hist_candles: dict[int, dict[str, Any]]
     hist_signals: list[int]
-    agent_signals: bool
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -174,40 +173,6 @@ def _write_history(s: Settings, live_candle: int, live_signal: int) -> tuple[dic
         st.upsert_candles(list(candles.values()), source="import")
         st.upsert_signals(signals)
     return candles, times
-
-
-def _pair_feed(s: Settings, stop: threading.Event) -> None:
-    """Fallback while no pair agent publishes: one PairSignal a second (real Kafka, like the agent's)."""
-    p = MessageProducer(s)
-    rnd = random.Random(11)
-    z = 0.0
-    while not stop.wait(1.0 - (_ms() % 1000) / 1000):
-        t = _ms() // 1000 * 1000
-        z = 0.97 * z + rnd.gauss(0, 0.35)
-        beta = 0.0333
-        p.send(
-            PAIR,
-            m.PairSignal(
-                time=t,
-                pair=PAIR_NAME,
-                x=90_000.0,
-                y=3000.0 + z,
-                ols_beta=beta,
-                ols_alpha=0.0,
-                kalman_beta=beta,
-                kalman_alpha=0.0,
-                spread=z,
-                spread_ols=z,
-                zscore=z,
-                huber_beta=beta,
-                huber_alpha=0.0,
-                fair_value=3000.0,
-                n_obs=1,
-                flags=[],
-            ),  # fmt: skip
-            key=PAIR_NAME,
-        )
-    p.close()
 
 
 def _depth_feed(s: Settings, mid: float, stop: threading.Event) -> None:
@@ -267,12 +232,9 @@ def live(ui_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         rows = collect(s, CANDLES_1M.name, lambda rows: any(r["symbol"] == "BTCUSDT" for r in rows), timeout_s=90)
         live_candle = min(r["open_time"] for r in rows if r["symbol"] == "BTCUSDT")
         mid = next(r["close"] for r in rows if r["symbol"] == "BTCUSDT")
-        try:  # the pair agent publishes a PairSignal a second once both legs have traded
-            sig = collect(s, PAIR.name, lambda rows: len(rows) >= 1, timeout_s=20)
-            agent, live_signal = True, sig[0]["time"]
-        except AssertionError:
-            agent, live_signal = False, _ms() // 1000 * 1000 + 2000
-            threads.append(threading.Thread(target=_pair_feed, args=(s, stop), daemon=True))
+        # the pair agent publishes a PairSignal a second once both legs have traded; none in 120 s: it is broken
+        sig = collect(s, PAIR.name, lambda rows: len(rows) >= 1, timeout_s=120)
+        live_signal = sig[0]["time"]
         hist_candles, hist_signals = _write_history(s, live_candle, live_signal)
         procs.start(s, "sink", name="sink")
         ui = procs.start(s, "ui", name="ui")
@@ -283,7 +245,7 @@ def live(ui_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         assert ui.poll() is None, procs.log_of(ui)
         yield Live(
             s, procs, ui, f"http://127.0.0.1:{s.ui_port}/dashboard", live_candle, live_signal, hist_candles,
-            hist_signals, agent,
+            hist_signals,
         )  # fmt: skip
     finally:
         stop.set()
@@ -621,7 +583,6 @@ def test_server_memory_with_1_and_10_sessions(live: Live, page: Any, browser: An
             "server_cpu_percent_10_sessions": round(
                 100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0), 1
             ),
-            "pair_agent_signals": live.agent_signals,
         }
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

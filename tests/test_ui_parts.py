@@ -62,16 +62,14 @@ def test_tail_plan_patches_drawn_keys_streams_new_ones_and_drops_older() -> None
 def test_a_batch_with_a_repeated_or_late_key_is_queued_sorted_once() -> None:
     """A batch as at-least-once delivery can bring it (a key twice, out of order) leaves the queue sorted,
     one row per key, the later version winning: the chart streams it without a duplicate point."""
-    from types import SimpleNamespace
+    from rtqis.ui.session import ChartQueues
 
-    from rtqis.ui.page import Dashboard
-
-    view = SimpleNamespace(pending={})
+    view = ChartQueues()
     batch = {"time": np.array([3_000, 1_000, 2_000, 3_000]), "zscore": np.array([0.3, 0.1, 0.2, 0.31])}
-    Dashboard._queue(view, "zscore", batch, "time")  # type: ignore[arg-type]
+    view.queue("zscore", batch, "time")
     assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000]
     assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.2, 0.31]
-    Dashboard._queue(view, "zscore", {"time": np.array([2_000, 4_000]), "zscore": np.array([0.25, 0.4])}, "time")  # type: ignore[arg-type]
+    view.queue("zscore", {"time": np.array([2_000, 4_000]), "zscore": np.array([0.25, 0.4])}, "time")
     assert view.pending["zscore"]["time"].tolist() == [1_000, 2_000, 3_000, 4_000]
     assert view.pending["zscore"]["zscore"].tolist() == [0.1, 0.25, 0.31, 0.4]
 
@@ -172,16 +170,44 @@ def test_history_without_a_database_is_empty_with_a_reason(offline: Settings) ->
     assert h.candles == {} and h.signals == {} and "no candle history yet" in h.note
 
 
-def test_adf_on_demand_tells_mean_reversion_from_a_random_walk() -> None:
+def test_spread_adf_tells_a_cointegrated_pair_from_two_random_walks() -> None:
+    from rtqis.analytics.pair_model import spread_adf
+
     rng = np.random.default_rng(5)
     e = rng.standard_normal(600)
     ar = np.zeros(600)
     for i in range(1, 600):
         ar[i] = 0.8 * ar[i - 1] + e[i]
-    assert data.run_adf(ar).mean_reverting
-    assert not data.run_adf(np.cumsum(e)).mean_reverting
-    with pytest.raises(Exception, match="too short"):
-        data.run_adf(e[:3])
+    x = 90_000 + np.cumsum(rng.standard_normal(600) * 20)
+    assert spread_adf(x, 0.0333 * x + ar).mean_reverting
+    assert not spread_adf(x, 0.0333 * x + np.cumsum(e)).mean_reverting
+    with pytest.raises(ValueError, match="too short"):
+        spread_adf(x[:3], ar[:3])
+
+
+def test_on_demand_adf_is_the_worker_periodic_adf(offline: Settings) -> None:
+    """The dashboard's button and the pair agent's periodic test give the same numbers on the same samples."""
+    from rtqis.analytics.pair_model import PairModel, PairParams
+    from rtqis.ui.hub import SIGNAL_FIELDS
+
+    rng = np.random.default_rng(3)
+    n = 400
+    x = 3_000 + np.cumsum(rng.standard_normal(n))
+    y = 0.05 * x + 1 + np.cumsum(rng.standard_normal(n)) * 0.01
+    model = PairModel(PAIR_NAME, PairParams.from_settings(offline))
+    model.hist.extend((1_000 * (i + 1), float(x[i]), float(y[i]), 0.0) for i in range(n))
+    worker = model.adf(300)
+    assert worker is not None
+    live = tb.rows_to_cols(
+        [m.PairSignal(time=1_000 * (i + 1), pair=PAIR_NAME, x=float(x[i]), y=float(y[i]), n_obs=i) for i in range(n)],
+        SIGNAL_FIELDS,
+    )
+    r, used = data.pair_adf(offline, PAIR_NAME, live, 300)
+    assert used == worker["window"] == 300
+    assert (r.stat, r.pvalue, r.lags, r.nobs, r.mean_reverting) == (
+        worker["stat"], worker["pvalue"], worker["lags"], worker["nobs"], worker["mean_reverting"],
+    )  # fmt: skip
+    assert r.crit["5%"] == worker["crit_5"]
 
 
 def test_pair_adf_tests_the_ols_residual_of_history_and_live_samples(offline: Settings) -> None:

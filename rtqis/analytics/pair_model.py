@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 
 from rtqis.analytics.alerts import ZAlert
 from rtqis.analytics.pairs import (
+    AdfResult,
     HuberFairValue,
     KalmanHedge,
     RollingOLS,
@@ -48,7 +49,7 @@ from rtqis.analytics.pairs import (
     zscore,
 )
 
-__all__ = ["PairModel", "PairParams", "Step", "batch_pair"]
+__all__ = ["MIN_ADF_SAMPLES", "PairModel", "PairParams", "Step", "batch_pair", "spread_adf"]
 
 SIGNAL_FIELDS = (
     "ols_beta", "ols_alpha", "kalman_beta", "kalman_alpha", "spread", "spread_ols", "zscore",
@@ -99,6 +100,10 @@ class PairParams:
     def history(self) -> int:
         """Samples kept for the windows and the ADF test."""
         return max(self.ols_window, self.zscore_window, self.huber_window, self.adf_window)
+
+
+MIN_ADF_SAMPLES = 20
+"""Fewest samples :func:`spread_adf` tests (fewer: no result)."""
 
 
 def _f(v: float) -> float | None:
@@ -186,15 +191,14 @@ class PairModel:
         """ADF test of the OLS residual over the last ``window`` samples (Engle-Granger's first step:
         one hedge ratio for the whole window); None while fewer than 20 samples exist."""
         w = min(window or self.p.adf_window, len(self.hist))
-        if w < 20:
+        if w < MIN_ADF_SAMPLES:
             return None
         rows = list(self.hist)[-w:]
         x = np.array([r[1] for r in rows])
         y = np.array([r[2] for r in rows])
-        resid = ols_residual(x, y)
         reg = regression or self.p.adf_regression
         try:
-            r = adf_test(resid, regression=reg)
+            r = spread_adf(x, y, regression=reg)
         except ValueError:
             return None
         return {
@@ -267,6 +271,18 @@ def ols_residual(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.f
     sxx = float(xc @ xc)
     beta = float(xc @ yc) / sxx if sxx > 0 else 0.0
     return yc - beta * xc
+
+
+def spread_adf(x: NDArray[np.float64], y: NDArray[np.float64], regression: str = "c") -> AdfResult:
+    """Engle-Granger's first step: ADF test (lags by AIC) of the residual of one OLS fit of y on x.
+
+    The one ADF of a pair's spread: the worker's periodic test (:meth:`PairModel.adf`) and the
+    dashboard's on-demand test both call it. ``x``/``y`` are aligned prices, oldest first, all finite.
+    Raises ValueError with fewer than :data:`MIN_ADF_SAMPLES` samples or for a series ADF cannot test.
+    """
+    if len(x) < MIN_ADF_SAMPLES:
+        raise ValueError(f"series too short for an ADF test: {len(x)} samples, at least {MIN_ADF_SAMPLES} needed")
+    return adf_test(ols_residual(x, y), regression=regression)
 
 
 def batch_pair(t: Any, x: Any, y: Any, params: PairParams) -> dict[str, NDArray[Any]]:

@@ -12,21 +12,25 @@ ask/sell red, and one colour per symbol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from bokeh.core.enums import LegendLocationType
 from bokeh.models import (
-    BoxAnnotation,
+    Axis,
     ColumnDataSource,
+    ContinuousTicker,
     CustomJSHover,
     CustomJSTickFormatter,
     DataRange1d,
     HoverTool,
-    Label,
     LinearAxis,
     LinearColorMapper,
     NumeralTickFormatter,
-    Span,
 )
+from bokeh.models.annotations.geometry import BoxAnnotation, Span
+from bokeh.models.annotations.labels import Label, Title
+from bokeh.models.renderers.glyph_renderer import GlyphRenderer
 from bokeh.plotting import figure
 from bokeh.transform import transform
 
@@ -54,6 +58,18 @@ _SYMBOL_COLORS = {"BTCUSDT": "#f7931a", "ETHUSDT": "#8c9eff"}
 _PALETTE = ("#ffd54f", "#81c784", "#f06292", "#4dd0e1", "#a1887f", "#90a4ae")
 
 _TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
+
+_M = TypeVar("_M")
+
+
+def _model(value: object, kind: type[_M]) -> _M:
+    """``value`` as a ``kind``: Bokeh types some properties wider than what ``figure()`` puts there (a title
+    is always a Title, a y range here a DataRange1d, a datetime axis's ticker a continuous one); a mismatch
+    would be a bug, raised here rather than hidden."""
+    if not isinstance(value, kind):
+        raise TypeError(f"expected a {kind.__name__}, got {type(value).__name__}")
+    return value
+
 
 # Intl.DateTimeFormat objects are cached per (zone, precision): formatting a tick costs a map lookup
 _TICK_JS = """
@@ -128,18 +144,18 @@ class TimeFormat:
         self.tz = tz
         self.ticks = CustomJSTickFormatter(code=_TICK_JS, args={"tz": tz})
         self.hover = CustomJSHover(code=_HOVER_JS, args={"tz": tz})
-        self.axes: list[object] = []
+        self.axes: list[Axis] = []
 
     def set_tz(self, tz: str) -> None:
         self.tz = tz
         self.ticks.args = {"tz": tz}
         self.hover.args = {"tz": tz}
         for ax in self.axes:
-            ax.axis_label = f"time ({tz})"  # type: ignore[attr-defined]
+            ax.axis_label = f"time ({tz})"
 
 
 def _figure(title: str, height: int, tf: TimeFormat, *, x_range: object = None, y_label: str = "") -> figure:
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}
     if x_range is not None:
         kw["x_range"] = x_range
     p = figure(
@@ -157,25 +173,24 @@ def _figure(title: str, height: int, tf: TimeFormat, *, x_range: object = None, 
         **kw,
     )
     p.xaxis.formatter = tf.ticks
-    p.xaxis.ticker.desired_num_ticks = 5
+    _model(p.xaxis[0].ticker, ContinuousTicker).desired_num_ticks = 5
     p.xaxis.axis_label = f"time ({tf.tz})"
     tf.axes.append(p.xaxis[0])
     p.yaxis.axis_label = y_label
     p.toolbar.logo = None
-    p.y_range = DataRange1d(range_padding=0.08, only_visible=True)
     # y ranges are recomputed in the browser at every update: no need to send them back to the server
-    p.y_range.syncable = False
-    p.title.text_font_size = "13px"
+    p.y_range = DataRange1d(range_padding=0.08, only_visible=True, syncable=False)
+    _model(p.title, Title).text_font_size = "13px"
     return p
 
 
-def _legend(p: figure, location: str = "top_left") -> None:
+def _legend(p: figure, location: LegendLocationType = "top_left") -> None:
     p.legend.location = location
     p.legend.click_policy = "hide"
     p.legend.label_text_font_size = "11px"
     p.legend.background_fill_alpha = 0.5
     p.legend.spacing = 0
-    p.legend.padding = 4
+    p.legend.padding = 4  # type: ignore[assignment]  # bokeh's stub types Legend.padding as the Property itself
     p.legend.orientation = "horizontal"
 
 
@@ -222,10 +237,13 @@ class CandleChart:
             fill_color=transform("up", colors),
             line_color=transform("up", colors),
         )
-        price.y_range.renderers = [seg, body]  # the price axis ignores the volume bars
+        _model(price.y_range, DataRange1d).renderers = [seg, body]  # the price axis ignores the volume bars
         price.yaxis.formatter = NumeralTickFormatter(format="0,0.[00]")
         volume_axis = LinearAxis(
-            y_range_name="volume", axis_label="volume", formatter=NumeralTickFormatter(format="0.[00]a")
+            y_range_name="volume",
+            axis_label="volume",
+            # bokeh's stub narrows LinearAxis.formatter to its default's class; any TickFormatter is accepted
+            formatter=NumeralTickFormatter(format="0.[00]a"),  # type: ignore[arg-type]
         )
         volume_axis.ticker.desired_num_ticks = 3
         price.add_layout(volume_axis, "right")
@@ -246,10 +264,12 @@ class CandleChart:
 
     def set_series(self, symbol: str, interval: str, interval_ms: int, bars: int = 120) -> None:
         base, quote = split_symbol(symbol)
-        self.price.title.text = f"{symbol} · {interval} candles and volume (live candle updating)"
+        _model(self.price.title, Title).text = f"{symbol} · {interval} candles and volume (live candle updating)"
         self.price.yaxis[0].axis_label = f"price ({quote or 'quote'})"
         self.volume_axis.axis_label = f"volume ({base})"
         for r in self.price.renderers:
+            if not isinstance(r, GlyphRenderer):
+                continue
             g = r.glyph
             if hasattr(g, "width"):
                 g.width = 0.7 * interval_ms
@@ -328,7 +348,7 @@ class TickCharts:
         d.x_range.syncable = False
         d.y_range.syncable = False
         d.toolbar.logo = None
-        d.title.text_font_size = "13px"
+        _model(d.title, Title).text_font_size = "13px"
         # the ladders come as explicit staircases (varea_step hangs BokehJS 3.9 on an empty source)
         d.varea("price", y1=0, y2="cum", source=bids, fill_color=BID, fill_alpha=0.3)
         d.line("price", "cum", source=bids, color=BID, line_width=2, legend_label="bids")
@@ -353,9 +373,9 @@ class TickCharts:
 
     def set_symbol(self, symbol: str) -> None:
         base, quote = split_symbol(symbol)
-        self.quotes.title.text = f"{symbol} · top of book and trades"
+        _model(self.quotes.title, Title).text = f"{symbol} · top of book and trades"
         self.quotes.yaxis.axis_label = f"price ({quote or 'quote'})"
-        self.depth.title.text = f"{symbol} · order book depth (cumulative)"
+        _model(self.depth.title, Title).text = f"{symbol} · order book depth (cumulative)"
         self.depth.xaxis.axis_label = f"price ({quote or 'quote'})"
         self.depth.yaxis.axis_label = f"cumulative size ({base})"
 
@@ -427,8 +447,6 @@ class PairCharts:
         # one time axis per chart, not a shared one: a shared range changed by one chart's new point makes
         # all four redraw in the next frame, undoing the one-chart-per-frame schedule (see page.py)
         xr = _live_x_range(window_ms, "xr-signals")  # the z-score's; "visible range" of the CSV download
-        hover_t = {"@t": tf.hover}
-
         h = _figure(
             "Hedge ratio β: OLS vs Kalman", 260, tf, x_range=_live_x_range(window_ms, "xr-hedge"), y_label="β (y per x)"
         )
@@ -438,7 +456,7 @@ class PairCharts:
             HoverTool(
                 renderers=[r1],
                 tooltips=[("time", "@t{custom}"), ("OLS β", "@ols_beta{0.0000}"), ("Kalman β", "@kalman_beta{0.0000}")],
-                formatters=hover_t,
+                formatters={"@t": tf.hover},
                 mode="vline",
             )
         )
@@ -460,7 +478,7 @@ class PairCharts:
             HoverTool(
                 renderers=[r2],
                 tooltips=[("time", "@t{custom}"), ("Kalman", "@spread{0,0.00}"), ("OLS", "@spread_ols{0,0.00}")],
-                formatters=hover_t,
+                formatters={"@t": tf.hover},
                 mode="vline",
             )
         )
@@ -482,7 +500,7 @@ class PairCharts:
         rz = z.line("t", "zscore", source=srcs["z"], color=KALMAN, line_width=1.6, legend_label="z")
         z.add_tools(
             HoverTool(
-                renderers=[rz], tooltips=[("time", "@t{custom}"), ("z", "@zscore{0.00}")], formatters=hover_t,
+                renderers=[rz], tooltips=[("time", "@t{custom}"), ("z", "@zscore{0.00}")], formatters={"@t": tf.hover},
                 mode="vline",
             )
         )  # fmt: skip
@@ -508,7 +526,7 @@ class PairCharts:
             HoverTool(
                 renderers=[rf],
                 tooltips=[("time", "@t{custom}"), (y_sym, "@y{0,0.00}"), ("fair value", "@fair_value{0,0.00}")],
-                formatters=hover_t,
+                formatters={"@t": tf.hover},
                 mode="vline",
             )
         )
@@ -518,12 +536,12 @@ class PairCharts:
     def set_pair(self, pair: str) -> None:
         y_sym, _ = pair.split("/")
         self.pair = pair
-        self.spread.title.text = f"Spread of {pair}"
-        self.fair.title.text = f"{y_sym} vs Huber fair value"
-        self.zscore.title.text = f"Z-score of the {pair} spread"
+        _model(self.spread.title, Title).text = f"Spread of {pair}"
+        _model(self.fair.title, Title).text = f"{y_sym} vs Huber fair value"
+        _model(self.zscore.title, Title).text = f"Z-score of the {pair} spread"
 
     def set_thresholds(self, entry: float, exit_: float) -> None:
-        self.zscore.title.text = f"Z-score of the {self.pair} spread · entry ±{entry:g}, exit ±{exit_:g}"
+        _model(self.zscore.title, Title).text = f"Z-score of the {self.pair} spread · entry ±{entry:g}, exit ±{exit_:g}"
         self.entry[0].location, self.entry[1].location = entry, -entry
         self.exit[0].location, self.exit[1].location = exit_, -exit_
         self.zones[0].bottom, self.zones[1].top = entry, -entry

@@ -11,13 +11,16 @@ import io
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 
+from rtqis.analytics.pair_model import MIN_ADF_SAMPLES, PairParams, spread_adf
+from rtqis.analytics.pairs import AdfResult
 from rtqis.errors import RtqisError
 from rtqis.intervals import stored_interval_ms
 from rtqis.schemas import models as m
@@ -31,19 +34,19 @@ from rtqis.ui.hub import CANDLE_FIELDS, SIGNAL_FIELDS
 __all__ = [
     "MAX_UPLOAD_BYTES",
     "SIGNAL_CSV_COLUMNS",
-    "AdfOutcome",
     "History",
     "UploadError",
     "candles_csv",
     "load_candles",
     "load_history",
     "pair_adf",
-    "run_adf",
     "signals_csv",
     "upload_candles",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 SIGNAL_CSV_COLUMNS: tuple[str, ...] = tuple(m.PairSignal.model_fields)
@@ -91,7 +94,8 @@ def _signal_cols(df: pl.DataFrame) -> tb.Cols:
     return out
 
 
-def _read(settings: Settings, fn: Any) -> Any:
+def _read(settings: Settings, fn: Callable[[Store], T]) -> T | RtqisError:
+    """``fn(store)`` on a short read-only open of the history, or the error saying why there is none."""
     try:
         store = open_history(settings)
     except RtqisError as e:
@@ -131,7 +135,7 @@ def load_history(
     if isinstance(got, Exception):
         return History(note=str(got))
     log.debug("history for %s %s / %s read in %.0f ms", symbol, interval, pair, 1000 * (time.perf_counter() - t0))
-    return got  # type: ignore[no-any-return]
+    return got
 
 
 def _adf_model(row: dict[str, Any]) -> m.AdfResult:
@@ -179,7 +183,7 @@ def candles_csv(
     settings: Settings, symbol: str, interval: str, live: tb.Cols, start_ms: int | None, end_ms: int | None
 ) -> tuple[bytes, int]:
     """Candles with ``start_ms <= open_time <= end_ms`` as CSV, the columns of ``rtqis candles export``
-    (:data:`rtqis.sinks.store.EXPORT_COLUMNS`), history and live rows merged by open time."""
+    (:data:`rtqis.sinks.candle_files.EXPORT_COLUMNS`), history and live rows merged by open time."""
     end = None if end_ms is None else end_ms + 1
     got = _read(settings, lambda st: st.candles(symbol, interval, start_ms, end))
     hist = {} if isinstance(got, Exception) else _candle_cols(got)
@@ -233,35 +237,13 @@ def upload_candles(settings: Settings, filename: str, data: bytes, *, symbol: st
 # ------------------------------------------------------------------------------------------ ADF
 
 
-@dataclass(frozen=True)
-class AdfOutcome:
-    stat: float
-    pvalue: float
-    lags: int
-    nobs: int
-    crit: dict[str, float]
-    mean_reverting: bool
+def pair_adf(settings: Settings, pair: str, live: tb.Cols, window: int) -> tuple[AdfResult, int]:
+    """The pair agent's test, on demand: :func:`rtqis.analytics.pair_model.spread_adf` (OLS of y on x, then
+    ADF of the residual, with the worker's regression) over the last ``window`` samples, history and live
+    PairSignals merged by time.
 
-
-def run_adf(series: np.ndarray) -> AdfOutcome:
-    """ADF test of ``series`` (constant, lags by AIC) with the pair-analytics kernel ``rtqis.analytics.adf_test``."""
-    from rtqis.analytics import adf_test  # imported on first use: statsmodels is slow to import
-
-    x = np.asarray(series, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    try:
-        r = adf_test(x, regression="c", autolag="AIC")
-    except ValueError as e:
-        raise RtqisError(str(e)) from None
-    crit = {str(k): float(v) for k, v in dict(r.crit).items()}
-    return AdfOutcome(float(r.stat), float(r.pvalue), int(r.lags), int(r.nobs), crit, bool(r.mean_reverting))
-
-
-def pair_adf(settings: Settings, pair: str, live: tb.Cols, window: int) -> tuple[AdfOutcome, int]:
-    """The pair agent's test, on demand: OLS of y on x over the last ``window`` samples (history and live
-    PairSignals merged by time), then ADF of the residual (Engle-Granger's first step).
-
-    Returns the result and the number of samples used (fewer than ``window`` when less history exists).
+    Returns the result and the number of samples used (fewer than ``window`` when less history exists);
+    raises :class:`RtqisError` with a plain message when there is nothing (or too little) to test.
     """
     step = int(getattr(settings, "sample_ms", 1000))
     end = int(live["time"][-1]) if tb.length(live) else int(time.time() * 1000)
@@ -274,9 +256,12 @@ def pair_adf(settings: Settings, pair: str, live: tb.Cols, window: int) -> tuple
     if not tb.length(rows):
         raise RtqisError(f"no PairSignal of {pair} yet to test")
     ok = np.isfinite(rows["x"]) & np.isfinite(rows["y"])
-    x, y = rows["x"][ok][-window:], rows["y"][ok][-window:]
-    if len(x) < 20:
-        raise RtqisError(f"ADF needs at least 20 samples of {pair}, there are {len(x)}")
-    design = np.column_stack([x - x.mean(), np.ones_like(x)])  # centred: prices near 1e5 stay well conditioned
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return run_adf(y - design @ coef), len(x)
+    x = rows["x"][ok][-window:].astype(np.float64)
+    y = rows["y"][ok][-window:].astype(np.float64)
+    if len(x) < MIN_ADF_SAMPLES:
+        raise RtqisError(f"ADF needs at least {MIN_ADF_SAMPLES} samples of {pair}, there are {len(x)}")
+    try:
+        r = spread_adf(x, y, regression=PairParams.from_settings(settings).adf_regression)
+    except ValueError as e:
+        raise RtqisError(str(e)) from None
+    return r, len(x)

@@ -315,7 +315,8 @@ class LiveHub:
             starts[(r.topic, r.partition)] = r.end
         self._catchup = {k: e for k, e in ends.items() if starts[k] < e}
         self._live = not self._catchup
-        c = new_consumer(s, **{"enable.partition.eof": False, "error_cb": self._on_error})
+        overrides: dict[str, Any] = {"enable.partition.eof": False, "error_cb": self._on_error}
+        c = new_consumer(s, **overrides)
         c.assign([TopicPartition(t, p, off) for (t, p), off in starts.items()])
         self._deadletters = deadletters
         self._set(connected=True, deadletters=deadletters, state="live" if self._live else "catching up")
@@ -445,7 +446,7 @@ class LiveHub:
         for cols in signals.values():
             cols["flags"] = _join_flags(cols["flags"])
         book = {k: tb.bucket_last(_ordered(tb.concat(v), "t"), "t", self.book_bucket_ms) for k, v in st.book.items()}
-        trades = {}
+        trades: dict[str, tb.Cols] = {}
         for k, v in st.trades.items():
             cols = tb.concat(v)
             n = tb.length(cols)
@@ -462,18 +463,18 @@ class LiveHub:
                 adf=dict(st.adf),
                 alerts=tuple(st.alerts),
             )
-            for k, v in candles.items():
-                rows = tb.upsert(self._candles.get(k, {}), v, "open_time", self.caps["candles"])
+            for key, new in candles.items():
+                rows = tb.upsert(self._candles.get(key, {}), new, "open_time", self.caps["candles"])
                 # old bars (an import of last year's file) are for DuckDB, not for the live window
-                span = self.caps["candles"] * stored_interval_ms(k[1])
-                self._candles[k] = tb.time_window(rows, "open_time", int(rows["open_time"][-1]) - span, None)
-            for k, v in signals.items():
-                self._signals[k] = tb.upsert(self._signals.get(k, {}), v, "time", self.caps["signals"])
-            for k, v in book.items():
-                self._book[k] = tb.upsert(self._book.get(k, {}), v, "t", self.caps["book"])
-            for k, v in trades.items():
-                both = tb.concat([self._trades.get(k, {}), v])
-                self._trades[k] = tb.slice_rows(both, max(0, tb.length(both) - self.caps["trades"]))
+                span = self.caps["candles"] * stored_interval_ms(key[1])
+                self._candles[key] = tb.time_window(rows, "open_time", int(rows["open_time"][-1]) - span, None)
+            for pair, new in signals.items():
+                self._signals[pair] = tb.upsert(self._signals.get(pair, {}), new, "time", self.caps["signals"])
+            for sym, new in book.items():
+                self._book[sym] = tb.upsert(self._book.get(sym, {}), new, "t", self.caps["book"])
+            for sym, new in trades.items():
+                both = tb.concat([self._trades.get(sym, {}), new])
+                self._trades[sym] = tb.slice_rows(both, max(0, tb.length(both) - self.caps["trades"]))
             self._depth.update(st.depth)
             for k, a in st.adf.items():
                 if k not in self._adf or a.time >= self._adf[k].time:
