@@ -423,3 +423,15 @@ def test_truth_needs_recording_and_a_follower() -> None:
         m.truth_at("BTCUSDT", [m.now_ms])
     one = m.truth_at("ETHUSDT", [m.now_ms + 1])
     assert one.beta.shape == (1,) and one.beta[0] == m.true_beta
+
+
+def test_not_cointegrated_control_market_has_a_wandering_spread() -> None:
+    m = SyntheticMarket(seed=2, record_truth=True, cointegrated=False)
+    m.advance(3_600_000)
+    s = m.truth_at("ETHUSDT", DEFAULT_START_MS + 1000 * np.arange(1, 3601)).spread
+    c = SyntheticMarket(seed=2, record_truth=True)
+    c.advance(3_600_000)
+    sc = c.truth_at("ETHUSDT", DEFAULT_START_MS + 1000 * np.arange(1, 3601)).spread
+    # same shocks; one hour of a random walk with 60 s-OU steps wanders ~ 15 bp * sqrt(3600 / 87) ~ 1 %
+    assert np.std(s) > 3 * np.std(sc)
+    assert adf_p(sc) < 0.01 and adf_p(s) > 0.05

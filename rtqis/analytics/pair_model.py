@@ -75,6 +75,7 @@ class PairParams:
     adf_every_ms: int = 60_000
     adf_window: int = 600
     adf_regression: str = "c"
+    fee_bps: float = 10.0
 
     @classmethod
     def from_settings(cls, s: Any) -> PairParams:

@@ -12,6 +12,8 @@ Model (latent state stepped on a fixed ``GRID_MS`` = 10 ms grid; events read the
   exact). ``beta_t`` is a slow mean-reverting walk around ``hedge_beta`` (half-life 2 h, std 0.05,
   clipped to ``hedge_beta +- 0.3``); ``s_t`` is an Ornstein-Uhlenbeck spread with half-life
   ``spread_half_life_s`` (default 60 s) and stationary std ``spread_vol_bp`` (default 15 bp).
+  ``cointegrated=False`` makes ``s_t`` a random walk with the same 10 ms steps (a control market on
+  which a cointegration test should say "not cointegrated").
   The leader's log price is centred at its start so that a beta move of 1e-4 does not shift the
   follower by 1e-4 * log(90,000) ~ 11 bp.
 * Trades: Poisson arrivals at ``trade_rate`` per symbol per second, integer ms times; buyer-maker
@@ -216,6 +218,7 @@ class SyntheticMarket:
         first_trade_id: int = 1,
         first_update_id: int = 1,
         record_truth: bool = False,
+        cointegrated: bool = True,
     ) -> None:
         specs = tuple(symbols)
         if not specs:
@@ -263,6 +266,8 @@ class SyntheticMarket:
         self._sd_beta = _BETA_STD * math.sqrt(1.0 - self._a_beta**2)
         self._a_s = _ar1_coef(spread_half_life_s)
         self._sd_s = spread_vol_bp * _BP * math.sqrt(1.0 - self._a_s**2)
+        if not cointegrated:  # a control market: the spread is a random walk with the same steps
+            self._a_s = 1.0
         self._ly0 = [math.log(s.start_price) for s in specs[1:]]
         self._followers = [_Follower(beta=self._hedge_beta, spread=0.0) for _ in specs[1:]]
 
