@@ -19,11 +19,13 @@ returns the numbers as a dict (the bench wires it as ``rtqis bench --only signal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rtqis.analytics.alerts import ZAlert
 from rtqis.analytics.backtest import backtest, first_quote_after, positions_from_alerts
 from rtqis.analytics.pair_model import PairModel, PairParams
 from rtqis.analytics.sampling import LegSampler, PairAligner
@@ -138,8 +141,11 @@ def _hedge_col(run: Run) -> F64:
 
 def _trade(run: Run, lo: int, fee_bps: float) -> dict[str, Any]:
     """Backtest the run's alerts from row ``lo`` on."""
+    return _backtest_alerts(run, lo, [(r - lo, k) for r, k, _ in run.alerts if r >= lo], fee_bps)
+
+
+def _backtest_alerts(run: Run, lo: int, al: list[tuple[int, str]], fee_bps: float) -> dict[str, Any]:
     n = len(run.t) - lo
-    al = [(r - lo, k) for r, k, _ in run.alerts if r >= lo]
     pos = positions_from_alerts(n, [a[0] for a in al], [a[1] for a in al])
     xb, xa, yb, ya = (f[lo:] for f in run.fills)
     res = backtest(run.t[lo:], pos, _hedge_col(run)[lo:], xb, xa, yb, ya, fee_bps=fee_bps)
@@ -239,11 +245,25 @@ def chan_ewa_ewc(path: Path, params: PairParams | None = None, first: int = 329,
     return {"ewa_ewc_apr": apr, "ewa_ewc_sharpe": sharpe, "ewa_ewc_trips": trips}
 
 
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Single-threaded BLAS: the many small QR factorisations (ADF lag search) run ~30x slower with
+    two threads on a loaded 2-core machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def evaluate(seeds: int = 8, hours: float = 4.0, params: PairParams | None = None) -> dict[str, Any]:
     """The issue #20 figures, mean over ``seeds`` seeds (1..seeds) of ``hours`` hours each."""
     params = params or PairParams()
     t0 = time.perf_counter()
-    per = [_seed_figures(s, hours, params) for s in range(1, seeds + 1)]
+    with _one_blas_thread():
+        per = [_seed_figures(s, hours, params) for s in range(1, seeds + 1)]
     out: dict[str, Any] = {"seeds": seeds, "hours": hours, "eval_hours": seeds * (hours - 1)}
     for k in per[0]:
         vals = np.array([p[k] for p in per], np.float64)
@@ -254,6 +274,59 @@ def evaluate(seeds: int = 8, hours: float = 4.0, params: PairParams | None = Non
         out.update(chan_ewa_ewc(Path(ref) / "chan" / "inputData_EWA_EWC.csv", params))
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+#: the alert rules compared by :func:`choose_rule` (rule, z_enter, z_exit)
+RULE_GRID = (
+    ("bands", 2.0, 0.5), ("bands", 1.5, 0.5), ("bands", 2.0, 0.0), ("bands", 1.0, 0.0),
+    ("reverse", 1.5, 0.5), ("reverse", 2.0, 0.5), ("reverse", 2.5, 0.5),
+)  # fmt: skip
+CALIBRATION_SEEDS = (101, 102, 103, 104)  # never the evaluation seeds (1..8)
+
+
+def replay_alerts(run: Run, rule: str, enter: float, exit_: float, fee_bps: float) -> list[tuple[int, str]]:
+    """The alerts :class:`PairModel` would publish with another rule / bands / fee, replayed from the
+    run's published z, spread std, hedge and round-trip cost (the same gate as ``PairModel.step``)."""
+    a = ZAlert(enter, exit_, run.model.p.cooldown_ms, rule=rule)
+    target = -enter if rule == "reverse" else exit_
+    out: list[tuple[int, str]] = []
+    for i, s in enumerate(run.signals):
+        z, h, cost = s.get("zscore"), s.get("hedge"), s.get("round_trip_cost_bp")
+        if z is None or h is None or cost is None or "outlier" in s["flags"]:
+            continue
+        beta = h * s["x"] / s["y"]
+        cost += 2.0 * (fee_bps - run.model.p.fee_bps) * (1.0 + abs(beta))
+        exp = max(0.0, (abs(z) - target) * s["spread_std_bp"])
+        out.extend((i, k) for k, _ in a.update(s["time"], z, cost_ok=exp > cost))
+    return out
+
+
+def choose_rule(
+    seeds: tuple[int, ...] = CALIBRATION_SEEDS, hours: float = 3.0, fee_bps: float = 10.0
+) -> list[dict[str, Any]]:
+    """Backtest every rule of :data:`RULE_GRID` on the CALIBRATION seeds (hours 2.. of each), at
+    ``fee_bps`` with the cost gate on; rows sorted by net PnL, best first. This is how the default
+    ``PairParams.alert_rule`` / ``z_enter`` / ``z_exit`` were chosen (the evaluation seeds differ)."""
+    with _one_blas_thread():
+        runs = [simulate(seed, hours) for seed in seeds]
+    rows = []
+    for rule, enter, exit_ in RULE_GRID:
+        ms = []
+        for run in runs:
+            lo = _eval_rows(run)
+            al = [(r - lo, k) for r, k in replay_alerts(run, rule, enter, exit_, fee_bps) if r >= lo]
+            ms.append(_backtest_alerts(run, lo, al, fee_bps))
+        rows.append(
+            {
+                "rule": rule,
+                "z_enter": enter,
+                "z_exit": exit_,
+                "trips": sum(m["round_trips"] for m in ms),
+                "gross_pnl": sum(m["gross_pnl"] for m in ms),
+                "net_pnl": sum(m["net_pnl"] for m in ms),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["net_pnl"])
 
 
 def table(res: dict[str, Any], before: dict[str, Any] | None = None) -> str:
@@ -279,7 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--hours", type=float, default=4.0, help="per seed; hour 1 is calibration / warm-up")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--choose-rule", action="store_true", help="compare the alert rules on the calibration seeds")
+    ap.add_argument("--fee-bps", type=float, default=10.0, help="fee for --choose-rule (bp per leg per side)")
     a = ap.parse_args(argv)
+    if a.choose_rule:
+        rows = choose_rule(hours=a.hours, fee_bps=a.fee_bps)
+        sys.stdout.write("| rule | z_enter | z_exit | trips | gross $ | net $ |\n|---|---|---|---|---|---|\n")
+        for r in rows:
+            cells = (r["rule"], r["z_enter"], r["z_exit"], r["trips"], f"{r['gross_pnl']:.1f}", f"{r['net_pnl']:.1f}")
+            sys.stdout.write("| " + " | ".join(map(str, cells)) + " |\n")
+        return 0
     res = evaluate(a.seeds, a.hours)
     sys.stdout.write(table(res) + "\n")
     if a.json:
