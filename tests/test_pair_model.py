@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rtqis.analytics import adf_test
-from rtqis.analytics.pair_model import SIGNAL_FIELDS, PairModel, PairParams, batch_pair
+from rtqis.analytics.pair_model import NEW_SIGNAL_FIELDS, SIGNAL_FIELDS, PairModel, PairParams, batch_pair
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.producers.synthetic import SyntheticMarket
 
@@ -58,7 +58,7 @@ def test_stream_equals_batch_on_real_trades() -> None:
     assert len(rows[0]) > 600
     sig = _stream(PairModel("ETHUSDT/BTCUSDT", PARAMS), rows)
     ref = batch_pair(rows[0], rows[1], rows[2], PARAMS)
-    for name in SIGNAL_FIELDS:
+    for name in (*SIGNAL_FIELDS, *NEW_SIGNAL_FIELDS):
         got = np.array([np.nan if s[name] is None else s[name] for s in sig])
         want = ref[name]
         assert np.array_equal(np.isnan(got), np.isnan(want)), name
@@ -71,7 +71,7 @@ def test_stream_equals_batch_on_real_trades() -> None:
     assert "insufficient_data" in {s["coint"] for s in sig} <= {"insufficient_data", "cointegrated", "not_cointegrated"}
     # published numbers are finite or null; the hedge ratios mean something (ETH/BTC ~ 0.04 here)
     for s in sig:
-        assert all(v is None or math.isfinite(v) for k, v in s.items() if k in SIGNAL_FIELDS)
+        assert all(v is None or math.isfinite(v) for k, v in s.items() if k in (*SIGNAL_FIELDS, *NEW_SIGNAL_FIELDS))
     assert 0.0 < sig[-1]["ols_beta"] < 0.2 and 0.0 < sig[-1]["kalman_beta"] < 0.2
     assert 0.0 < sig[-1]["hedge"] < 0.2 and 0 < sig[-1]["hedge_se"] < sig[-1]["hedge"]
     assert sig[0]["flags"] == ["warming_up"] and sig[-1]["flags"] == []
@@ -101,7 +101,7 @@ def test_stale_leg_pauses_and_flash_crash_stays_finite() -> None:
     assert len(stale) == 10 and all(s["zscore"] is None and s["kalman_beta"] is None for s in stale)
     assert sig[310]["n_obs"] == sig[309]["n_obs"]  # models untouched while paused
     for s in sig:
-        assert all(v is None or math.isfinite(v) for k, v in s.items() if k in SIGNAL_FIELDS)
+        assert all(v is None or math.isfinite(v) for k, v in s.items() if k in (*SIGNAL_FIELDS, *NEW_SIGNAL_FIELDS))
     assert any("outlier" in s["flags"] for s in sig[400:404])
     # the Huber fit refitted over the crash barely sees it (x leverage cut); OLS does
     clean = _stream(PairModel("P", PARAMS), aligned_real())

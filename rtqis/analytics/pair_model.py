@@ -62,21 +62,24 @@ from rtqis.analytics.pairs import (
     zscore,
 )
 
-__all__ = ["EXTRA_FIELDS", "SIGNAL_FIELDS", "PairModel", "PairParams", "Step", "batch_pair"]
+__all__ = ["EXTRA_FIELDS", "NEW_SIGNAL_FIELDS", "SIGNAL_FIELDS", "PairModel", "PairParams", "Step", "batch_pair"]
 
-_CORE_FIELDS = (
-    "ols_beta", "ols_alpha", "kalman_beta", "kalman_alpha", "spread", "spread_ols", "zscore",
-    "huber_beta", "huber_alpha", "fair_value", "innovation_z",
-)  # fmt: skip
-#: every float field of a PairSignal the model computes (None when undefined)
+#: the float PairSignal fields published before #20 (``zscore`` changed meaning in #20: see above);
+#: the store's signals table and the dashboard hub have exactly these columns
 SIGNAL_FIELDS = (
-    *_CORE_FIELDS,
+    "ols_beta", "ols_alpha", "kalman_beta", "kalman_alpha", "spread", "spread_ols", "zscore",
+    "huber_beta", "huber_alpha", "fair_value",
+)  # fmt: skip
+#: the float PairSignal fields added in #20 (None when undefined); the store and the dashboard add them
+NEW_SIGNAL_FIELDS = (
+    "innovation_z",
     *(f for f in LEVEL_FIELDS if f != "zscore"),
     "expected_reversion_bp",
     "round_trip_cost_bp",
 )
-#: the other PairSignal fields the model computes: ``coint`` (str), ``position``, ``below_cost`` (int)
+#: the other PairSignal fields added in #20: ``coint`` (str), ``position``, ``below_cost`` (int)
 EXTRA_FIELDS = ("coint", "position", "below_cost")
+_CORE_FIELDS = (*SIGNAL_FIELDS, "innovation_z")  # all defined = no longer warming up
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ class PairModel:
         stale = t - x_time > self.p.stale_after_ms or t - y_time > self.p.stale_after_ms
         if stale:  # pause: keep the models as they are, publish the prices and the flag
             extra = {"coint": None, "position": -self.alert.position, "below_cost": self.alert.below_cost}
-            return Step({**sig, **dict.fromkeys(SIGNAL_FIELDS), **extra, "flags": ["stale_leg"]}, [], False)
+            nulls = dict.fromkeys((*SIGNAL_FIELDS, *NEW_SIGNAL_FIELDS))
+            return Step({**sig, **nulls, **extra, "flags": ["stale_leg"]}, [], False)
         if self.scale is None:
             self.scale = (x, y)
         sx, sy = self.scale
