@@ -57,6 +57,11 @@ def load_signals(path: Path) -> dict[str, npt.NDArray[Any]]:
         raise SignalsFileError(f"{path}: not a PairSignal CSV, missing column(s) {', '.join(need)}")
     if df.height < 2:
         raise SignalsFileError(f"{path}: {df.height} row(s); a backtest needs at least 2")
+    if df["time"].dtype == pl.String:  # the dashboard writes ISO-8601 UTC ("2024-08-09T00:00:01Z")
+        try:
+            df = df.with_columns(pl.col("time").str.to_datetime(time_zone="UTC").dt.epoch("ms"))
+        except Exception:  # polars raises ComputeError / InvalidOperationError for a bad timestamp
+            raise SignalsFileError(f"{path}: column time holds neither epoch ms nor ISO-8601 times") from None
     df = df.sort("time")
     out: dict[str, npt.NDArray[Any]] = {}
     for c in df.columns:

@@ -13,7 +13,7 @@ from rtqis.analytics.backtest import METRICS
 from rtqis.cli import main
 
 
-def _csv(path: Path, quotes: bool) -> Path:
+def _csv(path: Path, quotes: bool, iso: bool = False) -> Path:
     n = 400
     t = 1_700_000_000_000 + 1000 * np.arange(n)
     z = 3 * np.sin(np.arange(n) / 20)
@@ -22,7 +22,10 @@ def _csv(path: Path, quotes: bool) -> Path:
     cols = {"time": t, "pair": ["ETHUSDT/BTCUSDT"] * n, "x": x, "y": y, "zscore": z, "hedge": np.full(n, 0.03)}
     if quotes:
         cols |= {"x_bid": x - 0.5, "x_ask": x + 0.5, "y_bid": y - 0.05, "y_ask": y + 0.05}
-    pl.DataFrame(cols).write_csv(path)
+    df = pl.DataFrame(cols)
+    if iso:  # as the dashboard's download writes it
+        df = df.with_columns(pl.from_epoch("time", time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    df.write_csv(path)
     return path
 
 
@@ -39,10 +42,13 @@ def test_backtest_writes_json_and_html(tmp_path: Path, capsys: pytest.CaptureFix
     assert "<html" in html and "Bokeh" in html and "cdn.bokeh.org" not in html  # resources inline
 
 
-def test_without_quotes_it_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = _csv(tmp_path / "s.csv", quotes=False)
-    assert main(["backtest", "--signals", str(f)]) == 0
+def test_without_quotes_it_says_so_and_reads_iso_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = _csv(tmp_path / "s.csv", quotes=False, iso=True)
+    assert main(["backtest", "--signals", str(f), "--json", str(tmp_path / "m.json")]) == 0
     assert "no spread crossed" in capsys.readouterr().out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["crossed_spread"] is False and m["spread_cost"] == 0.0 and m["round_trips"] > 3
+    assert m["mean_hold_s"] > 1  # times parsed to ms: holds in seconds, not microseconds
 
 
 @pytest.mark.parametrize(
