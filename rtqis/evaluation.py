@@ -303,12 +303,14 @@ def replay_alerts(run: Run, rule: str, enter: float, exit_: float, fee_bps: floa
     out: list[tuple[int, str]] = []
     for i, s in enumerate(run.signals):
         z, h, cost = s.get("zscore"), s.get("hedge"), s.get("round_trip_cost_bp")
-        if z is None or h is None or cost is None or "outlier" in s["flags"]:
+        if z is None or cost is None or "outlier" in s["flags"] or (h is None and not a.position):
             continue
-        beta = h * s["x"] / s["y"]
-        cost += 2.0 * (fee_bps - run.model.p.fee_bps) * (1.0 + abs(beta))
-        exp = max(0.0, (abs(z) - target) * s["spread_std_bp"])
-        out.extend((i, k) for k, _ in a.update(s["time"], z, cost_ok=exp > cost))
+        ok = False
+        if h is not None:
+            beta = h * s["x"] / s["y"]
+            cost += 2.0 * (fee_bps - run.model.p.fee_bps) * (1.0 + abs(beta))
+            ok = max(0.0, (abs(z) - target) * s["spread_std_bp"]) > cost
+        out.extend((i, k) for k, _ in a.update(s["time"], z, cost_ok=ok))
     return out
 
 

@@ -15,9 +15,9 @@ What a trader reads (since #20; the construction is in :mod:`rtqis.analytics.lev
   ``2 * fee * (1 + beta)``) plus the quoted spreads of both legs when bid/ask are given;
   ``expected_reversion_bp`` = what an entry now expects to capture (``(|z| - exit) * spread_std_bp``
   for the band rule, ``(|z| + enter) * spread_std_bp`` for stop-and-reverse). An entry whose expected
-  reversion does not pay the round trip is not published; ``below_cost`` counts them and the sample
-  carries the flag ``below_cost``. ``position``: the alert state after the sample (+1 long spread,
-  -1 short, 0 flat).
+  reversion does not pay the round trip (or that comes without a published hedge) is not published;
+  ``below_cost`` counts them and the sample carries the flag ``below_cost``. ``position``: the alert
+  state after the sample (+1 long spread, -1 short, 0 flat).
 
 Diagnostics (unchanged models, parameters in :class:`PairParams`):
 - rolling OLS of y on x over ``ols_window`` samples -> ``ols_beta``, ``ols_alpha``,
@@ -261,9 +261,10 @@ class PairModel:
             flags.insert(0, "warming_up")
         alerts: list[tuple[str, float]] = []
         details: list[dict[str, Any]] = []
-        if "outlier" not in flags and z is not None and vals["hedge"] is not None:
+        hedged = vals["hedge"] is not None  # no entry without a hedge ratio; exits still fire
+        if "outlier" not in flags and z is not None and (hedged or self.alert.position):
             blocked = self.alert.below_cost
-            alerts = self.alert.update(t, z, cost_ok=exp is not None and cost is not None and exp > cost)
+            alerts = self.alert.update(t, z, cost_ok=hedged and exp is not None and cost is not None and exp > cost)
             if self.alert.below_cost > blocked:
                 flags.append("below_cost")
             details = [
