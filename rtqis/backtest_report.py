@@ -19,21 +19,24 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from rtqis.analytics.alerts import ZAlert
-from rtqis.analytics.backtest import BacktestResult, backtest, next_row_quotes
-from rtqis.analytics.pair_model import PairParams
 from rtqis.errors import RtqisError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from rtqis.analytics.backtest import BacktestResult
+    from rtqis.analytics.pair_model import PairParams
+
+# numpy, polars, bokeh and the analytics are imported where used: ``rtqis --help`` and every other
+# command build this subcommand's parser and should not pay for them.
 
 __all__ = ["SignalsFileError", "add_parser", "cmd_backtest", "html_report", "load_signals", "run_backtest"]
 
 logger = logging.getLogger(__name__)
 
-F64 = npt.NDArray[np.float64]
 _QUOTES = ("x_bid", "x_ask", "y_bid", "y_ask")
 
 
@@ -71,7 +74,11 @@ def load_signals(path: Path) -> dict[str, npt.NDArray[Any]]:
     return out
 
 
-def _positions(cols: dict[str, npt.NDArray[Any]], params: PairParams) -> tuple[F64, str]:
+def _positions(cols: dict[str, npt.NDArray[Any]], params: PairParams) -> tuple[npt.NDArray[np.float64], str]:
+    import numpy as np
+
+    from rtqis.analytics.alerts import ZAlert
+
     if "position" in cols and np.isfinite(cols["position"]).any():
         return np.nan_to_num(cols["position"]), "the file's position column"
     a = ZAlert(params.z_enter, params.z_exit, params.cooldown_ms, rule=params.alert_rule)
@@ -86,6 +93,11 @@ def _positions(cols: dict[str, npt.NDArray[Any]], params: PairParams) -> tuple[F
 
 def run_backtest(path: Path, fee_bps: float = 10.0, params: PairParams | None = None) -> tuple[BacktestResult, str]:
     """Backtest a PairSignal CSV; returns the result and a short human summary."""
+    import numpy as np
+
+    from rtqis.analytics.backtest import backtest, next_row_quotes
+    from rtqis.analytics.pair_model import PairParams
+
     if not (math.isfinite(fee_bps) and fee_bps >= 0):
         raise SignalsFileError(f"--fee-bps must be a number >= 0, got {fee_bps!r}")
     params = params or PairParams()
@@ -118,8 +130,9 @@ def run_backtest(path: Path, fee_bps: float = 10.0, params: PairParams | None = 
     return res, "\n".join(lines)
 
 
-def html_report(res: BacktestResult, title: str, zscore: F64 | None = None) -> str:
+def html_report(res: BacktestResult, title: str, zscore: npt.NDArray[np.float64] | None = None) -> str:
     """Self-contained HTML (Bokeh, resources inline): equity, drawdown, z-score with trades, trade list."""
+    import numpy as np
     from bokeh.embed import file_html
     from bokeh.layouts import column
     from bokeh.models import ColumnDataSource
