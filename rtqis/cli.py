@@ -483,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="origin browsers may connect from (repeatable; default: the bind address and localhost)",
     )
     c.set_defaults(func=cmd_ui)
+
+    from rtqis.backtest_report import add_parser as add_backtest_parser  # rtqis backtest (#20)
+
+    add_backtest_parser(sub)
     return p
 
 

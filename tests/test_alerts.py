@@ -1,5 +1,5 @@
-"""The z-score alert rule (pure): entries at the outer band, exits at the inner band, nothing in between
-(hysteresis), no entry within the cooldown, exits always, a jump through both bands, state round trip."""
+"""The alert rules (rtqis.analytics.alerts): bands with hysteresis and cooldown, stop-and-reverse, the cost
+gate, missing z, state round trip."""
 
 from __future__ import annotations
 
@@ -83,8 +83,38 @@ def test_state_round_trip_keeps_position_and_cooldown() -> None:
     a = ZAlert(enter=1.5, exit=0.2, cooldown_ms=8_000)
     a.update(100, -1.6)
     b = ZAlert.from_state(a.state())
-    assert b.state() == {"enter": 1.5, "exit": 0.2, "cooldown_ms": 8_000, "position": -1, "last_alert": 100}
+    assert b.state() == {
+        "enter": 1.5, "exit": 0.2, "cooldown_ms": 8_000, "position": -1, "last_alert": 100,
+        "rule": "bands", "below_cost": 0, "blocked": 0,
+    }  # fmt: skip
     # the restored rule continues exactly where the first one was
     zs = [(1_000, -1.0), (2_000, 0.1), (5_000, 1.7), (9_999, 1.7), (10_000, 1.7)]
     # exit at 2 s, then no entry until 2 s + 8 s
     assert _run(b, zs) == _run(a, zs) == [(2_000, EXIT, 0.2), (10_000, ENTER_SHORT, 1.5)]
+
+
+def run(a: ZAlert, zs: list[float], ok: list[bool] | None = None) -> list[list[str]]:
+    return [[k for k, _ in a.update(i * 60_000, z, True if ok is None else ok[i])] for i, z in enumerate(zs)]
+
+
+def test_bands_enter_and_exit() -> None:
+    assert run(ZAlert(2.0, 0.5), [0, 2.1, 1.0, 0.4, -2.5, -0.1]) == [
+        [], [ENTER_SHORT], [], [EXIT], [ENTER_LONG], [EXIT]
+    ]  # fmt: skip
+
+
+def test_stop_and_reverse_holds_until_the_other_band() -> None:
+    a = ZAlert(2.0, 0.5, rule="reverse")
+    assert run(a, [2.1, 0.0, -1.9, -2.2, 0.0, 2.0]) == [
+        [ENTER_SHORT], [], [], [EXIT, ENTER_LONG], [], [EXIT, ENTER_SHORT]
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="rule"):
+        ZAlert(rule="martingale")
+
+
+def test_cost_gate_withholds_and_counts_once_per_excursion() -> None:
+    a = ZAlert(2.0, 0.5)
+    out = run(a, [2.1, 2.5, 3.0, 1.0, 2.2, -2.3, 0.0], ok=[False, False, False, False, False, True, True])
+    assert out == [[], [], [], [], [], [ENTER_LONG], [EXIT]]
+    assert a.below_cost == 2 and a.position == 0
+    assert ZAlert.from_state(a.state()) == a

@@ -374,3 +374,64 @@ def test_one_million_trades() -> None:
             total += len(t)
     assert total >= 1_000_000
     assert total == sum(n - 1 for n in next_tid)
+
+
+# -- ground truth ---------------------------------------------------------------------------------------
+
+
+def test_record_truth_keeps_the_ticks_and_explains_them() -> None:
+    steps = [1000, 7, 0, 2500, 10, 60_000, 333]
+    plain = run(SyntheticMarket(seed=5, hedge_beta=0.8), steps)
+    market = SyntheticMarket(seed=5, hedge_beta=0.8, record_truth=True)
+    rec = run(market, steps)
+    for (ta, ba), (tb, bb) in zip(plain, rec, strict=True):
+        for x, y in zip([*ta, *ba], [*tb, *bb], strict=True):
+            for f in fields(x):
+                va, vb = getattr(x, f.name), getattr(y, f.name)
+                if isinstance(va, np.ndarray):
+                    np.testing.assert_array_equal(va, vb)
+                else:
+                    assert va == vb
+    # every quote lies around the latent mid of its grid cell: the truth is the state the events read
+    books = {i: [b for _, bk in rec for b in [bk[i]]] for i in (0, 1)}
+    bx = [b for b in books[0] if len(b)]
+    by = [b for b in books[1] if len(b)]
+    tx = np.concatenate([b.event_time for b in bx])
+    ty = np.concatenate([b.event_time for b in by])
+    mid_x = np.concatenate([(b.bid_price + b.ask_price) / 2 for b in bx])
+    mid_y = np.concatenate([(b.bid_price + b.ask_price) / 2 for b in by])
+    tr_y = market.truth_at("ETHUSDT", ty + 1)  # "just before t+1" = the cell an event at t reads
+    tr_x = market.truth_at("ETHUSDT", tx + 1)
+    assert np.max(np.abs(tr_y.y_mid - mid_y)) <= 0.5 * 50 * 0.01 + 0.01
+    assert np.median(np.abs(tr_y.y_mid - mid_y)) < 0.02
+    assert np.median(np.abs(tr_x.x_mid - mid_x)) < 0.02
+    # beta near its centre, the hedge in price units is beta * y / x, the spread a few bp
+    assert np.all(np.abs(tr_y.beta - 0.8) < 0.3)
+    np.testing.assert_allclose(tr_y.hedge, tr_y.beta * tr_y.y_mid / tr_y.x_mid, rtol=1e-12)
+    assert 0.02 < float(np.median(tr_y.hedge)) < 0.03  # 0.8 * 3000 / 90000
+    assert 0 < np.std(tr_y.spread) < 100e-4
+
+
+def test_truth_needs_recording_and_a_follower() -> None:
+    with pytest.raises(ValueError, match="record_truth"):
+        SyntheticMarket(seed=1).truth_at("ETHUSDT", [1])
+    m = SyntheticMarket(seed=1, record_truth=True)
+    with pytest.raises(ValueError, match="advance"):
+        m.truth_at("ETHUSDT", [1])
+    m.advance(1000)
+    with pytest.raises(ValueError, match="follower"):
+        m.truth_at("BTCUSDT", [m.now_ms])
+    one = m.truth_at("ETHUSDT", [m.now_ms + 1])
+    assert one.beta.shape == (1,) and one.beta[0] == m.true_beta
+
+
+def test_not_cointegrated_control_market_has_a_wandering_spread() -> None:
+    m = SyntheticMarket(seed=2, record_truth=True, cointegrated=False)
+    m.advance(3_600_000)
+    s = m.truth_at("ETHUSDT", DEFAULT_START_MS + 1000 * np.arange(1, 3601)).spread
+    c = SyntheticMarket(seed=2, record_truth=True)
+    c.advance(3_600_000)
+    sc = c.truth_at("ETHUSDT", DEFAULT_START_MS + 1000 * np.arange(1, 3601)).spread
+    # same shocks; one hour of a random walk with 60 s-OU steps wanders ~ 15 bp * sqrt(3600 / 87) ~ 1 %
+    assert np.std(s) > 3 * np.std(sc)
+    assert adf_p(sc) < 0.01 and adf_p(s) > 0.05

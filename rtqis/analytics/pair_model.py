@@ -1,41 +1,55 @@
-"""One pair's analytics per aligned sample: hedge ratios, spread, z-score, fair value, flags, alerts.
+"""One pair's analytics per aligned sample: the trading z-score, hedge, half-life, cointegration, alerts.
 
 Pure (no Kafka): the worker keeps one :class:`PairModel` per pair in a Faust table, backtests run it
 over arrays, and :func:`batch_pair` computes the same numbers with the batch kernels.
 
-Models (parameters in :class:`PairParams`, from ``RTQIS_*`` settings):
+What a trader reads (since #20; the construction is in :mod:`rtqis.analytics.level`):
+- ``zscore``: how far the spread LEVEL ``log y - beta * log x`` is from its equilibrium, in standard
+  deviations, over a window of 60 of its own half-lives (1 h of 1 s samples by default). It reverts
+  at the spread's pace; this is the number the alerts trade on.
+- ``spread_bp`` / ``spread_std_bp``: the same deviation and the spread's standard deviation in bp
+  of y; ``hedge`` (x units per unit of y, from 1-sample log returns over the window) and
+  ``hedge_se``; ``half_life_s`` and ``half_life_se_s`` (AR(1) fit); ``coint`` (Engle-Granger verdict
+  ``cointegrated`` / ``not_cointegrated`` / ``insufficient_data``), ``coint_stat``, ``coint_pvalue``.
+- costs: ``round_trip_cost_bp`` = fees (``fee_bps`` per leg per side, both legs, in and out:
+  ``2 * fee * (1 + beta)``) plus the quoted spreads of both legs when bid/ask are given;
+  ``expected_reversion_bp`` = what an entry now expects to capture (``(|z| - exit) * spread_std_bp``
+  for the band rule, ``(|z| + enter) * spread_std_bp`` for stop-and-reverse). An entry whose expected
+  reversion does not pay the round trip (or that comes without a published hedge) is not published;
+  ``below_cost`` counts them and the sample carries the flag ``below_cost``. ``position``: the alert
+  state after the sample (+1 long spread, -1 short, 0 flat).
+
+Diagnostics (unchanged models, parameters in :class:`PairParams`):
 - rolling OLS of y on x over ``ols_window`` samples -> ``ols_beta``, ``ols_alpha``,
   ``spread_ols = y - ols_beta*x - ols_alpha``;
-- Kalman dynamic regression on prices scaled by the pair's first sample (``x/x0``, ``y/y0``: both
-  near 1, so one isotropic state noise suits slope and intercept), results mapped back to prices.
-  The filter estimates ``beta - 1`` in scaled units (it regresses ``y/y0 - x/x0`` on ``x/x0``), so
-  its zero initial state means "the legs move in proportion" (``beta = y0/x0``), not "beta = 0":
-  over minutes x barely varies and slope and intercept are hard to tell apart, so the starting point
-  matters. The prediction error, hence the spread, is the same as for the plain regression.
+- Kalman dynamic regression on prices scaled by the pair's first sample (``x/x0``, ``y/y0``),
+  estimating ``beta - 1`` in scaled units (zero initial state = "the legs move in proportion").
   ``spread`` is its one-step prediction error ``y - (beta*x + alpha)`` with the state *before* the
-  sample (no look-ahead: the sample cannot explain itself away), in quote currency;
-- ``zscore`` = rolling z-score of ``spread`` over ``zscore_window`` samples, fed once the filter has
-  seen ``warmup`` samples (its first errors, from a zero state, are huge and would swamp the window);
+  sample, in quote currency, and ``innovation_z`` the rolling z of it over ``zscore_window`` samples
+  (fed once the filter has seen ``warmup`` samples). This was ``zscore`` before #20: a filter's
+  prediction errors are white by construction, so it tracks the spread's one-second change, not its
+  level, and its alerts lose money (notes/signals.md);
 - Huber robust fit over ``huber_window`` samples, refitted every ``huber_refit_every`` samples ->
-  ``fair_value = huber_beta*x + huber_alpha``; x values beyond 10 robust standard deviations are left
-  out of the fit (Huber down-weights outlying residuals, not outlying x: a crash in x would drag it).
+  ``fair_value = huber_beta*x + huber_alpha`` (x beyond 10 robust sd left out of the fit).
 
 Flags: ``warming_up`` (some output not defined yet), ``stale_leg`` (a leg's price older than
-``stale_after_ms``: models untouched, analytics null), ``zero_variance`` (flat z window), ``outlier``
-(|z| > ``outlier_z``). Published numbers are finite or null, never NaN or inf.
+``stale_after_ms``: models untouched, analytics null), ``zero_variance`` (flat innovation window),
+``outlier`` (|zscore| > ``outlier_z``), ``hedge_uncertain`` (hedge standard error > 100 %: hedge not
+published), ``below_cost`` (an entry was withheld). Published numbers are finite or null, never NaN.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rtqis.analytics.alerts import ZAlert
+from rtqis.analytics.level import LEVEL_FIELDS, LevelParams, LevelSpread, batch_level
 from rtqis.analytics.pairs import (
     AdfResult,
     HuberFairValue,
@@ -49,12 +63,34 @@ from rtqis.analytics.pairs import (
     zscore,
 )
 
-__all__ = ["MIN_ADF_SAMPLES", "PairModel", "PairParams", "Step", "batch_pair", "spread_adf"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "MIN_ADF_SAMPLES",
+    "NEW_SIGNAL_FIELDS",
+    "SIGNAL_FIELDS",
+    "PairModel",
+    "PairParams",
+    "Step",
+    "batch_pair",
+    "spread_adf",
+]
 
+#: the float PairSignal fields published before #20 (``zscore`` changed meaning in #20: see above);
+#: the store's signals table and the dashboard hub have exactly these columns
 SIGNAL_FIELDS = (
     "ols_beta", "ols_alpha", "kalman_beta", "kalman_alpha", "spread", "spread_ols", "zscore",
     "huber_beta", "huber_alpha", "fair_value",
 )  # fmt: skip
+#: the float PairSignal fields added in #20 (None when undefined); the store and the dashboard add them
+NEW_SIGNAL_FIELDS = (
+    "innovation_z",
+    *(f for f in LEVEL_FIELDS if f != "zscore"),
+    "expected_reversion_bp",
+    "round_trip_cost_bp",
+)
+#: the other PairSignal fields added in #20: ``coint`` (str), ``position``, ``below_cost`` (int)
+EXTRA_FIELDS = ("coint", "position", "below_cost")
+_CORE_FIELDS = (*SIGNAL_FIELDS, "innovation_z")  # all defined = no longer warming up
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,12 @@ class PairParams:
     adf_every_ms: int = 60_000
     adf_window: int = 600
     adf_regression: str = "c"
+    fee_bps: float = 10.0  # per leg per side (Binance spot taker: 10)
+    alert_rule: str = "reverse"  # or "bands" (enter/exit); chosen by evaluation.choose_rule (see there)
+    level_window: int = 3600  # samples: hedge, half-life, cointegration, longest z window
+    level_min_samples: int = 300  # samples before zscore, hedge and half-life are published
+    calib_every: int = 60  # samples between re-estimates of hedge, half-life, z window, verdict
+    coint_min: int = 1800  # samples the cointegration verdict needs
 
     @classmethod
     def from_settings(cls, s: Any) -> PairParams:
@@ -99,7 +141,16 @@ class PairParams:
     @property
     def history(self) -> int:
         """Samples kept for the windows and the ADF test."""
-        return max(self.ols_window, self.zscore_window, self.huber_window, self.adf_window)
+        return max(self.ols_window, self.zscore_window, self.huber_window, self.adf_window, self.level_window)
+
+    @property
+    def level(self) -> LevelParams:
+        return LevelParams(
+            window=self.level_window,
+            min_samples=self.level_min_samples,
+            calib_every=self.calib_every,
+            coint_min=self.coint_min,
+        )
 
 
 MIN_ADF_SAMPLES = 20
@@ -112,11 +163,27 @@ def _f(v: float) -> float | None:
 
 @dataclass
 class Step:
-    """What one sample produced: the PairSignal fields, alerts ``(kind, threshold)``, whether ADF is due."""
+    """What one sample produced: the PairSignal fields, alerts ``(kind, threshold)``, whether ADF is due,
+    and per alert the Alert fields added in #20 (``spread_bp``, ``expected_reversion_bp``,
+    ``round_trip_cost_bp``, ``hedge``, ``fee_bps``)."""
 
     signal: dict[str, Any]
     alerts: list[tuple[str, float]]
     adf_due: bool
+    alert_details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _spread_bp(bid: float | None, ask: float | None) -> float | None:
+    if bid is None or ask is None or not (0 < bid <= ask and math.isfinite(ask)):
+        return None
+    return (ask - bid) / ((ask + bid) / 2) * 1e4
+
+
+def round_trip_cost_bp(beta: float, fee_bps: float, y_spread_bp: float | None, x_spread_bp: float | None) -> float:
+    """Cost of one round trip (in and out, both legs) in bp of the y notional: fees on y and on the
+    x leg (notional ``|beta|`` times y's) twice, plus each leg's quoted spread (half in, half out)."""
+    b = abs(beta)
+    return 2.0 * fee_bps * (1.0 + b) + (y_spread_bp or 0.0) + b * (x_spread_bp or 0.0)
 
 
 class PairModel:
@@ -133,22 +200,39 @@ class PairModel:
             params.huber_epsilon,
             leverage_cut=params.huber_leverage_cut,
         )
-        self.alert = ZAlert(params.z_enter, params.z_exit, params.cooldown_ms)
+        self.alert = ZAlert(params.z_enter, params.z_exit, params.cooldown_ms, rule=params.alert_rule)
+        self.level = LevelSpread(params.level)
         self.scale: tuple[float, float] | None = None
         self.n = 0  # samples fed to the models
         self.last_t = -1
         self.next_adf: int | None = None
         self.hist: deque[tuple[int, float, float, float]] = deque(maxlen=params.history)  # t, x, y, spread
 
-    def step(self, t: int, x: float, y: float, x_time: int, y_time: int) -> Step | None:
-        """One aligned sample (``x_time``/``y_time``: event time of each leg's price); None if not usable."""
+    def step(
+        self,
+        t: int,
+        x: float,
+        y: float,
+        x_time: int,
+        y_time: int,
+        x_bid: float | None = None,
+        x_ask: float | None = None,
+        y_bid: float | None = None,
+        y_ask: float | None = None,
+    ) -> Step | None:
+        """One aligned sample (``x_time``/``y_time``: event time of each leg's price); None if not usable.
+
+        ``x_bid``... ``y_ask``: the best quotes at the sample time, when known; their spreads enter the
+        round-trip cost (without them the cost is the fees alone)."""
         if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0) or t <= self.last_t:
             return None
         self.last_t = t
         sig: dict[str, Any] = {"time": t, "pair": self.pair, "x": x, "y": y, "n_obs": self.n}
         stale = t - x_time > self.p.stale_after_ms or t - y_time > self.p.stale_after_ms
         if stale:  # pause: keep the models as they are, publish the prices and the flag
-            return Step({**sig, **dict.fromkeys(SIGNAL_FIELDS), "flags": ["stale_leg"]}, [], False)
+            extra = {"coint": None, "position": -self.alert.position, "below_cost": self.alert.below_cost}
+            nulls = dict.fromkeys((*SIGNAL_FIELDS, *NEW_SIGNAL_FIELDS))
+            return Step({**sig, **nulls, **extra, "flags": ["stale_leg"]}, [], False)
         if self.scale is None:
             self.scale = (x, y)
         sx, sy = self.scale
@@ -156,14 +240,19 @@ class PairModel:
         k = self.kalman.update(x / sx, y / sy - x / sx)  # beta - 1 on scaled prices: see the module doc
         spread = k.error * sy  # y - (beta*x + alpha) with the prior state, in quote currency
         self.n += 1
-        z, flat = self.z.update(spread) if self.n > self.p.warmup else (math.nan, False)
+        iz, flat = self.z.update(spread) if self.n > self.p.warmup else (math.nan, False)
         hb, ha = self.huber.update(x, y)
         self.hist.append((t, x, y, spread))
+        lv = self.level.update(t, math.log(x / sx), math.log(y / sy), x, y)
+        beta = lv.pop("beta")
+        z = lv["zscore"]
         flags = []
         if flat:
             flags.append("zero_variance")
-        if math.isfinite(z) and abs(z) > self.p.outlier_z:
+        if z is not None and abs(z) > self.p.outlier_z:
             flags.append("outlier")
+        if beta is not None and lv["hedge"] is None:
+            flags.append("hedge_uncertain")
         vals = {
             "ols_beta": _f(ob),
             "ols_alpha": _f(oa),
@@ -171,21 +260,45 @@ class PairModel:
             "kalman_alpha": _f(k.alpha * sy),
             "spread": _f(spread),
             "spread_ols": _f(y - ob * x - oa),
-            "zscore": _f(z),
             "huber_beta": _f(hb),
             "huber_alpha": _f(ha),
             "fair_value": _f(hb * x + ha),
+            "innovation_z": _f(iz),
+            **lv,
         }
-        if any(v is None for v in vals.values()):
+        cost = exp = None
+        if beta is not None and z is not None:
+            cost = round_trip_cost_bp(beta, self.p.fee_bps, _spread_bp(y_bid, y_ask), _spread_bp(x_bid, x_ask))
+            target = -self.p.z_enter if self.p.alert_rule == "reverse" else self.p.z_exit
+            exp = max(0.0, (abs(z) - target) * lv["spread_std_bp"])
+        vals["round_trip_cost_bp"], vals["expected_reversion_bp"] = cost, exp
+        if any(vals[f] is None for f in _CORE_FIELDS):
             flags.insert(0, "warming_up")
-        sig.update(vals, n_obs=self.n, flags=flags)
-        alerts = self.alert.update(t, z) if "outlier" not in flags else []
+        alerts: list[tuple[str, float]] = []
+        details: list[dict[str, Any]] = []
+        hedged = vals["hedge"] is not None  # no entry without a hedge ratio; exits still fire
+        if "outlier" not in flags and z is not None and (hedged or self.alert.position):
+            blocked = self.alert.below_cost
+            alerts = self.alert.update(t, z, cost_ok=hedged and exp is not None and cost is not None and exp > cost)
+            if self.alert.below_cost > blocked:
+                flags.append("below_cost")
+            details = [
+                {
+                    "spread_bp": lv["spread_bp"],
+                    "expected_reversion_bp": exp if kind != "exit" else None,
+                    "round_trip_cost_bp": cost,
+                    "hedge": vals["hedge"],
+                    "fee_bps": self.p.fee_bps,
+                }
+                for kind, _ in alerts
+            ]
+        sig.update(vals, n_obs=self.n, flags=flags, position=-self.alert.position, below_cost=self.alert.below_cost)
         if self.next_adf is None:
             self.next_adf = t + self.p.adf_every_ms
         due = t >= self.next_adf
         if due:
             self.next_adf = t - t % self.p.adf_every_ms + self.p.adf_every_ms
-        return Step(sig, alerts, due)
+        return Step(sig, alerts, due, details)
 
     def adf(self, window: int | None = None, regression: str | None = None) -> dict[str, Any] | None:
         """ADF test of the OLS residual over the last ``window`` samples (Engle-Granger's first step:
@@ -223,6 +336,7 @@ class PairModel:
             **kernels,
             "kalman": self.kalman.state(),
             "alert": self.alert.state(),
+            "level": self.level.state(),
             "scale": list(self.scale) if self.scale else None,
             "n": self.n,
             "last_t": self.last_t,
@@ -261,6 +375,14 @@ class PairModel:
         obj.kalman = KalmanHedge.from_state(d["kalman"])
         obj.alert = ZAlert.from_state(d["alert"])
         obj.scale = (float(d["scale"][0]), float(d["scale"][1])) if d["scale"] else None
+        if obj.scale is not None:
+            sx, sy = obj.scale
+            logs = [(float(r[0]), math.log(r[1] / sx), math.log(r[2] / sy)) for r in rows]
+            if "level" in d:
+                obj.level = LevelSpread.from_state(params.level, d["level"], logs)
+            else:  # a state written before #20: rebuild the level model from the history it has
+                for r, (_, lx, ly) in zip(rows, logs, strict=True):
+                    obj.level.update(int(r[0]), lx, ly, r[1], r[2])
         obj.n, obj.last_t, obj.next_adf = n, int(d["last_t"]), d["next_adf"]
         return obj
 
@@ -300,6 +422,14 @@ def batch_pair(t: Any, x: Any, y: Any, params: PairParams) -> dict[str, NDArray[
     w = params.warmup
     if len(t) > w:
         z[w:] = zscore(spread[w:], params.zscore_window)
+    iz = z
+    lv = batch_level(t, np.log(x / sx), np.log(y / sy), x, y, params.level)
+    lcols = {f: np.array([np.nan if r[f] is None else r[f] for r in lv]) for f in (*LEVEL_FIELDS, "beta")}
+    lbeta, lz = lcols.pop("beta"), lcols["zscore"]
+    known = np.isfinite(lbeta) & np.isfinite(lz)
+    target = -params.z_enter if params.alert_rule == "reverse" else params.z_exit
+    cost = np.where(known, 2.0 * params.fee_bps * (1.0 + np.abs(lbeta)), np.nan)
+    exp_rev = np.where(known, np.maximum(0.0, (np.abs(lz) - target) * lcols["spread_std_bp"]), np.nan)
     hb = np.full(len(t), np.nan)
     ha = np.full(len(t), np.nan)
     first = min(params.huber_window, 30) - 1  # HuberFairValue's first fit (its default min_samples)
@@ -317,8 +447,12 @@ def batch_pair(t: Any, x: Any, y: Any, params: PairParams) -> dict[str, NDArray[
         "kalman_alpha": k.alpha * sy,
         "spread": spread,
         "spread_ols": y - ob * x - oa,
-        "zscore": z,
+        "innovation_z": iz,
         "huber_beta": hb,
         "huber_alpha": ha,
         "fair_value": hb * x + ha,
+        **lcols,
+        "round_trip_cost_bp": cost,
+        "expected_reversion_bp": exp_rev,
+        "coint": np.array([r["coint"] for r in lv], dtype=object),
     }

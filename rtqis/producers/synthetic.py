@@ -12,6 +12,8 @@ Model (latent state stepped on a fixed ``GRID_MS`` = 10 ms grid; events read the
   exact). ``beta_t`` is a slow mean-reverting walk around ``hedge_beta`` (half-life 2 h, std 0.05,
   clipped to ``hedge_beta +- 0.3``); ``s_t`` is an Ornstein-Uhlenbeck spread with half-life
   ``spread_half_life_s`` (default 60 s) and stationary std ``spread_vol_bp`` (default 15 bp).
+  ``cointegrated=False`` makes ``s_t`` a random walk with the same 10 ms steps (a control market on
+  which a cointegration test should say "not cointegrated").
   The leader's log price is centred at its start so that a beta move of 1e-4 does not shift the
   follower by 1e-4 * log(90,000) ~ 11 bp.
 * Trades: Poisson arrivals at ``trade_rate`` per symbol per second, integer ms times; buyer-maker
@@ -21,6 +23,11 @@ Model (latent state stepped on a fixed ``GRID_MS`` = 10 ms grid; events read the
   Poisson updates at ``book_rate`` (default 2 x ``trade_rate``); spread 1 + Geometric ticks
   (1-3 typical, capped at 50), prices on the tick grid around the latent mid, sizes log-normal.
 * Ids: trade ids and book update ids are consecutive per symbol (start configurable).
+
+Ground truth: with ``record_truth=True`` the latent path (leader log price, each follower's ``beta_t`` and
+``s_t``) is kept on the grid, and :meth:`SyntheticMarket.truth_at` reads it back, so an evaluation can
+compare estimated hedge ratios and spreads with the true ones. Recording draws no random numbers: the
+same seed gives the same ticks with or without it.
 
 Everything comes from one ``numpy.random.Generator(PCG64(seed))``: the same seed and the same sequence
 of :meth:`SyntheticMarket.advance` calls give bit-identical output. Different chunkings of the same
@@ -48,6 +55,7 @@ __all__ = [
     "SymbolSpec",
     "SyntheticMarket",
     "TradeBatch",
+    "Truth",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,6 +174,22 @@ def _ar1_path(x0: float, a: float, shocks: NDArray[np.float64]) -> NDArray[np.fl
 
 
 @dataclass
+class Truth:
+    """Latent state of one follower at given times (arrays as long as the times).
+
+    ``beta``: log-elasticity ``d log y / d log x``; ``spread``: the log spread ``s_t`` (dimensionless,
+    1e-4 = 1 bp); ``hedge``: ``dy/dx`` in price units (``beta * y_mid / x_mid``, what a trader holds
+    in x per unit of y); ``x_mid``, ``y_mid``: latent mid prices.
+    """
+
+    beta: NDArray[np.float64]
+    spread: NDArray[np.float64]
+    hedge: NDArray[np.float64]
+    x_mid: NDArray[np.float64]
+    y_mid: NDArray[np.float64]
+
+
+@dataclass
 class _Follower:
     beta: float
     spread: float
@@ -193,6 +217,8 @@ class SyntheticMarket:
         vol_of_vol: float = 0.4,
         first_trade_id: int = 1,
         first_update_id: int = 1,
+        record_truth: bool = False,
+        cointegrated: bool = True,
     ) -> None:
         specs = tuple(symbols)
         if not specs:
@@ -240,6 +266,8 @@ class SyntheticMarket:
         self._sd_beta = _BETA_STD * math.sqrt(1.0 - self._a_beta**2)
         self._a_s = _ar1_coef(spread_half_life_s)
         self._sd_s = spread_vol_bp * _BP * math.sqrt(1.0 - self._a_s**2)
+        if not cointegrated:  # a control market: the spread is a random walk with the same steps
+            self._a_s = 1.0
         self._ly0 = [math.log(s.start_price) for s in specs[1:]]
         self._followers = [_Follower(beta=self._hedge_beta, spread=0.0) for _ in specs[1:]]
 
@@ -248,6 +276,10 @@ class SyntheticMarket:
         self._next_update_id = [operator.index(first_update_id)] * len(specs)
         self._price_dec = [_decimals(s.tick_size) for s in specs]
         self._lot_dec = [_decimals(s.lot_size) for s in specs]
+        # ground truth on the grid (record_truth): grid index of the first kept value, then chunks
+        self._record = bool(record_truth)
+        self._truth_k0: int | None = None
+        self._truth: list[list[NDArray[np.float64]]] = [[] for _ in range(1 + 2 * len(self._followers))]
         log.debug("synthetic market %s seed=%d trade_rate=%g book_rate=%g", names, seed, trade_rate, book_rate)
 
     @property
@@ -271,7 +303,7 @@ class SyntheticMarket:
         t0, t1 = self._now, self._now + dt
         k0 = t0 // GRID_MS
         n_steps = t1 // GRID_MS - k0
-        log_paths = self._step_latent(n_steps)
+        log_paths = self._step_latent(n_steps, k0)
         trades: list[TradeBatch] = []
         books: list[BookBatch] = []
         for i, spec in enumerate(self._specs):
@@ -283,8 +315,40 @@ class SyntheticMarket:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _step_latent(self, n: int) -> list[NDArray[np.float64]]:
-        """Step the latent state ``n`` grid steps; log-price paths of every symbol, length ``n + 1``."""
+    def truth_at(self, symbol: str, times_ms: NDArray[np.int64] | Sequence[int]) -> Truth:
+        """The latent state of follower ``symbol`` just before each time (epoch ms): the grid cell the
+        last event strictly before ``t`` read. Needs ``record_truth=True``; times outside the generated
+        span are clipped to it."""
+        if not self._record:
+            raise ValueError("truth_at needs SyntheticMarket(..., record_truth=True)")
+        names = [s.symbol for s in self._specs]
+        if symbol not in names[1:]:
+            raise ValueError(f"{symbol!r} is not a follower of this market (followers: {names[1:]})")
+        if self._truth_k0 is None:
+            raise ValueError("no latent state generated yet: call advance() first")
+        i = names.index(symbol) - 1
+        lx = np.concatenate(self._truth[0])
+        beta = np.concatenate(self._truth[1 + 2 * i])
+        s = np.concatenate(self._truth[2 + 2 * i])
+        t = np.asarray(times_ms, dtype=np.int64)
+        k = np.clip((t - 1) // GRID_MS - self._truth_k0, 0, len(lx) - 1)
+        dev = lx[k] - self._lx0
+        ly = self._ly0[i] + beta[k] * dev + s[k]
+        x_mid, y_mid = np.exp(lx[k]), np.exp(ly)
+        return Truth(beta=beta[k], spread=s[k], hedge=beta[k] * y_mid / x_mid, x_mid=x_mid, y_mid=y_mid)
+
+    def _keep_truth(self, k0: int, paths: list[NDArray[np.float64]]) -> None:
+        """Append the grid values ``k0+1..`` of the latent paths (``k0`` itself on the first call)."""
+        first = self._truth_k0 is None
+        if first:
+            self._truth_k0 = k0
+        for store, path in zip(self._truth, paths, strict=True):
+            store.append(path.copy() if first else path[1:].copy())
+
+    def _step_latent(self, n: int, k0: int = 0) -> list[NDArray[np.float64]]:
+        """Step the latent state ``n`` grid steps; log-price paths of every symbol, length ``n + 1``.
+
+        ``k0`` is the grid index of the current state (for the recorded truth)."""
         rng = self._rng
         h_path = _ar1_path(self._h, self._a_h, rng.standard_normal(n) * self._sd_h)
         eps = rng.standard_t(_T_DOF, size=n) * self._t_scale
@@ -297,6 +361,7 @@ class SyntheticMarket:
         self._lx = float(lx_path[-1])
         dev = lx_path - self._lx0
         paths = [lx_path]
+        latent = [lx_path]
         for f, ly0 in zip(self._followers, self._ly0, strict=True):
             beta_dev = _ar1_path(f.beta - self._hedge_beta, self._a_beta, rng.standard_normal(n) * self._sd_beta)
             beta_path = np.clip(beta_dev + self._hedge_beta, self._beta_lo, self._beta_hi)
@@ -304,6 +369,9 @@ class SyntheticMarket:
             f.beta = float(beta_path[-1])
             f.spread = float(s_path[-1])
             paths.append(ly0 + beta_path * dev + s_path)
+            latent += [beta_path, s_path]
+        if self._record:
+            self._keep_truth(k0, latent)
         return paths
 
     def _times(self, rate: float, t0: int, dt: int) -> NDArray[np.int64]:

@@ -122,6 +122,21 @@ class PairSignal(Message):
     fair_value: float | None = None
     n_obs: int
     flags: list[str] = []
+    # added in #20 (optional: older messages decode with the defaults)
+    innovation_z: float | None = None
+    spread_bp: float | None = None
+    spread_std_bp: float | None = None
+    hedge: float | None = None
+    hedge_se: float | None = None
+    half_life_s: float | None = None
+    half_life_se_s: float | None = None
+    coint_stat: float | None = None
+    coint_pvalue: float | None = None
+    expected_reversion_bp: float | None = None
+    round_trip_cost_bp: float | None = None
+    coint: str | None = None
+    position: int | None = None
+    below_cost: int | None = None
 
 
 class AdfResult(Message):
@@ -153,6 +168,12 @@ class Alert(Message):
     x: float
     y: float
     message: str
+    # added in #20 (optional: older messages decode with the defaults)
+    spread_bp: float | None = None
+    expected_reversion_bp: float | None = None
+    round_trip_cost_bp: float | None = None
+    hedge: float | None = None
+    fee_bps: float | None = None
 
 
 class LegSamples(Message):
