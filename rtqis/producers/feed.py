@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -210,7 +210,7 @@ def _send_crossings(
         return trades, books
     cuts: list[tuple[int, int, Any]] = []  # (time of the crossing tick, batch index, head batch)
     rest: dict[int, Any] = {}
-    every = [*trades, *books]
+    every: list[TradeBatch | BookBatch] = [*trades, *books]
     for k, batch in enumerate(every):
         i = int(np.searchsorted(batch.event_time, b, side="left"))
         if i < len(batch.event_time):
@@ -225,7 +225,7 @@ def _send_crossings(
         _publish(producer, [(topic, f) for f in frames], stats)
         every[k] = rest[k]
         producer.poll(0)
-    return every[: len(trades)], every[len(trades) :]
+    return cast(list[TradeBatch], every[: len(trades)]), cast(list[BookBatch], every[len(trades) :])
 
 
 def _cap(batches: list[TradeBatch], left: int) -> list[TradeBatch]:
