@@ -362,9 +362,9 @@ def test_bad_rows_are_reported_not_emitted(tmp_path: Path) -> None:
     assert [(b.line, b.file) for b in bad] == [(3, str(path)), (4, str(path)), (5, str(path)), (7, str(path))]
     reasons = [b.reason for b in bad]
     assert "price is not a number" in reasons[0]
-    assert "price must be > 0" in reasons[1]
+    assert reasons[1] == "price <= 0"  # the row rules of rtqis.schemas.rows
     assert "expected 6 fields" in reasons[2]
-    assert "qty must be > 0" in reasons[3]
+    assert reasons[3] == "qty <= 0"
     assert bad[0].raw == "2,abc,0.1,10.05,1723161255343,false"
 
 
@@ -401,8 +401,8 @@ def test_bad_lines_in_a_capture(tmp_path: Path) -> None:
     assert got[("trade", "BTCUSDT")]["recv_time"].tolist() == [1723161254087, 1723161254087]
     bad = [row for bt in batches for row in bt.bad]
     assert [b.line for b in bad] == [2, 3, 4, 5]
-    assert "JSON" in bad[0].reason and "price ('p') must be > 0" in bad[1].reason
-    assert "crossed book" in bad[2].reason and "receive time" in bad[3].reason
+    assert "JSON" in bad[0].reason and bad[1].reason == "price <= 0"
+    assert bad[2].reason == "crossed book: bid_price >= ask_price" and "receive time" in bad[3].reason
 
 
 def _one_line(e: pytest.ExceptionInfo[SourceFormatError], path: Path) -> str:

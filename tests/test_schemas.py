@@ -233,7 +233,7 @@ def test_frame_validation_flags_each_bad_row_with_its_reason() -> None:
         for i, (b, a) in enumerate([(1.0, 2.0), (2.0, 2.0), (3.0, 2.5)])
     ]
     good, bad = validate_book_frame(Frame.from_rows(BOOK_FRAME, rows))
-    assert good.tolist() == [True, False, False] and {r for _, r in bad} == {"crossed book: bid >= ask"}
+    assert good.tolist() == [True, False, False] and {r for _, r in bad} == {"crossed book: bid_price >= ask_price"}
 
 
 def test_models_reject_non_positive_or_non_finite_prices() -> None:

@@ -11,9 +11,11 @@ Units and conventions (the same as :mod:`rtqis.schemas.models`):
   division (:func:`to_ms`): sub-millisecond precision is dropped on purpose (our schemas are ms).
 * Prices and quantities arrive as decimal strings (``"61737.63000000"``) and are stored as float64:
   ``float(text)`` is the correctly rounded nearest double of the exact decimal.
-* A trade needs price > 0 and qty > 0; a book ticker needs both prices and both quantities > 0 and
-  bid < ask; a depth diff may carry qty 0 (level removed) but never a price <= 0. Anything else is
-  rejected with :class:`BadMessage`, whose ``reason`` is one short sentence naming the field.
+* What a trade, book ticker or kline row must satisfy (finite prices > 0, ids >= 0, times > 0, bid <
+  ask, ...) is :mod:`rtqis.schemas.rows`, the rules every reader, the worker and the sink share; this
+  module checks that each field *is* a number, integer or flag, then asks those rules. A depth diff
+  may carry qty 0 (level removed) but never a price <= 0. Anything else is rejected with
+  :class:`BadMessage`, whose ``reason`` is one short sentence naming the field.
 
 WebSocket payloads handled by :func:`parse_ws_message` (bare or in the combined-stream wrapper
 ``{"stream": ..., "data": ...}``): ``trade``, ``aggTrade``, ``bookTicker`` (spot: no ``e`` and no event
@@ -21,9 +23,10 @@ time; futures: ``e``, ``E`` and ``T``), ``depthUpdate``, subscription replies ``
 and, as ``ControlEvent(kind="other")``, error replies, ``serverShutdown`` and REST depth snapshots.
 
 CSV layouts of data.binance.vision (see ``shared/data/README.md``) are described by :class:`CsvLayout`
-objects; :func:`layout_for_header` / :func:`layout_for_row` recognise them and :func:`parse_csv_row`
-converts one row with the same rules as above (the file source uses a vectorised twin of it and falls
-back to it row by row to explain rejected rows).
+objects; :func:`layout_for_header` / :func:`layout_for_row` recognise them, :func:`parse_csv_fields`
+parses one row and :func:`parse_csv_row` also applies the row rules (the file source parses blocks
+with polars, falls back to :func:`parse_csv_fields` for a line polars cannot read, and applies the
+same rules to the columns).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pydantic import ValidationError
 
 from rtqis.errors import RtqisError
 from rtqis.schemas.models import BookTicker, Trade
+from rtqis.schemas.rows import RowKind, first_problem
 
 __all__ = [
     "BOOKTICKER_ARCHIVE",
@@ -51,6 +55,7 @@ __all__ = [
     "FIELD_KINDS",
     "KLINES",
     "MAX_INT64",
+    "MIN_INT64",
     "SPOT_AGGTRADES",
     "SPOT_TRADES",
     "UM_AGGTRADES",
@@ -69,8 +74,10 @@ __all__ = [
     "depth_fields",
     "layout_for_header",
     "layout_for_row",
+    "parse_csv_fields",
     "parse_csv_row",
     "parse_ws_message",
+    "rule_columns",
     "to_ms",
     "to_ms_array",
     "trade_fields",
@@ -79,6 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
 _US_FROM = 10**14  # epoch ms reaches 1e14 in the year 5138; epoch us is ~1.7e15 today
 _NS_FROM = 10**17  # epoch ns is ~1.7e18 today
 _FINF = math.inf
@@ -178,7 +186,8 @@ def _get(d: Mapping[str, Any], key: str, what: str) -> Any:
         raise BadMessage(f"missing field {what} ({key!r})") from None
 
 
-def _float(v: Any, key: str, what: str) -> float:
+def _number(v: Any, key: str, what: str) -> float:
+    """A JSON number or decimal string as a float (any float: whether it is usable is a row rule)."""
     if isinstance(v, str):
         try:
             x = float(v)
@@ -191,16 +200,19 @@ def _float(v: Any, key: str, what: str) -> float:
             raise BadMessage(f"{what} ({key!r}) is out of range") from None
     else:
         raise BadMessage(f"{what} ({key!r}) has the wrong type: {type(v).__name__}")
+    return x
+
+
+def _float(v: Any, key: str, what: str) -> float:
+    """A finite number (depth levels, which are not rows with rules of their own)."""
+    x = _number(v, key, what)
     if not math.isfinite(x):
         raise BadMessage(f"{what} ({key!r}) is not a finite number: {_short(v)}")
     return x
 
 
-def _positive(d: Mapping[str, Any], key: str, what: str) -> float:
-    x = _float(_get(d, key, what), key, what)
-    if x <= 0:
-        raise BadMessage(f"{what} ({key!r}) must be > 0, got {_short(d[key])}")
-    return x
+def _field_number(d: Mapping[str, Any], key: str, what: str) -> float:
+    return _number(_get(d, key, what), key, what)
 
 
 def _nonneg(v: Any, key: str, what: str) -> float:
@@ -220,10 +232,28 @@ def _int(d: Mapping[str, Any], key: str, what: str) -> int:
 
 
 def _time(d: Mapping[str, Any], key: str, what: str) -> int:
+    """A depth diff's time (depth diffs are not rows of :mod:`rtqis.schemas.rows`): > 0, cut to ms."""
     t = _int(d, key, what)
     if t <= 0:
         raise BadMessage(f"{what} ({key!r}) must be > 0, got {t}")
     return to_ms(t)
+
+
+def _int64(d: Mapping[str, Any], key: str, what: str) -> int:
+    """Any 64-bit integer (ids and times: their sign is a row rule)."""
+    v = _get(d, key, what)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
+    if not MIN_INT64 <= v <= MAX_INT64:
+        raise BadMessage(f"{what} ({key!r}) is out of range: {_short(v)}")
+    return v
+
+
+def _check(kind: RowKind, row: Mapping[str, Any]) -> None:
+    """Raise :class:`BadMessage` with the reason of :mod:`rtqis.schemas.rows` if the row breaks a rule."""
+    reason = first_problem(kind, row)
+    if reason is not None:
+        raise BadMessage(reason)
 
 
 def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
@@ -299,32 +329,27 @@ def trade_fields(
                 return s, tid, pf, qf, tt, et, m
     except (KeyError, ValueError, TypeError):
         pass
-    return (
-        _symbol(d, symbols),
-        _int(d, "t", "trade id"),
-        _positive(d, "p", "price"),
-        _positive(d, "q", "quantity"),
-        _time(d, "T", "trade time"),
-        _time(d, "E", "event time"),
-        _bool(d, "m", "buyer-maker flag"),
-    )
+    s = _symbol(d, symbols)
+    tid = _int64(d, "t", "trade id")
+    p, q = _field_number(d, "p", "price"), _field_number(d, "q", "quantity")
+    tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
+    m = _bool(d, "m", "buyer-maker flag")
+    _check("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    return s, tid, p, q, to_ms(tt), to_ms(et), m
 
 
 def agg_trade_fields(
     d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None = None
 ) -> tuple[str, int, float, float, int, int, bool, int, int]:
     """Like :func:`trade_fields` for an aggTrade (id = aggregate id ``a``), plus first and last trade id."""
-    return (
-        _symbol(d, symbols),
-        _int(d, "a", "aggregate trade id"),
-        _positive(d, "p", "price"),
-        _positive(d, "q", "quantity"),
-        _time(d, "T", "trade time"),
-        _time(d, "E", "event time"),
-        _bool(d, "m", "buyer-maker flag"),
-        _int(d, "f", "first trade id"),
-        _int(d, "l", "last trade id"),
-    )
+    s = _symbol(d, symbols)
+    tid = _int64(d, "a", "aggregate trade id")
+    p, q = _field_number(d, "p", "price"), _field_number(d, "q", "quantity")
+    tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
+    m = _bool(d, "m", "buyer-maker flag")
+    first, last = _int(d, "f", "first trade id"), _int(d, "l", "last trade id")
+    _check("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    return s, tid, p, q, to_ms(tt), to_ms(et), m, first, last
 
 
 def book_fields(
@@ -351,15 +376,13 @@ def book_fields(
     except (KeyError, ValueError, TypeError):
         pass
     s = _symbol(d, symbols)
-    uid = _int(d, "u", "update id")
-    bid = _positive(d, "b", "bid price")
-    bq = _positive(d, "B", "bid quantity")
-    ask = _positive(d, "a", "ask price")
-    aq = _positive(d, "A", "ask quantity")
-    if bid >= ask:
-        raise BadMessage(f"crossed book: bid price ('b') {bid} >= ask price ('a') {ask}")
-    et = _time(d, "E", "event time") if "E" in d else None
-    return s, uid, bid, bq, ask, aq, et
+    uid = _int64(d, "u", "update id")
+    bid, bq = _field_number(d, "b", "bid price"), _field_number(d, "B", "bid quantity")
+    ask, aq = _field_number(d, "a", "ask price"), _field_number(d, "A", "ask quantity")
+    et = _int64(d, "E", "event time") if "E" in d else None
+    row = {"update_id": uid, "bid_price": bid, "bid_qty": bq, "ask_price": ask, "ask_qty": aq, "event_time": et}
+    _check("book", row)
+    return s, uid, bid, bq, ask, aq, (to_ms(et) if et is not None else None)
 
 
 def _levels(d: Mapping[str, Any], key: str, what: str) -> list[tuple[float, float]]:
@@ -480,7 +503,8 @@ FIELD_KINDS: dict[str, FieldKind] = {
     "taker_buy_volume": "nonneg",
     "taker_buy_quote_volume": "nonneg",
 }
-"""How each output field of a CSV row is parsed and checked."""
+"""How each output field of a CSV row is parsed: ``id``/``time``/``count`` as integers (times cut to ms),
+``pos``/``nonneg`` as floats, ``bool`` as true/false; the value rules are :mod:`rtqis.schemas.rows`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,34 +674,46 @@ def layout_for_row(row: Sequence[str]) -> CsvLayout | None:
 
 
 def _csv_value(kind: FieldKind, col: str, s: str) -> Any:
+    """One CSV field parsed (not checked: the value rules come after, on the whole row)."""
     if kind in ("id", "time", "count"):
         try:
             v = int(s)
         except ValueError:
             raise BadMessage(f"{col} is not an integer: {_short(s)}") from None
-        if not 0 <= v <= MAX_INT64:
+        if not MIN_INT64 <= v <= MAX_INT64:
             raise BadMessage(f"{col} is out of range: {_short(s)}")
-        if kind == "time":
-            if v <= 0:
-                raise BadMessage(f"{col} must be > 0, got {_short(s)}")
-            return to_ms(v)
-        return v
+        return to_ms(v) if kind == "time" else v
     if kind == "bool":
         t = s.strip().lower()
         if t not in ("true", "false"):
             raise BadMessage(f"{col} is not true/false: {_short(s)}")
         return t == "true"
     try:
-        x = float(s)
+        return float(s)
     except ValueError:
         raise BadMessage(f"{col} is not a number: {_short(s)}") from None
-    if not math.isfinite(x):
-        raise BadMessage(f"{col} is not a finite number: {_short(s)}")
-    if kind == "pos" and x <= 0:
-        raise BadMessage(f"{col} must be > 0, got {_short(s)}")
-    if kind == "nonneg" and x < 0:
-        raise BadMessage(f"{col} must be >= 0, got {_short(s)}")
-    return x
+
+
+def rule_columns(kind: Literal["trade", "book", "kline"], values: Mapping[str, Any]) -> dict[str, Any]:
+    """CSV output fields (columns or scalars) under the names of :mod:`rtqis.schemas.rows` (a trade's
+    ``time`` is its ``trade_time``), to be checked with :func:`~rtqis.schemas.rows.check_columns`."""
+    if kind == "trade":
+        return {("trade_time" if k == "time" else k): v for k, v in values.items()}
+    return dict(values)
+
+
+def parse_csv_fields(
+    layout: CsvLayout, row: Sequence[str], index: Mapping[str, int] | None = None, width: int | None = None
+) -> tuple[Any, ...]:
+    """One CSV row parsed into ``layout.out_fields`` order, without the value rules (see
+    :func:`parse_csv_row`); raise :class:`BadMessage` if a field is not a number, integer or flag."""
+    idx = index if index is not None else layout.index()
+    n = width if width is not None else layout.width
+    if len(row) != n:
+        names = f" ({','.join(layout.columns)})" if n == layout.width else ""
+        raise BadMessage(f"expected {n} fields{names}, got {len(row)}")
+    cols = dict(layout.fields)
+    return tuple(_csv_value(FIELD_KINDS[f], cols[f], row[idx[f]]) for f in layout.out_fields)
 
 
 def parse_csv_row(
@@ -687,21 +723,8 @@ def parse_csv_row(
 
     ``index`` maps output fields to positions (from :meth:`CsvLayout.index` of the file's header) and
     ``width`` is the file's field count; by default the layout's own columns. Times are normalised to
-    ms; book rows must not be crossed.
+    ms; then the value rules of :mod:`rtqis.schemas.rows` (the reason is theirs).
     """
-    idx = index if index is not None else layout.index()
-    n = width if width is not None else layout.width
-    if len(row) != n:
-        names = f" ({','.join(layout.columns)})" if n == layout.width else ""
-        raise BadMessage(f"expected {n} fields{names}, got {len(row)}")
-    cols = dict(layout.fields)
-    out = tuple(_csv_value(FIELD_KINDS[f], cols[f], row[idx[f]]) for f in layout.out_fields)
-    if layout.kind == "book":
-        o = dict(zip(layout.out_fields, out, strict=True))
-        if o["bid_price"] >= o["ask_price"]:
-            raise BadMessage(f"crossed book: bid price {o['bid_price']} >= ask price {o['ask_price']}")
-    elif layout.kind == "kline":
-        o = dict(zip(layout.out_fields, out, strict=True))
-        if o["high"] < o["low"]:
-            raise BadMessage(f"high {o['high']} < low {o['low']}")
+    out = parse_csv_fields(layout, row, index, width)
+    _check(layout.kind, rule_columns(layout.kind, dict(zip(layout.out_fields, out, strict=True))))
     return out

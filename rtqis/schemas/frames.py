@@ -15,6 +15,7 @@ import numpy as np
 from rtqis.errors import SchemaError
 from rtqis.schemas import models as m
 from rtqis.schemas.registry import FRAME_TYPES, FrameType
+from rtqis.schemas.rows import check_columns
 
 __all__ = ["BOOK_FRAME", "TRADE_FRAME", "Frame", "validate_book_frame", "validate_trade_frame"]
 
@@ -117,45 +118,16 @@ class Frame:
         return Frame(self.type, self.symbol, {k: (v[mask] if v is not None else None) for k, v in self.cols.items()})
 
 
-def _bad_rows(checks: list[tuple[np.ndarray, str]], n: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    bad = np.zeros(n, dtype=bool)
-    reasons: list[tuple[int, str]] = []
-    for mask, reason in checks:
-        new = mask & ~bad
-        if new.any():
-            reasons.extend((int(i), reason) for i in np.flatnonzero(new))
-            bad |= new
-    reasons.sort()
-    return ~bad, reasons
-
-
 def validate_trade_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Vectorised checks of a trade frame: (mask of good rows, [(row, reason)] of bad ones)."""
-    c = f.cols
-    price, qty = c["price"], c["qty"]
-    assert price is not None and qty is not None
-    return _bad_rows(
-        [
-            (~np.isfinite(price), "price is not a finite number"),
-            (price <= 0, "price <= 0"),
-            (~np.isfinite(qty), "qty is not a finite number"),
-            (qty <= 0, "qty <= 0"),
-            (c["trade_time"] <= 0, "trade_time <= 0"),  # type: ignore[operator]
-        ],
-        len(f),
-    )
+    """Vectorised checks of a trade frame: (mask of good rows, [(row, reason)] of bad ones).
+
+    The trade rules of :mod:`rtqis.schemas.rows`, the same every reader applies: ids >= 0, finite
+    price and qty > 0, times > 0.
+    """
+    return check_columns("trade", f.cols, len(f))
 
 
 def validate_book_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Vectorised checks of a book-ticker frame: finite positive prices, bid < ask."""
-    c = f.cols
-    bid, ask = c["bid_price"], c["ask_price"]
-    assert bid is not None and ask is not None
-    return _bad_rows(
-        [
-            (~np.isfinite(bid) | ~np.isfinite(ask), "price is not a finite number"),
-            ((bid <= 0) | (ask <= 0), "price <= 0"),
-            (bid >= ask, "crossed book: bid >= ask"),
-        ],
-        len(f),
-    )
+    """Vectorised checks of a book-ticker frame (:mod:`rtqis.schemas.rows`): finite positive prices and
+    quantities, ids >= 0, times > 0, bid < ask."""
+    return check_columns("book", f.cols, len(f))

@@ -15,6 +15,7 @@ from rtqis.producers.files.chunks import BadRow, Kind, KlineChunk, SourceChunk
 from rtqis.producers.files.detection import FileInfo
 from rtqis.producers.files.opening import Opened
 from rtqis.producers.files.reader_base import Reader, raw_text, sorted_chunk, time_window
+from rtqis.schemas.rows import check_columns
 
 __all__ = ["CsvReader"]
 
@@ -92,6 +93,8 @@ class CsvReader(Reader):
     # -- parsing
 
     def _parse_block(self, first_line: int, block: bytes) -> tuple[dict[str, np.ndarray], list[BadRow]]:
+        """The block's rows in columns, and its rejected rows: first those that do not parse, then those
+        that break the row rules of :mod:`rtqis.schemas.rows` (the same rules as every reader)."""
         lay = self.layout
         n_lines = block.count(b"\n")
         try:
@@ -104,7 +107,25 @@ class CsvReader(Reader):
         except pl.exceptions.PolarsError:
             df = None
         if df is None or df.height != n_lines:
-            return self._parse_slow(first_line, block)
+            values, rows, bad = self._parse_slow(first_line, block)
+        else:
+            values, rows, bad = self._parse_fast(first_line, block, df)
+        good, reasons = check_columns(lay.kind, bf.rule_columns(lay.kind, values), len(rows))
+        if reasons:
+            lines = block.split(b"\n")
+            for i, reason in reasons:
+                k = int(rows[i])
+                bad.append(BadRow(self.file, first_line + k, reason, raw_text(lines[k].rstrip(b"\r"))))
+            bad.sort(key=lambda b: b.line)
+            values = {k: v[good] for k, v in values.items()}
+        return values, bad
+
+    def _parse_fast(
+        self, first_line: int, block: bytes, df: pl.DataFrame
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, list[BadRow]]:
+        """Parse by polars; a line it cannot read is parsed again in Python, which keeps or explains it.
+        Returns the columns, the index in the block of each kept line, and the rejected lines."""
+        lay = self.layout
         exprs = []
         for fld in lay.out_fields:
             c = pl.col(f"c{self.col_index[fld]}")
@@ -118,35 +139,25 @@ class CsvReader(Reader):
                 e = c.cast(pl.Float64, strict=False)
             exprs.append(e.alias(fld))
         out = df.select(exprs)
-        bad_mask = np.zeros(n_lines, dtype=bool)
+        n = out.height
+        unread = np.zeros(n, dtype=bool)
         values: dict[str, np.ndarray] = {}
         for fld in lay.out_fields:
             s = out[fld]
             kind = bf.FIELD_KINDS[fld]
             if s.null_count():
-                bad_mask |= s.is_null().to_numpy()
+                unread |= s.is_null().to_numpy()
                 s = s.fill_null(False if kind == "bool" else 0)
             v = s.to_numpy()
-            if kind == "pos":
-                bad_mask |= ~np.isfinite(v) | (v <= 0)
-            elif kind == "nonneg":
-                bad_mask |= ~np.isfinite(v) | (v < 0)
-            elif kind == "time":
-                bad_mask |= v <= 0
-                v = bf.to_ms_array(v)
-            elif kind in ("id", "count"):
-                bad_mask |= v < 0
-            values[fld] = v
-        if lay.kind == "book":
-            bad_mask |= values["bid_price"] >= values["ask_price"]
-        elif lay.kind == "kline":
-            bad_mask |= values["high"] < values["low"]
+            values[fld] = bf.to_ms_array(v) if kind == "time" else v
         bad: list[BadRow] = []
-        if bad_mask.any():
+        keep = np.ones(n, dtype=bool)
+        if unread.any():
+            values = {k: (v if v.flags.writeable else v.copy()) for k, v in values.items()}
             lines = block.split(b"\n")
-            keep = ~bad_mask
-            for i in np.flatnonzero(bad_mask):
+            for i in np.flatnonzero(unread):
                 raw = lines[i].rstrip(b"\r")
+                keep[i] = False
                 if not raw.strip():
                     continue  # blank line: skipped, not an error
                 try:
@@ -158,7 +169,7 @@ class CsvReader(Reader):
                     values[fld][i] = x
                 keep[i] = True
             values = {k: v[keep] for k, v in values.items()}
-        return values, bad
+        return values, np.flatnonzero(keep), bad
 
     def _parse_line(self, raw: bytes) -> tuple[Any, ...]:
         try:
@@ -166,10 +177,12 @@ class CsvReader(Reader):
         except UnicodeDecodeError:
             raise bf.BadMessage("line is not valid UTF-8 text") from None
         row = next(csv.reader([text]), [])
-        return bf.parse_csv_row(self.layout, row, self.col_index, self.width)
+        return bf.parse_csv_fields(self.layout, row, self.col_index, self.width)
 
-    def _parse_slow(self, first_line: int, block: bytes) -> tuple[dict[str, np.ndarray], list[BadRow]]:
+    def _parse_slow(self, first_line: int, block: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, list[BadRow]]:
+        """Parse line by line in Python (a block polars cannot read as a whole, e.g. a short row)."""
         rows: list[tuple[Any, ...]] = []
+        kept: list[int] = []
         bad: list[BadRow] = []
         for i, raw in enumerate(block.split(b"\n")[:-1]):
             raw = raw.rstrip(b"\r")
@@ -177,6 +190,7 @@ class CsvReader(Reader):
                 continue
             try:
                 rows.append(self._parse_line(raw))
+                kept.append(i)
             except bf.BadMessage as e:
                 bad.append(BadRow(self.file, first_line + i, e.reason, raw_text(raw)))
         values: dict[str, np.ndarray] = {}
@@ -185,7 +199,7 @@ class CsvReader(Reader):
             kind = bf.FIELD_KINDS[fld]
             dtype = np.int64 if kind in ("id", "time", "count") else np.bool_ if kind == "bool" else np.float64
             values[fld] = np.array(col, dtype=dtype)
-        return values, bad
+        return values, np.array(kept, dtype=np.int64), bad
 
     def _chunks(self, v: dict[str, np.ndarray]) -> list[SourceChunk | KlineChunk]:
         lay = self.layout

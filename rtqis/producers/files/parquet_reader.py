@@ -11,6 +11,7 @@ from rtqis.producers import binance_format as bf
 from rtqis.producers.files.chunks import BadRow, Kind, KlineChunk, SourceChunk
 from rtqis.producers.files.detection import FileFormat, FileInfo
 from rtqis.producers.files.reader_base import Reader, sorted_chunk, time_window
+from rtqis.schemas.rows import check_columns
 
 __all__ = ["PARQUET_ALIASES", "PARQUET_BOOK_COLUMNS", "PARQUET_TRADE_COLUMNS", "ParquetReader"]
 
@@ -105,15 +106,8 @@ class ParquetReader(Reader):
         n = out.height
         # optional columns: event_time/recv_time default to each other (trades: to trade_time)
         v: dict[str, np.ndarray | None] = {}
-        bad_reason: list[str | None] = [None] * n
-        bad_mask = np.zeros(n, dtype=bool)
-
-        def flag(mask: np.ndarray, reason: str) -> None:
-            new = mask & ~bad_mask
-            for i in np.flatnonzero(new):
-                bad_reason[i] = reason
-            bad_mask[:] |= new
-
+        unread = np.zeros(n, dtype=bool)  # a required value missing or not a number
+        unread_reason: list[str | None] = [None] * n
         for f in fields:
             if f not in out.columns:
                 v[f] = None
@@ -123,18 +117,13 @@ class ParquetReader(Reader):
                 v[f] = None
                 continue
             if s.null_count():
-                flag(s.is_null().to_numpy(), f"{f} is missing or not a number")
+                nulls = s.is_null().to_numpy()
+                for i in np.flatnonzero(nulls & ~unread):
+                    unread_reason[i] = f"{f} is missing or not a number"
+                unread |= nulls
                 s = s.fill_null(False if f == "buyer_maker" else 0)
             a = s.to_numpy()
-            if f.endswith("_time"):
-                flag(a <= 0, f"{f} must be > 0")
-                a = bf.to_ms_array(a)
-            elif f.endswith("_id"):
-                flag(a < 0, f"{f} must be >= 0")
-            elif f != "buyer_maker":
-                flag(~np.isfinite(a), f"{f} is not a finite number")
-                flag(a <= 0, f"{f} must be > 0")
-            v[f] = a
+            v[f] = bf.to_ms_array(a) if f.endswith("_time") else a
         t: np.ndarray | None
         if self.kind == "trade":
             assert v["trade_time"] is not None
@@ -144,15 +133,16 @@ class ParquetReader(Reader):
                 v["recv_time"] = v["event_time"]
             t = v["trade_time"]
         else:
-            assert v["bid_price"] is not None and v["ask_price"] is not None
-            flag(v["bid_price"] >= v["ask_price"], "crossed book: bid_price >= ask_price")
             if v["recv_time"] is None:
                 v["recv_time"] = v["event_time"]
             t = v["event_time"] if v["event_time"] is not None else v["recv_time"]
         assert t is not None
         times: np.ndarray = t
+        good, reasons = check_columns(self.kind, v, n)  # the row rules every reader applies
+        rule_reason = dict(reasons)
+        bad_mask = unread | ~good
         bad = [
-            BadRow(self.file, first_row + int(i), bad_reason[i] or "invalid row", str(df.row(int(i))))
+            BadRow(self.file, first_row + int(i), unread_reason[i] or rule_reason[int(i)], str(df.row(int(i))))
             for i in np.flatnonzero(bad_mask)
         ]
         keep = ~bad_mask
