@@ -2,6 +2,10 @@
 
 One Kafka message per tick costs a Faust event (~250 us) per tick; one message per frame costs it per
 frame, and the maths runs vectorised over numpy columns (figures in ``bench/README.md``).
+
+Every frame a producer sends is built here, by :meth:`Frame.build` (columns, checked) or
+:meth:`Frame.from_rows` (row models), and cut to size by :meth:`Frame.split`: the synthetic feed, the
+file source and the live framer all use them, so they put the same bytes on the wire.
 """
 
 from __future__ import annotations
@@ -113,9 +117,27 @@ class Frame:
     def models(self) -> list[m.Message]:
         return [self.type.row(**r) for r in self.iter_rows()]
 
+    def split(self, max_ticks: int | None = None) -> list[Frame]:
+        """This frame as frames of at most ``max_ticks`` rows, in order (views of the same arrays, no
+        copy); ``[self]`` if it is small enough or ``max_ticks`` is None, ``[]`` if it is empty."""
+        n = len(self)
+        step = max_ticks or n
+        if n <= step:
+            return [self] if n else []
+        return [
+            Frame(
+                self.type, self.symbol, {k: (v[i : i + step] if v is not None else None) for k, v in self.cols.items()}
+            )
+            for i in range(0, n, step)
+        ]
+
     def take(self, mask: np.ndarray) -> Frame:
         """The rows where ``mask`` is true."""
         return Frame(self.type, self.symbol, {k: (v[mask] if v is not None else None) for k, v in self.cols.items()})
+
+
+def _part(v: np.ndarray | None, start: int, size: int) -> np.ndarray | None:
+    return v[start : start + size] if v is not None else None
 
 
 def validate_trade_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -58,10 +58,10 @@ class MergedBatch:
         """The parts as frames of at most ``max_ticks`` ticks, ordered by their first tick's time."""
         out: list[tuple[int, Frame]] = []
         for c in self.parts.values():
-            step = max_ticks or max(len(c), 1)
-            for i in range(0, len(c), step):
-                part = c.take(slice(i, i + step))
-                out.append((int(part.time[0]), part.to_frame()))
+            if not len(c):
+                continue
+            starts = range(0, len(c), max_ticks or len(c))
+            out.extend((int(c.time[i]), f) for i, f in zip(starts, c.to_frame().split(max_ticks), strict=True))
         out.sort(key=lambda tf: tf[0])
         return [f for _, f in out]
 
