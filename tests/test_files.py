@@ -381,6 +381,23 @@ def test_bad_rows_when_the_fast_parser_gives_up(tmp_path: Path) -> None:
     assert sum(len(c) for c in chunks) == 8
 
 
+@pytest.mark.parametrize("chunk_rows", [2, 5, 1000])
+def test_the_verdict_on_a_row_does_not_depend_on_the_block_it_falls_in(tmp_path: Path, chunk_rows: int) -> None:
+    # a short row whose missing field is one the layout does not use (polars pads it: it must still be
+    # rejected, as the row-by-row path does), and fields polars will not cast but Python reads (kept)
+    path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    rows = EXCERPT.read_text().splitlines()[:12]
+    rows[2] = ",".join(rows[2].split(",")[:6])  # no isBestMatch
+    f = rows[5].split(",")
+    rows[5] = ",".join([f" {f[0]}", f[1], f[2], f[3], f"+{f[4]}", *f[5:]])
+    path.write_text("\n".join(rows) + "\n")
+    chunks = list(iter_file(path, chunk_rows=chunk_rows))
+    bad = [(b.line, b.reason.split(" (")[0]) for c in chunks for b in c.bad]
+    assert bad == [(3, "expected 7 fields")]
+    ids = np.concatenate([c.cols["trade_id"] for c in chunks if len(c)])  # type: ignore[misc]
+    assert ids.tolist() == [int(r.split(",")[0]) for i, r in enumerate(rows) if i != 2]
+
+
 def test_bad_lines_in_a_capture(tmp_path: Path) -> None:
     trade = {"e": "trade", "E": 2, "s": "BTCUSDT", "t": 1, "p": "10.0", "q": "1", "T": 1, "m": True}
     lines = [

@@ -140,7 +140,10 @@ class CsvReader(Reader):
             exprs.append(e.alias(fld))
         out = df.select(exprs)
         n = out.height
-        unread = np.zeros(n, dtype=bool)
+        # a line with another number of fields (polars pads a short one with nulls, and a field the
+        # layout does not use is never cast) goes to Python too, which rejects it as the row-by-row
+        # path does: the verdict does not depend on where the block boundaries fall
+        unread = self._field_counts(block) != self.width
         values: dict[str, np.ndarray] = {}
         for fld in lay.out_fields:
             s = out[fld]
@@ -170,6 +173,14 @@ class CsvReader(Reader):
                 keep[i] = True
             values = {k: v[keep] for k, v in values.items()}
         return values, np.flatnonzero(keep), bad
+
+    @staticmethod
+    def _field_counts(block: bytes) -> np.ndarray:
+        """Comma-separated fields on each line of a block of whole lines (quotes are not special)."""
+        b = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(b == ord("\n"))
+        commas = np.flatnonzero(b == ord(","))
+        return np.diff(np.searchsorted(commas, ends), prepend=0) + 1
 
     def _parse_line(self, raw: bytes) -> tuple[Any, ...]:
         try:
