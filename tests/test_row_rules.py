@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from rtqis.producers import binance_csv as bc
 from rtqis.producers import binance_format as bf
 from rtqis.producers.files import SourceChunk, iter_file
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
@@ -220,7 +221,7 @@ def test_the_one_row_parsers_agree_with_the_columns(i: int) -> None:
         got = e.reason
     assert got == want
     try:
-        bf.parse_csv_row(bf.SPOT_TRADES, [str(tid), p, q, "1", str(t), "True", "True"])
+        bc.parse_csv_row(bc.SPOT_TRADES, [str(tid), p, q, "1", str(t), "True", "True"])
         got = None
     except bf.BadMessage as e:
         got = e.reason

@@ -1,7 +1,8 @@
-"""Normalisers for Binance market-data payloads: WebSocket messages and public-archive CSV rows.
+"""Normalisers for Binance WebSocket payloads, and the value conventions every Binance format shares.
 
-Pure functions, no I/O: the live WebSocket client and the file source (:mod:`rtqis.producers.files`)
-both turn Binance's text into our models/columns here, so that the two agree on every rule.
+Pure functions, no I/O: the live WebSocket client and the capture reader of the file source
+(:mod:`rtqis.producers.files`) both turn Binance's messages into our models/columns here, so that the
+two agree on every rule; archive CSV rows are :mod:`rtqis.producers.binance_csv`.
 
 Units and conventions (the same as :mod:`rtqis.schemas.models`):
 
@@ -21,19 +22,13 @@ WebSocket payloads handled by :func:`parse_ws_message` (bare or in the combined-
 ``{"stream": ..., "data": ...}``): ``trade``, ``aggTrade``, ``bookTicker`` (spot: no ``e`` and no event
 time; futures: ``e``, ``E`` and ``T``), ``depthUpdate``, subscription replies ``{"result": null, "id": N}``
 and, as ``ControlEvent(kind="other")``, error replies, ``serverShutdown`` and REST depth snapshots.
-
-CSV layouts of data.binance.vision (see ``shared/data/README.md``) are described by :class:`CsvLayout`
-objects; :func:`layout_for_header` / :func:`layout_for_row` recognise them, :func:`parse_csv_fields`
-parses one row and :func:`parse_csv_row` also applies the row rules (the file source parses blocks
-with polars, falls back to :func:`parse_csv_fields` for a line polars cannot read, and applies the
-same rules to the columns).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,25 +41,13 @@ from rtqis.schemas.models import BookTicker, Trade
 from rtqis.schemas.rows import RowKind, first_problem
 
 __all__ = [
-    "BOOKTICKER_ARCHIVE",
-    "BOOKTICKER_FUTURES_CAPTURE",
-    "BOOKTICKER_SPOT_CAPTURE",
-    "CM_TRADES",
-    "CM_TRADES_ARCHIVE",
-    "CSV_LAYOUTS",
-    "FIELD_KINDS",
-    "KLINES",
     "MAX_INT64",
     "MIN_INT64",
-    "SPOT_AGGTRADES",
-    "SPOT_TRADES",
-    "UM_AGGTRADES",
-    "UM_TRADES",
     "AggTradeEvent",
     "BadMessage",
+    "check_row",
     "BookEvent",
     "ControlEvent",
-    "CsvLayout",
     "DepthDiffEvent",
     "TradeEvent",
     "WsEvent",
@@ -72,12 +55,8 @@ __all__ = [
     "book_fields",
     "classify_payload",
     "depth_fields",
-    "layout_for_header",
-    "layout_for_row",
-    "parse_csv_fields",
-    "parse_csv_row",
     "parse_ws_message",
-    "rule_columns",
+    "short_repr",
     "to_ms",
     "to_ms_array",
     "trade_fields",
@@ -174,7 +153,8 @@ def to_ms_array(t: np.ndarray) -> np.ndarray:
     return np.where(t >= _NS_FROM, t // 1_000_000, np.where(t >= _US_FROM, t // 1_000, t))
 
 
-def _short(v: Any) -> str:
+def short_repr(v: Any) -> str:
+    """``repr(v)`` cut to 40 characters, to quote a bad value in a reason."""
     s = repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
@@ -192,7 +172,7 @@ def _number(v: Any, key: str, what: str) -> float:
         try:
             x = float(v)
         except ValueError:
-            raise BadMessage(f"{what} ({key!r}) is not a number: {_short(v)}") from None
+            raise BadMessage(f"{what} ({key!r}) is not a number: {short_repr(v)}") from None
     elif isinstance(v, int | float) and not isinstance(v, bool):
         try:
             x = float(v)
@@ -207,7 +187,7 @@ def _float(v: Any, key: str, what: str) -> float:
     """A finite number (depth levels, which are not rows with rules of their own)."""
     x = _number(v, key, what)
     if not math.isfinite(x):
-        raise BadMessage(f"{what} ({key!r}) is not a finite number: {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) is not a finite number: {short_repr(v)}")
     return x
 
 
@@ -218,7 +198,7 @@ def _field_number(d: Mapping[str, Any], key: str, what: str) -> float:
 def _nonneg(v: Any, key: str, what: str) -> float:
     x = _float(v, key, what)
     if x < 0:
-        raise BadMessage(f"{what} ({key!r}) must be >= 0, got {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) must be >= 0, got {short_repr(v)}")
     return x
 
 
@@ -227,7 +207,7 @@ def _int(d: Mapping[str, Any], key: str, what: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
     if not 0 <= v <= MAX_INT64:
-        raise BadMessage(f"{what} ({key!r}) is out of range: {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) is out of range: {short_repr(v)}")
     return v
 
 
@@ -245,11 +225,11 @@ def _int64(d: Mapping[str, Any], key: str, what: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
     if not MIN_INT64 <= v <= MAX_INT64:
-        raise BadMessage(f"{what} ({key!r}) is out of range: {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) is out of range: {short_repr(v)}")
     return v
 
 
-def _check(kind: RowKind, row: Mapping[str, Any]) -> None:
+def check_row(kind: RowKind, row: Mapping[str, Any]) -> None:
     """Raise :class:`BadMessage` with the reason of :mod:`rtqis.schemas.rows` if the row breaks a rule."""
     reason = first_problem(kind, row)
     if reason is not None:
@@ -266,10 +246,10 @@ def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
 def _symbol(d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None) -> str:
     v = _get(d, "s", "symbol")
     if not isinstance(v, str) or not v:
-        raise BadMessage(f"symbol ('s') must be a non-empty string, got {_short(v)}")
+        raise BadMessage(f"symbol ('s') must be a non-empty string, got {short_repr(v)}")
     s = v.upper()
     if symbols is not None and s not in symbols:
-        raise BadMessage(f"unknown symbol {_short(s)}")
+        raise BadMessage(f"unknown symbol {short_repr(s)}")
     return s
 
 
@@ -302,7 +282,7 @@ def classify_payload(obj: Any) -> tuple[PayloadKind, dict[str, Any]]:
         return e, obj
     if e == "serverShutdown":
         return "other", obj
-    raise BadMessage(f"event type ('e') {_short(e)} is not supported")
+    raise BadMessage(f"event type ('e') {short_repr(e)} is not supported")
 
 
 def trade_fields(
@@ -334,7 +314,7 @@ def trade_fields(
     p, q = _field_number(d, "p", "price"), _field_number(d, "q", "quantity")
     tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
     m = _bool(d, "m", "buyer-maker flag")
-    _check("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    check_row("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
     return s, tid, p, q, to_ms(tt), to_ms(et), m
 
 
@@ -348,7 +328,7 @@ def agg_trade_fields(
     tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
     m = _bool(d, "m", "buyer-maker flag")
     first, last = _int(d, "f", "first trade id"), _int(d, "l", "last trade id")
-    _check("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    check_row("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
     return s, tid, p, q, to_ms(tt), to_ms(et), m, first, last
 
 
@@ -381,7 +361,7 @@ def book_fields(
     ask, aq = _field_number(d, "a", "ask price"), _field_number(d, "A", "ask quantity")
     et = _int64(d, "E", "event time") if "E" in d else None
     row = {"update_id": uid, "bid_price": bid, "bid_qty": bq, "ask_price": ask, "ask_qty": aq, "event_time": et}
-    _check("book", row)
+    check_row("book", row)
     return s, uid, bid, bq, ask, aq, (to_ms(et) if et is not None else None)
 
 
@@ -392,10 +372,10 @@ def _levels(d: Mapping[str, Any], key: str, what: str) -> list[tuple[float, floa
     out = []
     for lvl in v:
         if not isinstance(lvl, list) or len(lvl) < 2:
-            raise BadMessage(f"{what} ({key!r}) has a level that is not [price, qty]: {_short(lvl)}")
+            raise BadMessage(f"{what} ({key!r}) has a level that is not [price, qty]: {short_repr(lvl)}")
         p = _float(lvl[0], key, f"{what} price")
         if p <= 0:
-            raise BadMessage(f"{what} price ({key!r}) must be > 0, got {_short(lvl[0])}")
+            raise BadMessage(f"{what} price ({key!r}) must be > 0, got {short_repr(lvl[0])}")
         out.append((p, _nonneg(lvl[1], key, f"{what} quantity")))
     return out
 
@@ -467,264 +447,3 @@ def _trade_kw(s: str, tid: int, p: float, q: float, tt: int, et: int, recv: int,
         "recv_time": recv,
         "buyer_maker": m,
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# Archive CSV layouts
-
-FieldKind = Literal["id", "pos", "nonneg", "time", "bool", "count"]
-
-FIELD_KINDS: dict[str, FieldKind] = {
-    # trades
-    "trade_id": "id",
-    "price": "pos",
-    "qty": "pos",
-    "time": "time",
-    "buyer_maker": "bool",
-    # book tickers
-    "update_id": "id",
-    "bid_price": "pos",
-    "bid_qty": "pos",
-    "ask_price": "pos",
-    "ask_qty": "pos",
-    "event_time": "time",
-    "transaction_time": "time",
-    "recv_time": "time",
-    # klines
-    "open_time": "time",
-    "open": "pos",
-    "high": "pos",
-    "low": "pos",
-    "close": "pos",
-    "volume": "nonneg",
-    "close_time": "time",
-    "quote_volume": "nonneg",
-    "count": "count",
-    "taker_buy_volume": "nonneg",
-    "taker_buy_quote_volume": "nonneg",
-}
-"""How each output field of a CSV row is parsed: ``id``/``time``/``count`` as integers (times cut to ms),
-``pos``/``nonneg`` as floats, ``bool`` as true/false; the value rules are :mod:`rtqis.schemas.rows`."""
-
-
-@dataclass(frozen=True, slots=True)
-class CsvLayout:
-    """One CSV layout: the file's columns (in order) and which output field each used column fills.
-
-    ``format`` is the :class:`rtqis.producers.files.FileFormat` value; ``header`` whether files of this
-    layout normally start with a header line (both are accepted when reading).
-    """
-
-    format: str
-    kind: Literal["trade", "book", "kline"]
-    columns: tuple[str, ...]
-    fields: tuple[tuple[str, str], ...]  # (output field, column name)
-    header: bool
-
-    @property
-    def out_fields(self) -> tuple[str, ...]:
-        return tuple(f for f, _ in self.fields)
-
-    def index(self, header: Sequence[str] | None = None) -> dict[str, int]:
-        """Output field -> column position, from the header line if there is one."""
-        cols = [c.strip() for c in header] if header is not None else list(self.columns)
-        return {f: cols.index(c) for f, c in self.fields}
-
-    @property
-    def width(self) -> int:
-        return len(self.columns)
-
-
-def _layout(fmt: str, kind: Literal["trade", "book", "kline"], cols: str, fields: str, header: bool) -> CsvLayout:
-    pairs = tuple(tuple(p.split("=")) if "=" in p else (p, p) for p in fields.split(","))
-    return CsvLayout(fmt, kind, tuple(cols.split(",")), pairs, header)  # type: ignore[arg-type]
-
-
-SPOT_TRADES = _layout(
-    "spot_trades",
-    "trade",
-    "id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch",
-    "trade_id=id,price,qty,time,buyer_maker=isBuyerMaker",
-    header=False,
-)
-UM_TRADES = _layout(
-    "um_trades",
-    "trade",
-    "id,price,qty,quote_qty,time,is_buyer_maker",
-    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-CM_TRADES = _layout(
-    "cm_trades",
-    "trade",
-    "id,price,qty_contracts,time,is_buyer_maker",
-    "trade_id=id,price,qty=qty_contracts,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-CM_TRADES_ARCHIVE = _layout(  # COIN-M as published on data.binance.vision: qty in contracts + base qty
-    "cm_trades",
-    "trade",
-    "id,price,qty,base_qty,time,is_buyer_maker",
-    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-SPOT_AGGTRADES = _layout(
-    "spot_aggtrades",
-    "trade",
-    "agg_id,price,qty,first_id,last_id,time,isBuyerMaker,isBestMatch",
-    "trade_id=agg_id,price,qty,time,buyer_maker=isBuyerMaker",
-    header=False,
-)
-UM_AGGTRADES = _layout(
-    "um_aggtrades",
-    "trade",
-    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker",
-    "trade_id=agg_trade_id,price,qty=quantity,time=transact_time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-BOOKTICKER_SPOT_CAPTURE = _layout(  # shared/data/binance/bookticker/*-spot-*: no exchange time
-    "bookticker",
-    "book",
-    "local_recv_ns,update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
-    "recv_time=local_recv_ns",
-    header=True,
-)
-BOOKTICKER_FUTURES_CAPTURE = _layout(  # shared/data/binance/bookticker/*-um-*, *-cm-*
-    "bookticker",
-    "book",
-    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time,local_recv_ns",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
-    "event_time,recv_time=local_recv_ns",
-    header=True,
-)
-BOOKTICKER_ARCHIVE = _layout(  # futures bookTicker as published on data.binance.vision
-    "bookticker",
-    "book",
-    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,event_time",
-    header=True,
-)
-KLINES = _layout(
-    "klines",
-    "kline",
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore",
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume",
-    header=False,
-)
-
-CSV_LAYOUTS: tuple[CsvLayout, ...] = (
-    SPOT_TRADES,
-    UM_TRADES,
-    CM_TRADES,
-    CM_TRADES_ARCHIVE,
-    SPOT_AGGTRADES,
-    UM_AGGTRADES,
-    BOOKTICKER_SPOT_CAPTURE,
-    BOOKTICKER_FUTURES_CAPTURE,
-    BOOKTICKER_ARCHIVE,
-    KLINES,
-)
-
-
-def layout_for_header(header: Sequence[str]) -> CsvLayout | None:
-    """The layout whose columns are exactly ``header`` (or, failing that, all present in it)."""
-    names = [h.strip() for h in header]
-    for lay in CSV_LAYOUTS:
-        if list(lay.columns) == names:
-            return lay
-    have = set(names)
-    for lay in CSV_LAYOUTS:
-        if set(lay.columns) == have:
-            return lay
-    for lay in CSV_LAYOUTS:
-        if {c for _, c in lay.fields} <= have:
-            return lay
-    return None
-
-
-def _is_int(s: str) -> bool:
-    return s.strip().isdigit()
-
-
-def _is_bool(s: str) -> bool:
-    return s.strip().lower() in ("true", "false")
-
-
-def layout_for_row(row: Sequence[str]) -> CsvLayout | None:
-    """The layout of a header-less file from its first data row (field count and shapes)."""
-    n = len(row)
-    if n == 0 or not _is_int(row[0]):
-        return None
-    if n == 7 and _is_bool(row[5]) and _is_bool(row[6]):
-        return SPOT_TRADES
-    if n == 7 and _is_int(row[5]) and _is_bool(row[6]):
-        return UM_AGGTRADES
-    if n == 7 and _is_int(row[5]) and _is_int(row[6]):
-        return BOOKTICKER_ARCHIVE
-    if n == 8 and _is_int(row[5]) and _is_bool(row[6]):
-        return SPOT_AGGTRADES
-    if n == 6 and _is_int(row[4]) and _is_bool(row[5]):
-        return UM_TRADES
-    if n == 5 and _is_int(row[3]) and _is_bool(row[4]):
-        return CM_TRADES
-    if n == 12 and _is_int(row[6]):
-        return KLINES
-    return None
-
-
-def _csv_value(kind: FieldKind, col: str, s: str) -> Any:
-    """One CSV field parsed (not checked: the value rules come after, on the whole row)."""
-    if kind in ("id", "time", "count"):
-        try:
-            v = int(s)
-        except ValueError:
-            raise BadMessage(f"{col} is not an integer: {_short(s)}") from None
-        if not MIN_INT64 <= v <= MAX_INT64:
-            raise BadMessage(f"{col} is out of range: {_short(s)}")
-        return to_ms(v) if kind == "time" else v
-    if kind == "bool":
-        t = s.strip().lower()
-        if t not in ("true", "false"):
-            raise BadMessage(f"{col} is not true/false: {_short(s)}")
-        return t == "true"
-    try:
-        return float(s)
-    except ValueError:
-        raise BadMessage(f"{col} is not a number: {_short(s)}") from None
-
-
-def rule_columns(kind: Literal["trade", "book", "kline"], values: Mapping[str, Any]) -> dict[str, Any]:
-    """CSV output fields (columns or scalars) under the names of :mod:`rtqis.schemas.rows` (a trade's
-    ``time`` is its ``trade_time``), to be checked with :func:`~rtqis.schemas.rows.check_columns`."""
-    if kind == "trade":
-        return {("trade_time" if k == "time" else k): v for k, v in values.items()}
-    return dict(values)
-
-
-def parse_csv_fields(
-    layout: CsvLayout, row: Sequence[str], index: Mapping[str, int] | None = None, width: int | None = None
-) -> tuple[Any, ...]:
-    """One CSV row parsed into ``layout.out_fields`` order, without the value rules (see
-    :func:`parse_csv_row`); raise :class:`BadMessage` if a field is not a number, integer or flag."""
-    idx = index if index is not None else layout.index()
-    n = width if width is not None else layout.width
-    if len(row) != n:
-        names = f" ({','.join(layout.columns)})" if n == layout.width else ""
-        raise BadMessage(f"expected {n} fields{names}, got {len(row)}")
-    cols = dict(layout.fields)
-    return tuple(_csv_value(FIELD_KINDS[f], cols[f], row[idx[f]]) for f in layout.out_fields)
-
-
-def parse_csv_row(
-    layout: CsvLayout, row: Sequence[str], index: Mapping[str, int] | None = None, width: int | None = None
-) -> tuple[Any, ...]:
-    """One CSV row as a tuple in ``layout.out_fields`` order; raise :class:`BadMessage` if unusable.
-
-    ``index`` maps output fields to positions (from :meth:`CsvLayout.index` of the file's header) and
-    ``width`` is the file's field count; by default the layout's own columns. Times are normalised to
-    ms; then the value rules of :mod:`rtqis.schemas.rows` (the reason is theirs).
-    """
-    out = parse_csv_fields(layout, row, index, width)
-    _check(layout.kind, rule_columns(layout.kind, dict(zip(layout.out_fields, out, strict=True))))
-    return out

@@ -6,7 +6,7 @@ Inputs (recognised by content, see :func:`detect_format`; ``.zip`` and gzip are 
 
 * Binance public-archive CSVs (data.binance.vision): spot / USD-M / COIN-M trades, spot / futures
   aggTrades, bookTicker and klines, with or without header (layouts in
-  :mod:`rtqis.producers.binance_format`). A ``.zip`` as downloaded is streamed from its single member.
+  :mod:`rtqis.producers.binance_csv`). A ``.zip`` as downloaded is streamed from its single member.
 * Raw WebSocket captures (``shared/data/binance/streams_raw/*.gz``): one message per line,
   ``<local receive time> <JSON>`` (receive time in ns, or seconds with a fraction), usually gzip.
   Trades, aggTrades and bookTickers are used; depth diffs and REST snapshots are skipped silently.

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from rtqis.intervals import interval_from_bounds
+from rtqis.producers import binance_csv as bc
 from rtqis.producers import binance_format as bf
 from rtqis.producers.files.chunks import BadRow, Kind, KlineChunk, SourceChunk
 from rtqis.producers.files.detection import FileInfo
@@ -110,7 +111,7 @@ class CsvReader(Reader):
             values, rows, bad = self._parse_slow(first_line, block)
         else:
             values, rows, bad = self._parse_fast(first_line, block, df)
-        good, reasons = check_columns(lay.kind, bf.rule_columns(lay.kind, values), len(rows))
+        good, reasons = check_columns(lay.kind, bc.rule_columns(lay.kind, values), len(rows))
         if reasons:
             lines = block.split(b"\n")
             for i, reason in reasons:
@@ -129,8 +130,8 @@ class CsvReader(Reader):
         exprs = []
         for fld in lay.out_fields:
             c = pl.col(f"c{self.col_index[fld]}")
-            kind = bf.FIELD_KINDS[fld]
-            if kind in ("id", "time", "count"):
+            kind = bc.FIELD_KINDS[fld]
+            if kind in ("int", "time"):
                 e = c.cast(pl.Int64, strict=False)
             elif kind == "bool":
                 low = c.str.to_lowercase()
@@ -147,7 +148,7 @@ class CsvReader(Reader):
         values: dict[str, np.ndarray] = {}
         for fld in lay.out_fields:
             s = out[fld]
-            kind = bf.FIELD_KINDS[fld]
+            kind = bc.FIELD_KINDS[fld]
             if s.null_count():
                 unread |= s.is_null().to_numpy()
                 s = s.fill_null(False if kind == "bool" else 0)
@@ -188,7 +189,7 @@ class CsvReader(Reader):
         except UnicodeDecodeError:
             raise bf.BadMessage("line is not valid UTF-8 text") from None
         row = next(csv.reader([text]), [])
-        return bf.parse_csv_fields(self.layout, row, self.col_index, self.width)
+        return bc.parse_csv_fields(self.layout, row, self.col_index, self.width)
 
     def _parse_slow(self, first_line: int, block: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, list[BadRow]]:
         """Parse line by line in Python (a block polars cannot read as a whole, e.g. a short row)."""
@@ -207,8 +208,8 @@ class CsvReader(Reader):
         values: dict[str, np.ndarray] = {}
         cols = list(zip(*rows, strict=True)) if rows else [() for _ in self.layout.out_fields]
         for fld, col in zip(self.layout.out_fields, cols, strict=True):
-            kind = bf.FIELD_KINDS[fld]
-            dtype = np.int64 if kind in ("id", "time", "count") else np.bool_ if kind == "bool" else np.float64
+            kind = bc.FIELD_KINDS[fld]
+            dtype = np.int64 if kind in ("int", "time") else np.bool_ if kind == "bool" else np.float64
             values[fld] = np.array(col, dtype=dtype)
         return values, np.array(kept, dtype=np.int64), bad
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from rtqis.errors import IntervalError, RtqisError
 from rtqis.intervals import stored_interval_ms
-from rtqis.producers import binance_format as bf
+from rtqis.producers import binance_csv as bc
 from rtqis.producers.files.opening import Opened
 
 __all__ = ["CAPTURE_LINE", "EXPECTED", "FileFormat", "FileInfo", "SourceFormatError", "detect_format", "inspect_file"]
@@ -56,7 +56,7 @@ class FileInfo:
     symbol: str | None
     compression: Literal["zip", "gzip"] | None = None
     member: str | None = None
-    layout: bf.CsvLayout | None = None
+    layout: bc.CsvLayout | None = None
     has_header: bool = False
     header: tuple[str, ...] | None = None
     interval: str | None = None
@@ -159,10 +159,10 @@ def inspect_file(path: str | Path, *, symbol: str | None = None) -> FileInfo:
     if CAPTURE_LINE.match(line):
         return FileInfo(p, FileFormat.RAW_WS_CAPTURE, sym, compression, member)
     row = next(csv.reader([text]))
-    lay = bf.layout_for_row(row)
+    lay = bc.layout_for_row(row)
     has_header = False
     if lay is None:
-        lay = bf.layout_for_header(row)
+        lay = bc.layout_for_header(row)
         has_header = lay is not None
     if lay is None:
         raise _fail(p, f"first line is not a known layout: {text[:80]!r}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from rtqis.producers import binance_format as bf
+from rtqis.producers import binance_csv as bc
 from rtqis.producers.files.chunks import NEG_INF, BadRow, Kind, KlineChunk, SourceChunk
 from rtqis.producers.files.detection import FileInfo
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME
@@ -76,7 +76,7 @@ class Reader:
     def _empty(self, bad: list[BadRow]) -> SourceChunk | KlineChunk:
         sym = self.info.symbol or "?"
         if self.info.kind == "kline":
-            return KlineChunk(sym, self.info.interval, {f: np.empty(0) for f in bf.KLINES.out_fields}, bad, self.file)
+            return KlineChunk(sym, self.info.interval, {f: np.empty(0) for f in bc.KLINES.out_fields}, bad, self.file)
         kind: Kind = "book" if self.info.kind == "book" else "trade"
         ftype = TRADE_FRAME if kind == "trade" else BOOK_FRAME
         cols: dict[str, np.ndarray | None] = {k: np.empty(0, dtype=d) for k, d in ftype.dtypes.items()}
