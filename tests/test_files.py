@@ -200,6 +200,22 @@ def test_klines_file() -> None:
         merge_sources([path])
 
 
+@pytest.mark.parametrize(
+    ("name", "interval"),
+    [
+        ("ETHUSDT-5m-2024-08-08.csv", "5m"),  # the name says it (rtqis.intervals accepts it)
+        ("ETHUSDT-1w-2024-08.csv", "1w"),  # calendar intervals are named too
+        ("ETHUSDT-klines-2024-08-08.csv", "1m"),  # no interval in the name: close - open + 1 of a row
+    ],
+)
+def test_kline_interval_from_name_else_from_the_rows(tmp_path: Path, name: str, interval: str) -> None:
+    path = tmp_path / name
+    t = 1_723_161_180_000
+    path.write_text(f"{t},1,2,0.5,1.5,10,{t + 59_999},15,3,5,7.5,0\n")
+    (k,) = list(iter_file(path))
+    assert isinstance(k, KlineChunk) and k.interval == interval
+
+
 # --------------------------------------------------------------------------------------------------
 # Containers and layouts
 

@@ -64,6 +64,7 @@ class FileInfo:
 
     @property
     def kind(self) -> Literal["trade", "book", "kline", "mixed"]:
+        """What the file's rows are: one kind, or ``mixed`` for a raw capture (trades and book tickers)."""
         if self.format is FileFormat.RAW_WS_CAPTURE:
             return "mixed"
         if self.format is FileFormat.PARQUET_TRADES:

@@ -29,6 +29,7 @@ def make_reader(
     chunk_rows: int,
     symbols: frozenset[str] | None,
 ) -> Reader:
+    """The reader of ``info``'s format; ``index`` orders equal times across files in a merge."""
     kw: dict[str, Any] = {"start_ms": start_ms, "end_ms": end_ms, "symbols": symbols}
     if info.format is FileFormat.RAW_WS_CAPTURE:
         return CaptureReader(info, index, chunk_rows, symbol, **kw)
