@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtqis.producers import binance_csv as bc
 from rtqis.producers import binance_format as bf
 from rtqis.producers.files import SourceChunk, iter_file
+from rtqis.schemas import rows
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
-from rtqis.schemas.rows import check_columns, first_problem
+from rtqis.schemas.rows import RowKind, check_columns, first_problem
 
 T0 = 1_723_161_255_342
 
@@ -237,3 +241,58 @@ def test_absent_optional_columns_are_not_checked_and_klines_have_their_rules() -
     kline = {"open": [1.0, 1.0, 1.0], "high": [2.0, 1.0, 2.0], "low": [1.0, 1.5, 1.0], "volume": [0.0, 1.0, -1.0]}
     good, bad = check_columns("kline", {k: np.array(v) for k, v in kline.items()}, 3)
     assert good.tolist() == [True, False, False] and bad == [(1, "high < low"), (2, "volume < 0")]
+
+
+# mostly good values, so that a column with one bad value among good ones is common
+_FLOATS = st.sampled_from([1.0, 2.5, 1e-300, 1e300] * 3 + [0.0, -0.0, -1.0, math.nan, math.inf, -math.inf])
+_INTS = st.sampled_from([1, 2, 3] * 3 + [0, -1])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    kind=st.sampled_from(["trade", "book", "kline"]),
+    n=st.integers(1, 4),
+    data=st.data(),
+)
+def test_the_fast_all_good_check_agrees_with_the_rules(kind: RowKind, n: int, data: st.DataObject) -> None:
+    # clean columns short-cut the masks: that short cut must never pass a row a rule rejects, nor stop a clean one
+    cols: dict[str, Any] = {}
+    for name, rule in rows._RULES[kind].items():
+        if rule in ("id", "time"):
+            cols[name] = np.array(data.draw(st.lists(_INTS, min_size=n, max_size=n)), dtype=np.int64)
+        else:
+            cols[name] = np.array(data.draw(st.lists(_FLOATS, min_size=n, max_size=n)))
+    slow_bad = np.zeros(n, dtype=bool)
+    for mask, _ in rows._checks(kind, cols):
+        slow_bad |= mask
+    assert rows._all_good(kind, cols) == (not slow_bad.any())
+    good, _ = check_columns(kind, cols, n)
+    assert good.tolist() == (~slow_bad).tolist()
+
+
+def _clean(kind: RowKind, n: int) -> dict[str, Any]:
+    cols: dict[str, Any] = {}
+    for name, rule in rows._RULES[kind].items():
+        cols[name] = np.arange(1, n + 1, dtype=np.int64) if rule in ("id", "time") else np.full(n, 2.0)
+    if kind == "book":
+        cols["ask_price"] = np.full(n, 3.0)
+    if kind == "kline":
+        cols["low"] = np.full(n, 1.0)
+    return cols
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "rule"), [(k, f, r) for k in ("trade", "book", "kline") for f, r in rows._RULES[k].items()]
+)
+def test_one_bad_value_in_any_column_is_caught_by_both_checks(kind: RowKind, name: str, rule: str) -> None:
+    assert rows._all_good(kind, _clean(kind, 3)) and check_columns(kind, _clean(kind, 3), 3)[1] == []
+    bad_values: list[Any] = {"id": [-1], "time": [0, -1], "pos": [0.0, -1.0, math.nan, math.inf, -math.inf]}.get(
+        rule, [-1.0, math.nan, math.inf]
+    )
+    for v in bad_values:
+        cols = _clean(kind, 3)
+        cols[name] = cols[name].copy()
+        cols[name][1] = v
+        assert not rows._all_good(kind, cols), (name, v)
+        good, reasons = check_columns(kind, cols, 3)
+        assert good.tolist() == [True, False, True] and reasons[0][0] == 1 and reasons[0][1].startswith(name)
