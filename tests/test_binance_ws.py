@@ -492,7 +492,7 @@ def test_bad_frames_are_yielded_counted_and_the_stream_goes_on() -> None:
     first_trade = next(orjson.loads(f)["data"]["t"] for f in good if stream_of(f) == "btcusdt@trade")
     bad: list[tuple[str | bytes, str]] = [
         ("this is not json{", "not valid JSON"),
-        (_trade(first_trade + 10_000, p="-1"), "price ('p') must be > 0"),
+        (_trade(first_trade + 10_000, p="-1"), "price <= 0"),
         (_trade(first_trade + 10_000, s="XRPUSDT"), "unknown symbol"),
         (b"\x00\xff\x81garbage\xfe", "not valid JSON"),  # a binary frame
         (_trade(first_trade + 10_000, q=None), "missing field quantity"),

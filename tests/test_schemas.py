@@ -219,6 +219,15 @@ def test_frame_columns_of_unequal_length_or_wrong_type_are_rejected() -> None:
         decode(json.dumps(doc).encode(), good.headers)
 
 
+def test_split_cuts_a_frame_into_views_of_at_most_max_ticks() -> None:
+    f = _trade_frame(10)
+    parts = f.split(4)
+    assert [len(p) for p in parts] == [4, 4, 2]
+    assert np.concatenate([p.cols["trade_id"] for p in parts]).tolist() == f.cols["trade_id"].tolist()  # type: ignore[misc, union-attr]
+    assert all(np.shares_memory(p.cols["price"], f.cols["price"]) for p in parts)  # type: ignore[arg-type]
+    assert f.split(10) == [f] and f.split(None) == [f] and f.take(np.zeros(10, dtype=bool)).split(3) == []
+
+
 def test_frame_validation_flags_each_bad_row_with_its_reason() -> None:
     f = _trade_frame(6)
     f.cols["price"][1] = -1.0  # type: ignore[index]
@@ -233,7 +242,7 @@ def test_frame_validation_flags_each_bad_row_with_its_reason() -> None:
         for i, (b, a) in enumerate([(1.0, 2.0), (2.0, 2.0), (3.0, 2.5)])
     ]
     good, bad = validate_book_frame(Frame.from_rows(BOOK_FRAME, rows))
-    assert good.tolist() == [True, False, False] and {r for _, r in bad} == {"crossed book: bid >= ask"}
+    assert good.tolist() == [True, False, False] and {r for _, r in bad} == {"crossed book: bid_price >= ask_price"}
 
 
 def test_models_reject_non_positive_or_non_finite_prices() -> None:

@@ -1,7 +1,8 @@
-"""Normalisers for Binance market-data payloads: WebSocket messages and public-archive CSV rows.
+"""Normalisers for Binance WebSocket payloads, and the value conventions every Binance format shares.
 
-Pure functions, no I/O: the live WebSocket client and the file source (:mod:`rtqis.producers.files`)
-both turn Binance's text into our models/columns here, so that the two agree on every rule.
+Pure functions, no I/O: the live WebSocket client and the capture reader of the file source
+(:mod:`rtqis.producers.files`) both turn Binance's messages into our models/columns here, so that the
+two agree on every rule; archive CSV rows are :mod:`rtqis.producers.binance_csv`.
 
 Units and conventions (the same as :mod:`rtqis.schemas.models`):
 
@@ -11,26 +12,23 @@ Units and conventions (the same as :mod:`rtqis.schemas.models`):
   division (:func:`to_ms`): sub-millisecond precision is dropped on purpose (our schemas are ms).
 * Prices and quantities arrive as decimal strings (``"61737.63000000"``) and are stored as float64:
   ``float(text)`` is the correctly rounded nearest double of the exact decimal.
-* A trade needs price > 0 and qty > 0; a book ticker needs both prices and both quantities > 0 and
-  bid < ask; a depth diff may carry qty 0 (level removed) but never a price <= 0. Anything else is
-  rejected with :class:`BadMessage`, whose ``reason`` is one short sentence naming the field.
+* What a trade, book ticker or kline row must satisfy (finite prices > 0, ids >= 0, times > 0, bid <
+  ask, ...) is :mod:`rtqis.schemas.rows`, the rules every reader, the worker and the sink share; this
+  module checks that each field *is* a number, integer or flag, then asks those rules. A depth diff
+  may carry qty 0 (level removed) but never a price <= 0. Anything else is rejected with
+  :class:`BadMessage`, whose ``reason`` is one short sentence naming the field.
 
 WebSocket payloads handled by :func:`parse_ws_message` (bare or in the combined-stream wrapper
 ``{"stream": ..., "data": ...}``): ``trade``, ``aggTrade``, ``bookTicker`` (spot: no ``e`` and no event
 time; futures: ``e``, ``E`` and ``T``), ``depthUpdate``, subscription replies ``{"result": null, "id": N}``
 and, as ``ControlEvent(kind="other")``, error replies, ``serverShutdown`` and REST depth snapshots.
-
-CSV layouts of data.binance.vision (see ``shared/data/README.md``) are described by :class:`CsvLayout`
-objects; :func:`layout_for_header` / :func:`layout_for_row` recognise them and :func:`parse_csv_row`
-converts one row with the same rules as above (the file source uses a vectorised twin of it and falls
-back to it row by row to explain rejected rows).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,26 +38,16 @@ from pydantic import ValidationError
 
 from rtqis.errors import RtqisError
 from rtqis.schemas.models import BookTicker, Trade
+from rtqis.schemas.rows import RowKind, first_problem
 
 __all__ = [
-    "BOOKTICKER_ARCHIVE",
-    "BOOKTICKER_FUTURES_CAPTURE",
-    "BOOKTICKER_SPOT_CAPTURE",
-    "CM_TRADES",
-    "CM_TRADES_ARCHIVE",
-    "CSV_LAYOUTS",
-    "FIELD_KINDS",
-    "KLINES",
     "MAX_INT64",
-    "SPOT_AGGTRADES",
-    "SPOT_TRADES",
-    "UM_AGGTRADES",
-    "UM_TRADES",
+    "MIN_INT64",
     "AggTradeEvent",
     "BadMessage",
+    "check_row",
     "BookEvent",
     "ControlEvent",
-    "CsvLayout",
     "DepthDiffEvent",
     "TradeEvent",
     "WsEvent",
@@ -67,10 +55,8 @@ __all__ = [
     "book_fields",
     "classify_payload",
     "depth_fields",
-    "layout_for_header",
-    "layout_for_row",
-    "parse_csv_row",
     "parse_ws_message",
+    "short_repr",
     "to_ms",
     "to_ms_array",
     "trade_fields",
@@ -79,6 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
 _US_FROM = 10**14  # epoch ms reaches 1e14 in the year 5138; epoch us is ~1.7e15 today
 _NS_FROM = 10**17  # epoch ns is ~1.7e18 today
 _FINF = math.inf
@@ -166,7 +153,8 @@ def to_ms_array(t: np.ndarray) -> np.ndarray:
     return np.where(t >= _NS_FROM, t // 1_000_000, np.where(t >= _US_FROM, t // 1_000, t))
 
 
-def _short(v: Any) -> str:
+def short_repr(v: Any) -> str:
+    """``repr(v)`` cut to 40 characters, to quote a bad value in a reason."""
     s = repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
@@ -178,12 +166,13 @@ def _get(d: Mapping[str, Any], key: str, what: str) -> Any:
         raise BadMessage(f"missing field {what} ({key!r})") from None
 
 
-def _float(v: Any, key: str, what: str) -> float:
+def _number(v: Any, key: str, what: str) -> float:
+    """A JSON number or decimal string as a float (any float: whether it is usable is a row rule)."""
     if isinstance(v, str):
         try:
             x = float(v)
         except ValueError:
-            raise BadMessage(f"{what} ({key!r}) is not a number: {_short(v)}") from None
+            raise BadMessage(f"{what} ({key!r}) is not a number: {short_repr(v)}") from None
     elif isinstance(v, int | float) and not isinstance(v, bool):
         try:
             x = float(v)
@@ -191,22 +180,25 @@ def _float(v: Any, key: str, what: str) -> float:
             raise BadMessage(f"{what} ({key!r}) is out of range") from None
     else:
         raise BadMessage(f"{what} ({key!r}) has the wrong type: {type(v).__name__}")
+    return x
+
+
+def _float(v: Any, key: str, what: str) -> float:
+    """A finite number (depth levels, which are not rows with rules of their own)."""
+    x = _number(v, key, what)
     if not math.isfinite(x):
-        raise BadMessage(f"{what} ({key!r}) is not a finite number: {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) is not a finite number: {short_repr(v)}")
     return x
 
 
-def _positive(d: Mapping[str, Any], key: str, what: str) -> float:
-    x = _float(_get(d, key, what), key, what)
-    if x <= 0:
-        raise BadMessage(f"{what} ({key!r}) must be > 0, got {_short(d[key])}")
-    return x
+def _field_number(d: Mapping[str, Any], key: str, what: str) -> float:
+    return _number(_get(d, key, what), key, what)
 
 
 def _nonneg(v: Any, key: str, what: str) -> float:
     x = _float(v, key, what)
     if x < 0:
-        raise BadMessage(f"{what} ({key!r}) must be >= 0, got {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) must be >= 0, got {short_repr(v)}")
     return x
 
 
@@ -215,15 +207,33 @@ def _int(d: Mapping[str, Any], key: str, what: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
     if not 0 <= v <= MAX_INT64:
-        raise BadMessage(f"{what} ({key!r}) is out of range: {_short(v)}")
+        raise BadMessage(f"{what} ({key!r}) is out of range: {short_repr(v)}")
     return v
 
 
 def _time(d: Mapping[str, Any], key: str, what: str) -> int:
+    """A depth diff's time (depth diffs are not rows of :mod:`rtqis.schemas.rows`): > 0, cut to ms."""
     t = _int(d, key, what)
     if t <= 0:
         raise BadMessage(f"{what} ({key!r}) must be > 0, got {t}")
     return to_ms(t)
+
+
+def _int64(d: Mapping[str, Any], key: str, what: str) -> int:
+    """Any 64-bit integer (ids and times: their sign is a row rule)."""
+    v = _get(d, key, what)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadMessage(f"{what} ({key!r}) must be an integer, got {type(v).__name__}")
+    if not MIN_INT64 <= v <= MAX_INT64:
+        raise BadMessage(f"{what} ({key!r}) is out of range: {short_repr(v)}")
+    return v
+
+
+def check_row(kind: RowKind, row: Mapping[str, Any]) -> None:
+    """Raise :class:`BadMessage` with the reason of :mod:`rtqis.schemas.rows` if the row breaks a rule."""
+    reason = first_problem(kind, row)
+    if reason is not None:
+        raise BadMessage(reason)
 
 
 def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
@@ -236,10 +246,10 @@ def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
 def _symbol(d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None) -> str:
     v = _get(d, "s", "symbol")
     if not isinstance(v, str) or not v:
-        raise BadMessage(f"symbol ('s') must be a non-empty string, got {_short(v)}")
+        raise BadMessage(f"symbol ('s') must be a non-empty string, got {short_repr(v)}")
     s = v.upper()
     if symbols is not None and s not in symbols:
-        raise BadMessage(f"unknown symbol {_short(s)}")
+        raise BadMessage(f"unknown symbol {short_repr(s)}")
     return s
 
 
@@ -272,7 +282,7 @@ def classify_payload(obj: Any) -> tuple[PayloadKind, dict[str, Any]]:
         return e, obj
     if e == "serverShutdown":
         return "other", obj
-    raise BadMessage(f"event type ('e') {_short(e)} is not supported")
+    raise BadMessage(f"event type ('e') {short_repr(e)} is not supported")
 
 
 def trade_fields(
@@ -299,32 +309,27 @@ def trade_fields(
                 return s, tid, pf, qf, tt, et, m
     except (KeyError, ValueError, TypeError):
         pass
-    return (
-        _symbol(d, symbols),
-        _int(d, "t", "trade id"),
-        _positive(d, "p", "price"),
-        _positive(d, "q", "quantity"),
-        _time(d, "T", "trade time"),
-        _time(d, "E", "event time"),
-        _bool(d, "m", "buyer-maker flag"),
-    )
+    s = _symbol(d, symbols)
+    tid = _int64(d, "t", "trade id")
+    p, q = _field_number(d, "p", "price"), _field_number(d, "q", "quantity")
+    tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
+    m = _bool(d, "m", "buyer-maker flag")
+    check_row("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    return s, tid, p, q, to_ms(tt), to_ms(et), m
 
 
 def agg_trade_fields(
     d: Mapping[str, Any], symbols: set[str] | frozenset[str] | None = None
 ) -> tuple[str, int, float, float, int, int, bool, int, int]:
     """Like :func:`trade_fields` for an aggTrade (id = aggregate id ``a``), plus first and last trade id."""
-    return (
-        _symbol(d, symbols),
-        _int(d, "a", "aggregate trade id"),
-        _positive(d, "p", "price"),
-        _positive(d, "q", "quantity"),
-        _time(d, "T", "trade time"),
-        _time(d, "E", "event time"),
-        _bool(d, "m", "buyer-maker flag"),
-        _int(d, "f", "first trade id"),
-        _int(d, "l", "last trade id"),
-    )
+    s = _symbol(d, symbols)
+    tid = _int64(d, "a", "aggregate trade id")
+    p, q = _field_number(d, "p", "price"), _field_number(d, "q", "quantity")
+    tt, et = _int64(d, "T", "trade time"), _int64(d, "E", "event time")
+    m = _bool(d, "m", "buyer-maker flag")
+    first, last = _int(d, "f", "first trade id"), _int(d, "l", "last trade id")
+    check_row("trade", {"trade_id": tid, "price": p, "qty": q, "trade_time": tt, "event_time": et})
+    return s, tid, p, q, to_ms(tt), to_ms(et), m, first, last
 
 
 def book_fields(
@@ -351,15 +356,13 @@ def book_fields(
     except (KeyError, ValueError, TypeError):
         pass
     s = _symbol(d, symbols)
-    uid = _int(d, "u", "update id")
-    bid = _positive(d, "b", "bid price")
-    bq = _positive(d, "B", "bid quantity")
-    ask = _positive(d, "a", "ask price")
-    aq = _positive(d, "A", "ask quantity")
-    if bid >= ask:
-        raise BadMessage(f"crossed book: bid price ('b') {bid} >= ask price ('a') {ask}")
-    et = _time(d, "E", "event time") if "E" in d else None
-    return s, uid, bid, bq, ask, aq, et
+    uid = _int64(d, "u", "update id")
+    bid, bq = _field_number(d, "b", "bid price"), _field_number(d, "B", "bid quantity")
+    ask, aq = _field_number(d, "a", "ask price"), _field_number(d, "A", "ask quantity")
+    et = _int64(d, "E", "event time") if "E" in d else None
+    row = {"update_id": uid, "bid_price": bid, "bid_qty": bq, "ask_price": ask, "ask_qty": aq, "event_time": et}
+    check_row("book", row)
+    return s, uid, bid, bq, ask, aq, (to_ms(et) if et is not None else None)
 
 
 def _levels(d: Mapping[str, Any], key: str, what: str) -> list[tuple[float, float]]:
@@ -369,10 +372,10 @@ def _levels(d: Mapping[str, Any], key: str, what: str) -> list[tuple[float, floa
     out = []
     for lvl in v:
         if not isinstance(lvl, list) or len(lvl) < 2:
-            raise BadMessage(f"{what} ({key!r}) has a level that is not [price, qty]: {_short(lvl)}")
+            raise BadMessage(f"{what} ({key!r}) has a level that is not [price, qty]: {short_repr(lvl)}")
         p = _float(lvl[0], key, f"{what} price")
         if p <= 0:
-            raise BadMessage(f"{what} price ({key!r}) must be > 0, got {_short(lvl[0])}")
+            raise BadMessage(f"{what} price ({key!r}) must be > 0, got {short_repr(lvl[0])}")
         out.append((p, _nonneg(lvl[1], key, f"{what} quantity")))
     return out
 
@@ -444,264 +447,3 @@ def _trade_kw(s: str, tid: int, p: float, q: float, tt: int, et: int, recv: int,
         "recv_time": recv,
         "buyer_maker": m,
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# Archive CSV layouts
-
-FieldKind = Literal["id", "pos", "nonneg", "time", "bool", "count"]
-
-FIELD_KINDS: dict[str, FieldKind] = {
-    # trades
-    "trade_id": "id",
-    "price": "pos",
-    "qty": "pos",
-    "time": "time",
-    "buyer_maker": "bool",
-    # book tickers
-    "update_id": "id",
-    "bid_price": "pos",
-    "bid_qty": "pos",
-    "ask_price": "pos",
-    "ask_qty": "pos",
-    "event_time": "time",
-    "transaction_time": "time",
-    "recv_time": "time",
-    # klines
-    "open_time": "time",
-    "open": "pos",
-    "high": "pos",
-    "low": "pos",
-    "close": "pos",
-    "volume": "nonneg",
-    "close_time": "time",
-    "quote_volume": "nonneg",
-    "count": "count",
-    "taker_buy_volume": "nonneg",
-    "taker_buy_quote_volume": "nonneg",
-}
-"""How each output field of a CSV row is parsed and checked."""
-
-
-@dataclass(frozen=True, slots=True)
-class CsvLayout:
-    """One CSV layout: the file's columns (in order) and which output field each used column fills.
-
-    ``format`` is the :class:`rtqis.producers.files.FileFormat` value; ``header`` whether files of this
-    layout normally start with a header line (both are accepted when reading).
-    """
-
-    format: str
-    kind: Literal["trade", "book", "kline"]
-    columns: tuple[str, ...]
-    fields: tuple[tuple[str, str], ...]  # (output field, column name)
-    header: bool
-
-    @property
-    def out_fields(self) -> tuple[str, ...]:
-        return tuple(f for f, _ in self.fields)
-
-    def index(self, header: Sequence[str] | None = None) -> dict[str, int]:
-        """Output field -> column position, from the header line if there is one."""
-        cols = [c.strip() for c in header] if header is not None else list(self.columns)
-        return {f: cols.index(c) for f, c in self.fields}
-
-    @property
-    def width(self) -> int:
-        return len(self.columns)
-
-
-def _layout(fmt: str, kind: Literal["trade", "book", "kline"], cols: str, fields: str, header: bool) -> CsvLayout:
-    pairs = tuple(tuple(p.split("=")) if "=" in p else (p, p) for p in fields.split(","))
-    return CsvLayout(fmt, kind, tuple(cols.split(",")), pairs, header)  # type: ignore[arg-type]
-
-
-SPOT_TRADES = _layout(
-    "spot_trades",
-    "trade",
-    "id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch",
-    "trade_id=id,price,qty,time,buyer_maker=isBuyerMaker",
-    header=False,
-)
-UM_TRADES = _layout(
-    "um_trades",
-    "trade",
-    "id,price,qty,quote_qty,time,is_buyer_maker",
-    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-CM_TRADES = _layout(
-    "cm_trades",
-    "trade",
-    "id,price,qty_contracts,time,is_buyer_maker",
-    "trade_id=id,price,qty=qty_contracts,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-CM_TRADES_ARCHIVE = _layout(  # COIN-M as published on data.binance.vision: qty in contracts + base qty
-    "cm_trades",
-    "trade",
-    "id,price,qty,base_qty,time,is_buyer_maker",
-    "trade_id=id,price,qty,time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-SPOT_AGGTRADES = _layout(
-    "spot_aggtrades",
-    "trade",
-    "agg_id,price,qty,first_id,last_id,time,isBuyerMaker,isBestMatch",
-    "trade_id=agg_id,price,qty,time,buyer_maker=isBuyerMaker",
-    header=False,
-)
-UM_AGGTRADES = _layout(
-    "um_aggtrades",
-    "trade",
-    "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker",
-    "trade_id=agg_trade_id,price,qty=quantity,time=transact_time,buyer_maker=is_buyer_maker",
-    header=True,
-)
-BOOKTICKER_SPOT_CAPTURE = _layout(  # shared/data/binance/bookticker/*-spot-*: no exchange time
-    "bookticker",
-    "book",
-    "local_recv_ns,update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
-    "recv_time=local_recv_ns",
-    header=True,
-)
-BOOKTICKER_FUTURES_CAPTURE = _layout(  # shared/data/binance/bookticker/*-um-*, *-cm-*
-    "bookticker",
-    "book",
-    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time,local_recv_ns",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,"
-    "event_time,recv_time=local_recv_ns",
-    header=True,
-)
-BOOKTICKER_ARCHIVE = _layout(  # futures bookTicker as published on data.binance.vision
-    "bookticker",
-    "book",
-    "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time",
-    "update_id,bid_price=best_bid_price,bid_qty=best_bid_qty,ask_price=best_ask_price,ask_qty=best_ask_qty,event_time",
-    header=True,
-)
-KLINES = _layout(
-    "klines",
-    "kline",
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore",
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume",
-    header=False,
-)
-
-CSV_LAYOUTS: tuple[CsvLayout, ...] = (
-    SPOT_TRADES,
-    UM_TRADES,
-    CM_TRADES,
-    CM_TRADES_ARCHIVE,
-    SPOT_AGGTRADES,
-    UM_AGGTRADES,
-    BOOKTICKER_SPOT_CAPTURE,
-    BOOKTICKER_FUTURES_CAPTURE,
-    BOOKTICKER_ARCHIVE,
-    KLINES,
-)
-
-
-def layout_for_header(header: Sequence[str]) -> CsvLayout | None:
-    """The layout whose columns are exactly ``header`` (or, failing that, all present in it)."""
-    names = [h.strip() for h in header]
-    for lay in CSV_LAYOUTS:
-        if list(lay.columns) == names:
-            return lay
-    have = set(names)
-    for lay in CSV_LAYOUTS:
-        if set(lay.columns) == have:
-            return lay
-    for lay in CSV_LAYOUTS:
-        if {c for _, c in lay.fields} <= have:
-            return lay
-    return None
-
-
-def _is_int(s: str) -> bool:
-    return s.strip().isdigit()
-
-
-def _is_bool(s: str) -> bool:
-    return s.strip().lower() in ("true", "false")
-
-
-def layout_for_row(row: Sequence[str]) -> CsvLayout | None:
-    """The layout of a header-less file from its first data row (field count and shapes)."""
-    n = len(row)
-    if n == 0 or not _is_int(row[0]):
-        return None
-    if n == 7 and _is_bool(row[5]) and _is_bool(row[6]):
-        return SPOT_TRADES
-    if n == 7 and _is_int(row[5]) and _is_bool(row[6]):
-        return UM_AGGTRADES
-    if n == 7 and _is_int(row[5]) and _is_int(row[6]):
-        return BOOKTICKER_ARCHIVE
-    if n == 8 and _is_int(row[5]) and _is_bool(row[6]):
-        return SPOT_AGGTRADES
-    if n == 6 and _is_int(row[4]) and _is_bool(row[5]):
-        return UM_TRADES
-    if n == 5 and _is_int(row[3]) and _is_bool(row[4]):
-        return CM_TRADES
-    if n == 12 and _is_int(row[6]):
-        return KLINES
-    return None
-
-
-def _csv_value(kind: FieldKind, col: str, s: str) -> Any:
-    if kind in ("id", "time", "count"):
-        try:
-            v = int(s)
-        except ValueError:
-            raise BadMessage(f"{col} is not an integer: {_short(s)}") from None
-        if not 0 <= v <= MAX_INT64:
-            raise BadMessage(f"{col} is out of range: {_short(s)}")
-        if kind == "time":
-            if v <= 0:
-                raise BadMessage(f"{col} must be > 0, got {_short(s)}")
-            return to_ms(v)
-        return v
-    if kind == "bool":
-        t = s.strip().lower()
-        if t not in ("true", "false"):
-            raise BadMessage(f"{col} is not true/false: {_short(s)}")
-        return t == "true"
-    try:
-        x = float(s)
-    except ValueError:
-        raise BadMessage(f"{col} is not a number: {_short(s)}") from None
-    if not math.isfinite(x):
-        raise BadMessage(f"{col} is not a finite number: {_short(s)}")
-    if kind == "pos" and x <= 0:
-        raise BadMessage(f"{col} must be > 0, got {_short(s)}")
-    if kind == "nonneg" and x < 0:
-        raise BadMessage(f"{col} must be >= 0, got {_short(s)}")
-    return x
-
-
-def parse_csv_row(
-    layout: CsvLayout, row: Sequence[str], index: Mapping[str, int] | None = None, width: int | None = None
-) -> tuple[Any, ...]:
-    """One CSV row as a tuple in ``layout.out_fields`` order; raise :class:`BadMessage` if unusable.
-
-    ``index`` maps output fields to positions (from :meth:`CsvLayout.index` of the file's header) and
-    ``width`` is the file's field count; by default the layout's own columns. Times are normalised to
-    ms; book rows must not be crossed.
-    """
-    idx = index if index is not None else layout.index()
-    n = width if width is not None else layout.width
-    if len(row) != n:
-        names = f" ({','.join(layout.columns)})" if n == layout.width else ""
-        raise BadMessage(f"expected {n} fields{names}, got {len(row)}")
-    cols = dict(layout.fields)
-    out = tuple(_csv_value(FIELD_KINDS[f], cols[f], row[idx[f]]) for f in layout.out_fields)
-    if layout.kind == "book":
-        o = dict(zip(layout.out_fields, out, strict=True))
-        if o["bid_price"] >= o["ask_price"]:
-            raise BadMessage(f"crossed book: bid price {o['bid_price']} >= ask price {o['ask_price']}")
-    elif layout.kind == "kline":
-        o = dict(zip(layout.out_fields, out, strict=True))
-        if o["high"] < o["low"]:
-            raise BadMessage(f"high {o['high']} < low {o['low']}")
-    return out

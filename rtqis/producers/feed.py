@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,44 +41,32 @@ class FeedStats:
     dead_lettered: int = 0
 
 
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def trade_frames(b: TradeBatch, max_ticks: int, recv_time: np.ndarray | None = None) -> list[Frame]:
     """Frames of at most ``max_ticks`` trades from a batch (synthetic trades: trade time = event time)."""
-    n = len(b.trade_id)
-    recv = b.event_time if recv_time is None else recv_time
-    out = []
-    for s in _chunks(n, max_ticks):
-        cols: dict[str, np.ndarray | None] = {
-            "trade_id": b.trade_id[s],
-            "price": b.price[s],
-            "qty": b.qty[s],
-            "trade_time": b.event_time[s],
-            "event_time": b.event_time[s],
-            "recv_time": recv[s],
-            "buyer_maker": b.buyer_maker[s],
-        }
-        out.append(Frame(TRADE_FRAME, b.symbol, cols))
-    return out
+    cols = {
+        "trade_id": b.trade_id,
+        "price": b.price,
+        "qty": b.qty,
+        "trade_time": b.event_time,
+        "event_time": b.event_time,
+        "recv_time": b.event_time if recv_time is None else recv_time,
+        "buyer_maker": b.buyer_maker,
+    }
+    return Frame.build(TRADE_FRAME, b.symbol, cols).split(max_ticks)
 
 
 def book_frames(b: BookBatch, max_ticks: int) -> list[Frame]:
-    n = len(b.update_id)
-    out = []
-    for s in _chunks(n, max_ticks):
-        cols: dict[str, np.ndarray | None] = {
-            "update_id": b.update_id[s],
-            "bid_price": b.bid_price[s],
-            "bid_qty": b.bid_qty[s],
-            "ask_price": b.ask_price[s],
-            "ask_qty": b.ask_qty[s],
-            "event_time": b.event_time[s],
-            "recv_time": b.event_time[s],
-        }
-        out.append(Frame(BOOK_FRAME, b.symbol, cols))
-    return out
+    """Frames of at most ``max_ticks`` book tickers from a batch (synthetic: receive time = event time)."""
+    cols = {
+        "update_id": b.update_id,
+        "bid_price": b.bid_price,
+        "bid_qty": b.bid_qty,
+        "ask_price": b.ask_price,
+        "ask_qty": b.ask_qty,
+        "event_time": b.event_time,
+        "recv_time": b.event_time,
+    }
+    return Frame.build(BOOK_FRAME, b.symbol, cols).split(max_ticks)
 
 
 def frame_time(f: Frame) -> int:
@@ -210,7 +198,7 @@ def _send_crossings(
         return trades, books
     cuts: list[tuple[int, int, Any]] = []  # (time of the crossing tick, batch index, head batch)
     rest: dict[int, Any] = {}
-    every = [*trades, *books]
+    every: list[TradeBatch | BookBatch] = [*trades, *books]
     for k, batch in enumerate(every):
         i = int(np.searchsorted(batch.event_time, b, side="left"))
         if i < len(batch.event_time):
@@ -225,7 +213,7 @@ def _send_crossings(
         _publish(producer, [(topic, f) for f in frames], stats)
         every[k] = rest[k]
         producer.poll(0)
-    return every[: len(trades)], every[len(trades) :]
+    return cast(list[TradeBatch], every[: len(trades)]), cast(list[BookBatch], every[len(trades) :])
 
 
 def _cap(batches: list[TradeBatch], left: int) -> list[TradeBatch]:

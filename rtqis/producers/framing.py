@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
 
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
@@ -23,7 +20,7 @@ class _Pending:
 
     def __init__(self, ftype: FrameType, since: float, first: int) -> None:
         self.ftype = ftype
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[m.Trade | m.BookTicker] = []
         self.since = since
         self.first = first  # event time of the first tick
 
@@ -51,13 +48,13 @@ class FrameBuffer:
         p = self._pending.get(key)
         if p is None:
             p = self._pending[key] = _Pending(ftype, self.clock(), t)
-        p.rows.append(tuple(getattr(row, f) for f in ftype.dtypes))
+        p.rows.append(row)
         # a tick in a later sample period than the frame's first closes the pair samples before it:
         # send it now rather than up to max_ms later (the signal path's latency)
         crossed = self.cut_ms is not None and t // self.cut_ms > p.first // self.cut_ms
         if len(p.rows) >= self.max_ticks or crossed:
             del self._pending[key]
-            return self._frame(row.symbol, p)
+            return self._frame(p)
         return None
 
     def due(self) -> list[Frame]:
@@ -66,22 +63,16 @@ class FrameBuffer:
         out = []
         for key in [k for k, p in self._pending.items() if now - p.since >= self.max_s]:
             p = self._pending.pop(key)
-            out.append(self._frame(key[1], p))
+            out.append(self._frame(p))
         return out
 
     def flush(self) -> list[Frame]:
         """Every pending frame (at shutdown)."""
-        out = [self._frame(k[1], p) for k, p in self._pending.items()]
+        out = [self._frame(p) for p in self._pending.values()]
         self._pending.clear()
         return out
 
     @staticmethod
-    def _frame(symbol: str, p: _Pending) -> Frame:
-        cols: dict[str, Any] = {}
-        for i, name in enumerate(p.ftype.dtypes):
-            vals = [r[i] for r in p.rows]
-            if name in p.ftype.optional and any(v is None for v in vals):
-                cols[name] = None
-            else:
-                cols[name] = np.asarray(vals, dtype=p.ftype.dtypes[name])
-        return Frame(p.ftype, symbol, cols)
+    def _frame(p: _Pending) -> Frame:
+        """The pending rows as one frame (built by :meth:`Frame.from_rows`, like every frame)."""
+        return Frame.from_rows(p.ftype, p.rows)

@@ -110,7 +110,7 @@ def decode(value: bytes | None, headers: Any = None, default_schema: str | None 
             raise DecodeError(f"{name}: expected an object, got {type(raw).__name__}")
         symbol = raw.pop("symbol", None)
         try:
-            return Frame.build(ftype, symbol, raw)  # type: ignore[arg-type]
+            return Frame.build(ftype, symbol, raw)
         except SchemaError as e:
             raise DecodeError(str(e)) from None
     model = MODELS.get(name)

@@ -2,6 +2,10 @@
 
 One Kafka message per tick costs a Faust event (~250 us) per tick; one message per frame costs it per
 frame, and the maths runs vectorised over numpy columns (figures in ``bench/README.md``).
+
+Every frame a producer sends is built here, by :meth:`Frame.build` (columns, checked) or
+:meth:`Frame.from_rows` (row models), and cut to size by :meth:`Frame.split`: the synthetic feed, the
+file source and the live framer all use them, so they put the same bytes on the wire.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from rtqis.errors import SchemaError
 from rtqis.schemas import models as m
 from rtqis.schemas.registry import FRAME_TYPES, FrameType
+from rtqis.schemas.rows import check_columns
 
 __all__ = ["BOOK_FRAME", "TRADE_FRAME", "Frame", "validate_book_frame", "validate_trade_frame"]
 
@@ -112,50 +117,39 @@ class Frame:
     def models(self) -> list[m.Message]:
         return [self.type.row(**r) for r in self.iter_rows()]
 
+    def split(self, max_ticks: int | None = None) -> list[Frame]:
+        """This frame as frames of at most ``max_ticks`` rows, in order (views of the same arrays, no
+        copy); ``[self]`` if it is small enough or ``max_ticks`` is None, ``[]`` if it is empty."""
+        n = len(self)
+        step = max_ticks or n
+        if n <= step:
+            return [self] if n else []
+        return [
+            Frame(
+                self.type, self.symbol, {k: (v[i : i + step] if v is not None else None) for k, v in self.cols.items()}
+            )
+            for i in range(0, n, step)
+        ]
+
     def take(self, mask: np.ndarray) -> Frame:
         """The rows where ``mask`` is true."""
         return Frame(self.type, self.symbol, {k: (v[mask] if v is not None else None) for k, v in self.cols.items()})
 
 
-def _bad_rows(checks: list[tuple[np.ndarray, str]], n: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    bad = np.zeros(n, dtype=bool)
-    reasons: list[tuple[int, str]] = []
-    for mask, reason in checks:
-        new = mask & ~bad
-        if new.any():
-            reasons.extend((int(i), reason) for i in np.flatnonzero(new))
-            bad |= new
-    reasons.sort()
-    return ~bad, reasons
+def _part(v: np.ndarray | None, start: int, size: int) -> np.ndarray | None:
+    return v[start : start + size] if v is not None else None
 
 
 def validate_trade_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Vectorised checks of a trade frame: (mask of good rows, [(row, reason)] of bad ones)."""
-    c = f.cols
-    price, qty = c["price"], c["qty"]
-    assert price is not None and qty is not None
-    return _bad_rows(
-        [
-            (~np.isfinite(price), "price is not a finite number"),
-            (price <= 0, "price <= 0"),
-            (~np.isfinite(qty), "qty is not a finite number"),
-            (qty <= 0, "qty <= 0"),
-            (c["trade_time"] <= 0, "trade_time <= 0"),  # type: ignore[operator]
-        ],
-        len(f),
-    )
+    """Vectorised checks of a trade frame: (mask of good rows, [(row, reason)] of bad ones).
+
+    The trade rules of :mod:`rtqis.schemas.rows`, the same every reader applies: ids >= 0, finite
+    price and qty > 0, times > 0.
+    """
+    return check_columns("trade", f.cols, len(f))
 
 
 def validate_book_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Vectorised checks of a book-ticker frame: finite positive prices, bid < ask."""
-    c = f.cols
-    bid, ask = c["bid_price"], c["ask_price"]
-    assert bid is not None and ask is not None
-    return _bad_rows(
-        [
-            (~np.isfinite(bid) | ~np.isfinite(ask), "price is not a finite number"),
-            ((bid <= 0) | (ask <= 0), "price <= 0"),
-            (bid >= ask, "crossed book: bid >= ask"),
-        ],
-        len(f),
-    )
+    """Vectorised checks of a book-ticker frame (:mod:`rtqis.schemas.rows`): finite positive prices and
+    quantities, ids >= 0, times > 0, bid < ask."""
+    return check_columns("book", f.cols, len(f))
