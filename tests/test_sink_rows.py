@@ -138,7 +138,7 @@ def test_a_crossed_book_row_is_dropped_like_the_worker_does(tmp_path: Path) -> N
         "recv_time": T0 + ids,
     }
     got = accept(BOOK, *encode(Frame.build(BOOK_FRAME, "BTCUSDT", cols), "avro"))
-    assert got.reason == "1 invalid rows: row 1: crossed book: bid >= ask"
+    assert got.reason == "1 invalid rows: row 1: crossed book: bid_price >= ask_price"
     assert got.value is not None
     path = write(tmp_path, got.value)
     with duckdb.connect(str(path), read_only=True) as con:
