@@ -480,7 +480,7 @@ def test_missing_minutes(store: Store) -> None:
 
 
 def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: Path) -> None:
-    n = import_candles_csv(store, KLINES, symbol="ETHUSDT")
+    n = import_candles_csv(store, KLINES, symbol="ETHUSDT").written
     with KLINES.open() as f:
         rows = list(csv.reader(f))[1:]
     assert n == len(rows) == 14
@@ -496,7 +496,7 @@ def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: P
 
     headerless = tmp_path / "noheader.csv"
     headerless.write_text("\n".join(",".join(r) for r in rows) + "\n")
-    assert import_candles_csv(store, headerless, symbol="ETHUSDT") == 14  # same keys: replaced, not doubled
+    assert import_candles_csv(store, headerless, symbol="ETHUSDT").written == 14  # same keys: replaced, not doubled
     assert store.counts()["candles"] == 14
 
     # Binance spot files since 2025 use microseconds
@@ -504,7 +504,7 @@ def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: P
     micro.write_text(
         "\n".join(",".join([str(int(r[0]) * 1000), *r[1:6], str(int(r[6]) * 1000 + 999), *r[7:]]) for r in rows[:3])
     )
-    assert import_candles_csv(store, micro, symbol="ETHUSDT_SPOT") == 3
+    assert import_candles_csv(store, micro, symbol="ETHUSDT_SPOT").written == 3
     spot = store.candles("ETHUSDT_SPOT", "1m")
     assert spot["open_time"].to_list() == [int(r[0]) for r in rows[:3]]
     assert spot["close_time"].to_list() == [int(r[6]) for r in rows[:3]]
@@ -519,7 +519,7 @@ def test_import_generic_csv_with_iso_times(store: Store, tmp_path: Path) -> None
         "x,2024-08-09T00:05:00+00:00,11,11.5,10.5,11,0,b\n"
         "x,2024-08-09 00:10:00,11,11,11,11,3,c\n"
     )
-    assert import_candles_csv(store, p, symbol="SOLUSDT", interval="5m") == 3
+    assert import_candles_csv(store, p, symbol="SOLUSDT", interval="5m").written == 3
     c = store.candles("SOLUSDT", "5m")
     assert c["open_time"].to_list() == [T0, T0 + 5 * MIN, T0 + 10 * MIN]
     assert c["close_time"].to_list() == [T0 + 5 * MIN - 1, T0 + 10 * MIN - 1, T0 + 15 * MIN - 1]
@@ -594,7 +594,7 @@ def test_bad_csv_layouts(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ImportError_, match="line 1: header lacks the column.s. open_time"):
         import_candles_csv(store, p, symbol="X")
     p.write_text(GOOD)
-    assert import_candles_csv(store, p, symbol="X") == 0
+    assert import_candles_csv(store, p, symbol="X").written == 0
     with pytest.raises(IntervalError, match="unknown interval '7x'") as ei:
         import_candles_csv(store, p, symbol="X", interval="7x")
     assert isinstance(ei.value, RtqisError)  # one readable line from the CLI
@@ -624,6 +624,7 @@ def test_export_round_trip_csv_and_parquet(store: Store, tmp_path: Path) -> None
         "trades",
         "taker_buy_volume",
         "vwap",
+        "closed",
     )
     assert lines[2].startswith("ETHUSDT,1m,2024-08-09T00:00:00Z,2681.59,2683.77,2678.18,2678.19,1702.88,")
     got = pl.read_csv(tmp_path / "c.csv")
