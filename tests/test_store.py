@@ -688,6 +688,49 @@ def test_export_defuses_spreadsheet_formulas(store: Store) -> None:
         assert pl.read_parquet(pq)["symbol"].to_list() == [sym]  # typed format: the text is kept as is
 
 
+def test_import_never_replaces_a_closed_streamed_candle(store: Store, tmp_path: Path) -> None:
+    # the reported case: one uploaded row with price 1 for a closed live minute replaced the streamed candle
+    store.upsert_candles([candle(T0, symbol="BTCUSDT", close=60_000.0, closed=True)])  # closed, streamed
+    store.upsert_candles([candle(T0 + MIN, symbol="BTCUSDT", close=60_100.0, closed=False)])  # still forming
+    store.upsert_candles([candle(T0 + 2 * MIN, symbol="BTCUSDT", close=60_200.0, closed=True)], source="backfill")
+    p = tmp_path / "one.csv"
+    p.write_text(GOOD + "".join(f"{T0 + k * MIN},1,1,1,1,1\n" for k in range(4)))
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped, r.skipped_open_times) == (3, 1, (T0,))
+    assert r.summary("BTCUSDT", "1m") == (
+        "imported 3 1m candles of BTCUSDT (written); 1 row skipped: they would replace streamed candles"
+    )
+    c = store.candles("BTCUSDT", "1m")
+    assert c["open_time"].to_list() == [T0 + k * MIN for k in range(4)]
+    assert c["source"].to_list() == ["stream", "import", "import", "import"]
+    assert c["close"].to_list() == [60_000.0, 1.0, 1.0, 1.0]  # the streamed close is untouched
+    # the same file again: still skipped, the rest replaced (not doubled)
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped) == (3, 1) and store.counts()["candles"] == 4
+    # another symbol or interval of the same minute is another series: not skipped
+    assert import_candles_csv(store, p, symbol="ETHUSDT").skipped == 0
+    assert import_candles_csv(store, p, symbol="BTCUSDT", interval="1s").skipped == 0
+    # every row streamed: nothing written, all counted
+    store.upsert_candles([candle(T0 + k * MIN, symbol="BTCUSDT", close=60_000.0, closed=True) for k in range(4)])
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped) == (0, 4)
+    assert r.summary("BTCUSDT", "1m").endswith("; 4 rows skipped: they would replace streamed candles")
+    assert set(store.candles("BTCUSDT", "1m")["source"].to_list()) == {"stream"}
+
+
+def test_export_has_a_closed_column_for_forming_candles(store: Store) -> None:
+    store.upsert_candles([candle(T0, closed=True), candle(T0 + MIN, closed=False)])
+    out = io.StringIO()
+    assert export_candles(store, "BTCUSDT", "1m", out=out) == 2
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert tuple(rows[0]) == EXPORT_COLUMNS and EXPORT_COLUMNS[-1] == "closed"
+    assert [r["closed"] for r in rows] == ["true", "false"]
+    pq = io.BytesIO()
+    export_candles(store, "BTCUSDT", "1m", fmt="parquet", out=pq)
+    pq.seek(0)
+    assert pl.read_parquet(pq)["closed"].to_list() == [True, False]
+
+
 # ------------------------------------------------------------------------------------------- hostile input
 
 
@@ -714,10 +757,10 @@ def test_sql_looking_strings_are_data(store: Store, tmp_path: Path) -> None:
         bad = tmp_path / "bad.csv"
         bad.write_text(GOOD + f"{T0},1,0,1,1,1\n")
         import_candles_csv(store, bad, symbol=HOSTILE)
-    import_candles_csv(store, KLINES, symbol=HOSTILE)
+    assert import_candles_csv(store, KLINES, symbol=HOSTILE).skipped == 2  # its two streamed candles stay
     assert store.load_offsets() == {("t'; DELETE FROM consumer_offsets;--", 0): 7}
     assert store.counts() == {
-        "candles": 14 + 1,  # the import replaced the two hostile candles it overlaps
+        "candles": 14 + 1,  # 12 imported + the two streamed hostile candles it skipped + BTCUSDT
         "trades": 5,
         "book_tickers": 5,
         "signals": 1,
