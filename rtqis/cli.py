@@ -253,23 +253,29 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_candles(s: Settings, a: argparse.Namespace) -> int:
+    """``candles import`` / ``candles export``: the symbol and interval are checked against the configured
+    sets first (:mod:`rtqis.sinks.history`), so an unknown series is one error line and a non-zero exit,
+    never an empty file."""
     from rtqis.sinks.candle_files import export_candles
-    from rtqis.sinks.history import import_candles, open_history
+    from rtqis.sinks.history import check_export, check_symbol, import_candles, open_history
 
+    symbol = a.symbol.strip().upper()
     if a.candles_cmd == "import":
-        n, how = import_candles(s, a.file, symbol=a.symbol.upper(), interval=a.interval)
-        print(f"imported {n} {a.interval} candles of {a.symbol.upper()} ({how})")
+        r = import_candles(s, a.file, symbol=symbol, interval=a.interval)
+        print(r.summary(symbol, a.interval))
         return 0
+    start = parse_time(a.start) if a.start else None
+    end = parse_time(a.end) if a.end else None
+    if a.format == "parquet" and not a.output:
+        raise RtqisError("--format parquet needs -o FILE")
+    check_symbol(s, symbol)  # before the database is opened: its absence is not the first thing to say
     with open_history(s) as store:
-        start = parse_time(a.start) if a.start else None
-        end = parse_time(a.end) if a.end else None
+        check_export(s, store, symbol, a.interval)
         if a.output:
-            n = export_candles(store, a.symbol.upper(), a.interval, start, end, fmt=a.format, out=Path(a.output))
+            n = export_candles(store, symbol, a.interval, start, end, fmt=a.format, out=Path(a.output))
             print(f"exported {n} candles to {a.output}", file=sys.stderr)
         else:
-            if a.format == "parquet":
-                raise RtqisError("--format parquet needs -o FILE")
-            n = export_candles(store, a.symbol.upper(), a.interval, start, end, fmt="csv", out=sys.stdout)
+            export_candles(store, symbol, a.interval, start, end, fmt="csv", out=sys.stdout)
     return 0
 
 

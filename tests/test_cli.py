@@ -139,3 +139,91 @@ def test_parse_time() -> None:
     assert parse_time("2024-08-09T00:00:00") == 1_723_161_600_000  # naive = UTC
     with pytest.raises(RtqisError, match="cannot read time"):
         parse_time("yesterday")
+
+
+# --- candles import / export (#21) --------------------------------------------------------------------
+
+T0 = 1_723_161_600_000  # 2024-08-09T00:00:00Z
+MIN = 60_000
+SQLISH = "BTC'; DROP TABLE candles;--"
+
+
+def _candles_env(tmp_path: Path) -> dict[str, str]:
+    """A data dir in tmp_path and a broker nobody runs: the commands use the database directly."""
+    return {"RTQIS_DATA_DIR": str(tmp_path / "data"), "RTQIS_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+
+
+def _seed(tmp_path: Path, *rows: tuple[int, bool]) -> Path:
+    """Streamed BTCUSDT 1m candles (open time, closed) in the data dir's database; returns its path."""
+    from rtqis.schemas.models import Candle
+    from rtqis.sinks.store import Store
+
+    db = tmp_path / "data" / "rtqis.duckdb"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with Store(db) as st:
+        st.upsert_candles(
+            [
+                Candle(
+                    symbol="BTCUSDT", interval="1m", open_time=t, close_time=t + MIN - 1, open=60_000.0,
+                    high=60_010.0, low=59_990.0, close=60_005.0, volume=2.0, quote_volume=120_000.0, trades=9,
+                    taker_buy_volume=1.0, taker_buy_quote_volume=60_000.0, vwap=60_000.0, closed=closed,
+                )
+                for t, closed in rows
+            ]
+        )  # fmt: skip
+    return db
+
+
+def _db_candles(db: Path) -> list[tuple[int, str, float]]:
+    from rtqis.sinks.store import Store
+
+    with Store(db, read_only=True) as st:
+        c = st.candles("BTCUSDT", "1m")
+        return list(zip(c["open_time"].to_list(), c["source"].to_list(), c["close"].to_list(), strict=True))
+
+
+def test_candles_import_skips_rows_that_would_replace_streamed_candles(tmp_path: Path) -> None:
+    db = _seed(tmp_path, (T0, True))  # a closed live minute
+    f = tmp_path / "x'); DROP TABLE candles;--.csv"  # a file name is a path, never SQL
+    f.write_text(f"open_time,open,high,low,close,volume\n{T0},1,1,1,1,1\n{T0 + MIN},1,1,1,1,1\n")
+    r = run_cli("candles", "import", str(f), "--symbol", "btcusdt", env=_candles_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (
+        "imported 1 1m candles of BTCUSDT (written); 1 row skipped: they would replace streamed candles"
+    )
+    assert _db_candles(db) == [(T0, "stream", 60_005.0), (T0 + MIN, "import", 1.0)]
+
+    r = run_cli("candles", "import", str(f), "--symbol", SQLISH, env=_candles_env(tmp_path))
+    assert_one_line_error(r, "unknown symbol", "configured symbols are BTCUSDT, ETHUSDT")
+    assert _db_candles(db) == [(T0, "stream", 60_005.0), (T0 + MIN, "import", 1.0)]  # nothing imported
+
+
+def test_candles_export_of_an_unknown_series_fails_in_one_line(tmp_path: Path) -> None:
+    db = _seed(tmp_path, (T0, True))
+    env = _candles_env(tmp_path)
+    out = tmp_path / "out.csv"
+    for args, needles, dest in (
+        (["--symbol", SQLISH], ("unknown symbol", repr(SQLISH.upper())), ["-o", str(out)]),
+        (["--symbol", "DOGEUSDT"], ("unknown symbol 'DOGEUSDT'",), []),
+        (["--symbol", "BTCUSDT", "--interval", "1m'; DROP TABLE candles;--"], ("unknown interval",), []),
+        (["--symbol", "BTCUSDT", "--interval", "1h"], ("no 1h candles of BTCUSDT are stored",), ["-o", str(out)]),
+    ):
+        r = run_cli("candles", "export", *args, *dest, env=env)
+        assert_one_line_error(r, *needles)
+        assert r.stdout == "" and not out.exists()
+    assert _db_candles(db) == [(T0, "stream", 60_005.0)]  # parameterised: the table is intact
+
+
+def test_candles_export_carries_closed_and_names_are_only_text(tmp_path: Path) -> None:
+    _seed(tmp_path, (T0, True), (T0 + MIN, False))  # the second minute is still forming
+    env = _candles_env(tmp_path)
+    r = run_cli("candles", "export", "--symbol", "BTCUSDT", env=env)
+    assert r.returncode == 0, r.stderr
+    header, *rows = [line.split(",") for line in r.stdout.splitlines()]
+    assert header[-1] == "closed" and [row[-1] for row in rows] == ["true", "false"]
+    out = tmp_path / "a'; DROP TABLE candles;--.parquet"
+    r = run_cli("candles", "export", "--symbol", "BTCUSDT", "--format", "parquet", "-o", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    import polars as pl
+
+    assert pl.read_parquet(out)["closed"].to_list() == [True, False]

@@ -480,7 +480,7 @@ def test_missing_minutes(store: Store) -> None:
 
 
 def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: Path) -> None:
-    n = import_candles_csv(store, KLINES, symbol="ETHUSDT")
+    n = import_candles_csv(store, KLINES, symbol="ETHUSDT").written
     with KLINES.open() as f:
         rows = list(csv.reader(f))[1:]
     assert n == len(rows) == 14
@@ -496,7 +496,7 @@ def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: P
 
     headerless = tmp_path / "noheader.csv"
     headerless.write_text("\n".join(",".join(r) for r in rows) + "\n")
-    assert import_candles_csv(store, headerless, symbol="ETHUSDT") == 14  # same keys: replaced, not doubled
+    assert import_candles_csv(store, headerless, symbol="ETHUSDT").written == 14  # same keys: replaced, not doubled
     assert store.counts()["candles"] == 14
 
     # Binance spot files since 2025 use microseconds
@@ -504,7 +504,7 @@ def test_import_binance_klines_with_and_without_header(store: Store, tmp_path: P
     micro.write_text(
         "\n".join(",".join([str(int(r[0]) * 1000), *r[1:6], str(int(r[6]) * 1000 + 999), *r[7:]]) for r in rows[:3])
     )
-    assert import_candles_csv(store, micro, symbol="ETHUSDT_SPOT") == 3
+    assert import_candles_csv(store, micro, symbol="ETHUSDT_SPOT").written == 3
     spot = store.candles("ETHUSDT_SPOT", "1m")
     assert spot["open_time"].to_list() == [int(r[0]) for r in rows[:3]]
     assert spot["close_time"].to_list() == [int(r[6]) for r in rows[:3]]
@@ -519,7 +519,7 @@ def test_import_generic_csv_with_iso_times(store: Store, tmp_path: Path) -> None
         "x,2024-08-09T00:05:00+00:00,11,11.5,10.5,11,0,b\n"
         "x,2024-08-09 00:10:00,11,11,11,11,3,c\n"
     )
-    assert import_candles_csv(store, p, symbol="SOLUSDT", interval="5m") == 3
+    assert import_candles_csv(store, p, symbol="SOLUSDT", interval="5m").written == 3
     c = store.candles("SOLUSDT", "5m")
     assert c["open_time"].to_list() == [T0, T0 + 5 * MIN, T0 + 10 * MIN]
     assert c["close_time"].to_list() == [T0 + 5 * MIN - 1, T0 + 10 * MIN - 1, T0 + 15 * MIN - 1]
@@ -594,7 +594,7 @@ def test_bad_csv_layouts(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ImportError_, match="line 1: header lacks the column.s. open_time"):
         import_candles_csv(store, p, symbol="X")
     p.write_text(GOOD)
-    assert import_candles_csv(store, p, symbol="X") == 0
+    assert import_candles_csv(store, p, symbol="X").written == 0
     with pytest.raises(IntervalError, match="unknown interval '7x'") as ei:
         import_candles_csv(store, p, symbol="X", interval="7x")
     assert isinstance(ei.value, RtqisError)  # one readable line from the CLI
@@ -624,6 +624,7 @@ def test_export_round_trip_csv_and_parquet(store: Store, tmp_path: Path) -> None
         "trades",
         "taker_buy_volume",
         "vwap",
+        "closed",
     )
     assert lines[2].startswith("ETHUSDT,1m,2024-08-09T00:00:00Z,2681.59,2683.77,2678.18,2678.19,1702.88,")
     got = pl.read_csv(tmp_path / "c.csv")
@@ -687,6 +688,49 @@ def test_export_defuses_spreadsheet_formulas(store: Store) -> None:
         assert pl.read_parquet(pq)["symbol"].to_list() == [sym]  # typed format: the text is kept as is
 
 
+def test_import_never_replaces_a_closed_streamed_candle(store: Store, tmp_path: Path) -> None:
+    # the reported case: one uploaded row with price 1 for a closed live minute replaced the streamed candle
+    store.upsert_candles([candle(T0, symbol="BTCUSDT", close=60_000.0, closed=True)])  # closed, streamed
+    store.upsert_candles([candle(T0 + MIN, symbol="BTCUSDT", close=60_100.0, closed=False)])  # still forming
+    store.upsert_candles([candle(T0 + 2 * MIN, symbol="BTCUSDT", close=60_200.0, closed=True)], source="backfill")
+    p = tmp_path / "one.csv"
+    p.write_text(GOOD + "".join(f"{T0 + k * MIN},1,1,1,1,1\n" for k in range(4)))
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped, r.skipped_open_times) == (3, 1, (T0,))
+    assert r.summary("BTCUSDT", "1m") == (
+        "imported 3 1m candles of BTCUSDT (written); 1 row skipped: they would replace streamed candles"
+    )
+    c = store.candles("BTCUSDT", "1m")
+    assert c["open_time"].to_list() == [T0 + k * MIN for k in range(4)]
+    assert c["source"].to_list() == ["stream", "import", "import", "import"]
+    assert c["close"].to_list() == [60_000.0, 1.0, 1.0, 1.0]  # the streamed close is untouched
+    # the same file again: still skipped, the rest replaced (not doubled)
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped) == (3, 1) and store.counts()["candles"] == 4
+    # another symbol or interval of the same minute is another series: not skipped
+    assert import_candles_csv(store, p, symbol="ETHUSDT").skipped == 0
+    assert import_candles_csv(store, p, symbol="BTCUSDT", interval="1s").skipped == 0
+    # every row streamed: nothing written, all counted
+    store.upsert_candles([candle(T0 + k * MIN, symbol="BTCUSDT", close=60_000.0, closed=True) for k in range(4)])
+    r = import_candles_csv(store, p, symbol="BTCUSDT")
+    assert (r.written, r.skipped) == (0, 4)
+    assert r.summary("BTCUSDT", "1m").endswith("; 4 rows skipped: they would replace streamed candles")
+    assert set(store.candles("BTCUSDT", "1m")["source"].to_list()) == {"stream"}
+
+
+def test_export_has_a_closed_column_for_forming_candles(store: Store) -> None:
+    store.upsert_candles([candle(T0, closed=True), candle(T0 + MIN, closed=False)])
+    out = io.StringIO()
+    assert export_candles(store, "BTCUSDT", "1m", out=out) == 2
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert tuple(rows[0]) == EXPORT_COLUMNS and EXPORT_COLUMNS[-1] == "closed"
+    assert [r["closed"] for r in rows] == ["true", "false"]
+    pq = io.BytesIO()
+    export_candles(store, "BTCUSDT", "1m", fmt="parquet", out=pq)
+    pq.seek(0)
+    assert pl.read_parquet(pq)["closed"].to_list() == [True, False]
+
+
 # ------------------------------------------------------------------------------------------- hostile input
 
 
@@ -713,10 +757,10 @@ def test_sql_looking_strings_are_data(store: Store, tmp_path: Path) -> None:
         bad = tmp_path / "bad.csv"
         bad.write_text(GOOD + f"{T0},1,0,1,1,1\n")
         import_candles_csv(store, bad, symbol=HOSTILE)
-    import_candles_csv(store, KLINES, symbol=HOSTILE)
+    assert import_candles_csv(store, KLINES, symbol=HOSTILE).skipped == 2  # its two streamed candles stay
     assert store.load_offsets() == {("t'; DELETE FROM consumer_offsets;--", 0): 7}
     assert store.counts() == {
-        "candles": 14 + 1,  # the import replaced the two hostile candles it overlaps
+        "candles": 14 + 1,  # 12 imported + the two streamed hostile candles it skipped + BTCUSDT
         "trades": 5,
         "book_tickers": 5,
         "signals": 1,

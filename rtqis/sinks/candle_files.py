@@ -2,6 +2,11 @@
 
 An import is all or nothing: the whole file is validated first and a bad one names the 1-based line of its
 first problem (:class:`ImportError_`); a good one is upserted in one transaction as ``source='import'``.
+An import never replaces a closed streamed candle (``source='stream'``): those rows are skipped, counted
+and reported (:class:`ImportResult`), so a stray file cannot overwrite what the live feed measured.
+CSV written for people (the export and the dashboard downloads, :func:`spreadsheet_safe`) cannot run as a
+spreadsheet formula: a text cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets a leading ``'``;
+numbers stay numbers.
 Intervals follow :mod:`rtqis.intervals`: any fixed window and the calendar ``1w`` / ``1M`` Binance
 publishes (imported and served, never computed); a bad name raises :class:`~rtqis.errors.IntervalError`.
 Times are epoch milliseconds UTC in the store, ISO-8601 UTC text in exports.
@@ -13,6 +18,7 @@ import csv
 import io
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -21,9 +27,22 @@ import numpy as np
 import polars as pl
 
 from rtqis.intervals import aligned, next_open, stored_interval_ms
+from rtqis.sinks.schema import CANDLES
 from rtqis.sinks.store import Store, StoreError
 
-__all__ = ["EXPORT_COLUMNS", "ImportError_", "export_candles", "import_candles_csv"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "SKIPPED_STREAMED",
+    "ImportError_",
+    "ImportResult",
+    "export_candles",
+    "import_candles_csv",
+    "iso_utc",
+    "read_candles_csv",
+    "spreadsheet_safe",
+    "streamed_open_times",
+    "write_import",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +55,30 @@ class ImportError_(StoreError):  # the trailing underscore keeps it apart from t
         self.path = str(path)
         self.line = line
         self.reason = reason
+
+
+SKIPPED_STREAMED = "they would replace streamed candles"
+"""Why rows of an import were skipped (the end of the one-line result, see :meth:`ImportResult.summary`)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The outcome of an import: rows ``written``, rows ``skipped`` (they would have replaced a closed
+    streamed candle; their open times, epoch ms, in ``skipped_open_times``) and ``how`` they were stored
+    (``"written"`` to the database, or ``"published to the running sink"``)."""
+
+    written: int
+    skipped: int = 0
+    how: str = "written"
+    skipped_open_times: tuple[int, ...] = ()
+
+    def summary(self, symbol: str, interval: str) -> str:
+        """The one-line result, e.g. ``imported 12 1m candles of BTCUSDT (written); 2 rows skipped: they
+        would replace streamed candles``."""
+        line = f"imported {self.written} {interval} candles of {symbol} ({self.how})"
+        if self.skipped:
+            line += f"; {self.skipped} row{'s' if self.skipped > 1 else ''} skipped: {SKIPPED_STREAMED}"
+        return line
 
 
 # --------------------------------------------------------------------------------------------- CSV import
@@ -85,14 +128,16 @@ class _Bad:
             raise ImportError_(self.path, line, reason)
 
 
-def _read_csv_cells(path: Path) -> tuple[list[str] | None, list[list[str]], list[int], int]:
-    """(header or None, data rows, their 1-based line numbers, header line) of a CSV file."""
+def _read_csv_cells(path: Path, text: str | None = None) -> tuple[list[str] | None, list[list[str]], list[int], int]:
+    """(header or None, data rows, their 1-based line numbers, header line) of a CSV file, or of ``text``
+    (already decoded; ``path`` then only names it)."""
     header: list[str] | None = None
     header_line = 0
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        src = path.open(newline="", encoding="utf-8-sig") if text is None else io.StringIO(text.removeprefix("\ufeff"))
+        with src as f:
             reader = csv.reader(f)
             start = 1
             for cells in reader:
@@ -178,8 +223,9 @@ def _parse_float(values: list[str], bad: _Bad, name: str, *, optional: bool) -> 
     return arr  # NaN where empty / bad
 
 
-def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval: str = "1m") -> int:
-    """Import a candles CSV into ``store`` as ``source='import'``; return the rows written.
+def read_candles_csv(path: str | Path, *, symbol: str, interval: str = "1m", text: str | None = None) -> pl.DataFrame:
+    """Read and validate a whole candles CSV; return its rows as ``candles`` columns (``closed`` true),
+    sorted as in the file. Nothing is written anywhere.
 
     Accepted: a Binance klines CSV (``open_time,open,high,low,close,volume,close_time,quote_volume,count,
     taker_buy_volume,taker_buy_quote_volume,ignore``, with or without that header; times in ms or, for
@@ -191,17 +237,16 @@ def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval:
     The whole file is validated before anything is written: numbers finite, prices > 0,
     ``high >= max(open, close)``, ``low <= min(open, close)``, volumes >= 0, ``open_time`` aligned to
     ``interval`` and not repeated in the file. A bad file raises :class:`ImportError_` naming the 1-based
-    line of the first problem and nothing is written; a good one is upserted in one transaction, so
-    re-importing (or overlapping stored rows) replaces rows instead of doubling them. Missing
-    ``close_time`` is ``open_time + interval - 1``; missing ``vwap`` is ``quote_volume / volume``
-    (NULL when either is missing or volume is 0). An interval the store does not keep raises
-    :class:`~rtqis.errors.IntervalError` before the file is read.
+    line of the first problem. Missing ``close_time`` is ``open_time + interval - 1``; missing ``vwap`` is
+    ``quote_volume / volume`` (NULL when either is missing or volume is 0). An interval the store does not
+    keep raises :class:`~rtqis.errors.IntervalError` before the file is read. ``text``: the file's content,
+    already decoded (an upload); ``path`` then only names it in messages.
     """
     path = Path(path)
     if not symbol:
         raise StoreError("import: a symbol is required")
     stored_interval_ms(interval)  # refuse an unknown interval (IntervalError) before reading the file
-    header, rows, lines, header_line = _read_csv_cells(path)
+    header, rows, lines, header_line = _read_csv_cells(path, text)
     if header is None:
         names = list(_BINANCE_KLINE_COLUMNS)
         if rows and len(rows[0]) != len(names):
@@ -220,7 +265,7 @@ def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval:
             raise ImportError_(path, header_line, f"header repeats the column(s) {', '.join(dup)}")
     if not rows:
         log.warning("%s: no candles to import", path)
-        return 0
+        return pl.DataFrame(schema={c: CANDLES.columns[c][0] for c in _READ_COLUMNS})
     line_arr = np.asarray(lines, dtype=np.int64)
     bad = _Bad(path, line_arr)
     width = len(names)
@@ -284,7 +329,7 @@ def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval:
             return pl.Series([None] * n, dtype=pl.Float64())
         return pl.Series(arr).fill_nan(None)
 
-    df = pl.DataFrame(
+    return pl.DataFrame(
         {
             "symbol": pl.Series([symbol] * n, dtype=pl.String()),
             "interval": pl.Series([interval] * n, dtype=pl.String()),
@@ -303,9 +348,66 @@ def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval:
             "closed": pl.Series([True] * n),
         }
     )
-    written = store.upsert_candles(df, source="import")
-    log.info("%s: imported %d %s %s candles", path, n, symbol, interval)
-    return written
+
+
+_READ_COLUMNS = (
+    "symbol",
+    "interval",
+    "open_time",
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "vwap",
+    "closed",
+)
+
+
+def streamed_open_times(store: Store, symbol: str, interval: str, open_times: np.ndarray) -> np.ndarray:
+    """The open times (epoch ms, sorted) among ``open_times`` where ``store`` holds a *closed* candle of
+    ``symbol`` / ``interval`` with ``source='stream'``: the rows an import must not replace."""
+    if not len(open_times):
+        return np.empty(0, dtype=np.int64)
+    lo, hi = int(np.min(open_times)), int(np.max(open_times))
+    stored = store.candles(symbol, interval, lo, hi + 1).filter((pl.col("source") == "stream") & pl.col("closed"))
+    return np.intersect1d(stored["open_time"].to_numpy().astype(np.int64), np.asarray(open_times, dtype=np.int64))
+
+
+def write_import(store: Store, df: pl.DataFrame, *, symbol: str, interval: str) -> ImportResult:
+    """Upsert validated rows (:func:`read_candles_csv`) into ``store`` as ``source='import'`` in one
+    transaction, except those that would replace a closed streamed candle: they are skipped and counted.
+
+    Why refuse rather than replace: the stream's candle is what the live feed measured, trade by trade; a
+    file row for the same minute is at best a copy and at worst a typo (one row with price 1 squashed a
+    chart's scale). Refused rather than asked: the CLI and the dashboard have no dialogue, and the count is
+    in the one-line result. Every other stored row of the same key (an earlier import, a back-fill, a
+    still-forming stream bar) is replaced, so re-importing a file replaces rows instead of doubling them;
+    a forming stream bar replaced this way is replaced again by the stream's next update of it.
+    """
+    streamed = streamed_open_times(store, symbol, interval, df["open_time"].to_numpy())
+    keep = df.filter(~pl.col("open_time").is_in(streamed.tolist())) if len(streamed) else df
+    written = store.upsert_candles(keep, source="import") if keep.height else 0
+    if len(streamed):
+        log.warning("%d %s %s rows skipped: %s", len(streamed), symbol, interval, SKIPPED_STREAMED)
+    log.info("imported %d %s %s candles", written, symbol, interval)
+    return ImportResult(written, len(streamed), "written", tuple(int(t) for t in streamed))
+
+
+def import_candles_csv(store: Store, path: str | Path, *, symbol: str, interval: str = "1m") -> ImportResult:
+    """Import a candles CSV into ``store`` as ``source='import'``: :func:`read_candles_csv` (the whole
+    file is validated first; a bad one raises :class:`ImportError_` and nothing is written), then
+    :func:`write_import` (one transaction; rows that would replace a closed streamed candle are skipped
+    and counted in the result)."""
+    df = read_candles_csv(path, symbol=symbol, interval=interval)
+    if not df.height:
+        return ImportResult(0)
+    return write_import(store, df, symbol=symbol, interval=interval)
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -323,22 +425,33 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "trades",
     "taker_buy_volume",
     "vwap",
+    "closed",
 )
-"""Columns of :func:`export_candles`, in order: a public interface, keep it stable."""
+"""Columns of :func:`export_candles` and of the dashboard's candle download, in order: a public interface,
+keep it stable (new columns go at the end). ``closed`` is false for a bar that was still forming."""
 
 _FORMULA_START = r"^[=+\-@\t\r]"
 
 
-def _iso_utc(col: str) -> pl.Expr:
+def iso_utc(col: str) -> pl.Expr:
+    """Column ``col`` of epoch ms as ISO-8601 UTC text (``2024-08-09T00:00:00Z``; ``.sssZ`` only when the
+    time is not a whole second), keeping its name."""
     t = pl.from_epoch(pl.col(col), time_unit="ms")
     whole = t.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     frac = t.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
     return pl.when(pl.col(col) % 1000 == 0).then(whole).otherwise(frac).alias(col)
 
 
-def _defuse_formula(col: str) -> pl.Expr:
-    c = pl.col(col)
-    return pl.when(c.str.contains(_FORMULA_START)).then(pl.lit("'") + c).otherwise(c).alias(col)
+def spreadsheet_safe(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with every *text* cell that starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return
+    prefixed by an apostrophe (``'``), so a spreadsheet opening the CSV shows it instead of running it as a
+    formula (CSV injection). Numeric, boolean and time columns are left as they are: ``-1.5`` in a Float64
+    column is still written as the number ``-1.5``. Call it on every frame written as CSV for people."""
+    text = [c for c, dt in df.schema.items() if dt == pl.String]
+    return df.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        for c in text
+    )
 
 
 def export_candles(
@@ -355,16 +468,21 @@ def export_candles(
 
     Columns, exactly and in this order (:data:`EXPORT_COLUMNS`): symbol, interval, open_time (ISO-8601
     UTC text such as ``2024-08-09T00:00:00Z``, ``.sssZ`` only when not a whole second), open, high, low,
-    close, volume, quote_volume, trades, taker_buy_volume, vwap; sorted by open_time. The same columns
-    and text times in both formats. CSV only: a *text* cell starting with ``=``, ``+``, ``-``, ``@``, tab or
-    carriage return gets a leading apostrophe (``'``) so spreadsheets do not run it as a formula; numbers
-    are written as numbers. ``out`` is a path (written atomically) or an open file (binary for Parquet).
+    close, volume, quote_volume, trades, taker_buy_volume, vwap, closed (``true``, or ``false`` for a bar
+    still forming); sorted by open_time. The same columns and text times in both formats. CSV only
+    (:func:`spreadsheet_safe`): a *text* cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
+    return gets a leading apostrophe (``'``) so spreadsheets do not run it as a formula; numbers are
+    written as numbers. ``out`` is a path (written atomically) or an open file (binary for Parquet).
+
+    This is the store-level function: it takes ``symbol`` and ``interval`` as data (parameterised SQL) and
+    an absent series is an empty file. The commands check them against the configured sets first
+    (:func:`rtqis.sinks.history.check_export`).
     """
     if fmt not in ("csv", "parquet"):
         raise StoreError(f"export: unknown format {fmt!r} (csv or parquet)")
-    df = store.candles(symbol, interval, start_ms, end_ms).select(EXPORT_COLUMNS).with_columns(_iso_utc("open_time"))
+    df = store.candles(symbol, interval, start_ms, end_ms).select(EXPORT_COLUMNS).with_columns(iso_utc("open_time"))
     if fmt == "csv":
-        df = df.with_columns(_defuse_formula("symbol"), _defuse_formula("interval"))
+        df = spreadsheet_safe(df)
 
     def write(target: Path | IO[bytes] | IO[str]) -> None:
         if fmt == "csv":

@@ -3,7 +3,11 @@
 DuckDB lets one process write a file. When the sink runs it holds the live database, so:
 - reads use the sink's published snapshot (at most ``snapshot_s`` old) when the live file is locked;
 - ``candles import`` validates the whole file locally, then either writes it (sink not running) or
-  publishes the rows to ``candles.<interval>`` with ``source=import`` for the sink to store;
+  publishes the rows to ``candles.<interval>`` with ``source=import`` for the sink to store; either way
+  rows that would replace a closed streamed candle are skipped and counted (checked against the live
+  database, or against the sink's snapshot when the sink runs);
+- symbols and intervals given by a user are checked against the configured sets (:func:`check_symbol`,
+  :func:`check_export`) before any query or file is touched;
 - ``backfill`` (sink not running, or from the sink itself) fills holes in the 1m candles from
   Binance REST klines and derives the 5m candles from the 1m ones.
 """
@@ -11,23 +15,31 @@ DuckDB lets one process write a file. When the sink runs it holds the live datab
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from rtqis.analytics.candles import CandleAgg, resample, to_rows
-from rtqis.errors import RtqisError
+from rtqis.errors import IntervalError, RtqisError
+from rtqis.intervals import stored_interval_ms
 from rtqis.settings import Settings
-from rtqis.sinks.candle_files import import_candles_csv
+from rtqis.sinks.candle_files import ImportResult, read_candles_csv, streamed_open_times, write_import
 from rtqis.sinks.sink import sink_paths
 from rtqis.sinks.snapshot import open_snapshot
 from rtqis.sinks.store import Store, StoreError
 
-__all__ = ["backfill", "import_candles", "open_history"]
+__all__ = [
+    "backfill",
+    "check_export",
+    "check_interval",
+    "check_pair",
+    "check_symbol",
+    "import_candles",
+    "import_rows",
+    "open_history",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +57,66 @@ def open_history(settings: Settings) -> Store:
     raise RtqisError(f"no candle history yet: {live} does not exist (run `rtqis up` or `rtqis sink`)")
 
 
-def import_candles(settings: Settings, path: str, *, symbol: str, interval: str = "1m") -> tuple[int, str]:
-    """Import an OHLC CSV; returns (rows, "written" | "published to the running sink")."""
+def check_symbol(settings: Settings, symbol: str) -> str:
+    """``symbol`` if it is one of the configured symbols (``RTQIS_SYMBOLS``), else :class:`RtqisError`
+    naming them: user input never reaches a query or a file name unchecked."""
+    if symbol not in settings.symbols:
+        raise RtqisError(f"unknown symbol {symbol!r}: the configured symbols are {', '.join(settings.symbols)}")
+    return symbol
+
+
+def check_pair(settings: Settings, pair: str) -> str:
+    """``pair`` if it is one of the configured pairs (``RTQIS_PAIRS``), else :class:`RtqisError`."""
+    if pair not in settings.pairs:
+        raise RtqisError(f"unknown pair {pair!r}: the configured pairs are {', '.join(settings.pairs)}")
+    return pair
+
+
+def check_interval(settings: Settings, interval: str) -> str:
+    """``interval`` if it is a configured candle interval (``RTQIS_CANDLE_INTERVALS``), else
+    :class:`~rtqis.errors.IntervalError` naming them."""
+    if interval not in settings.candle_intervals:
+        raise IntervalError(
+            f"unknown interval {interval!r}: the configured candle intervals are {', '.join(settings.candle_intervals)}"
+        )
+    return interval
+
+
+def check_export(settings: Settings, store: Store, symbol: str, interval: str) -> None:
+    """Refuse an export of an unknown series in one line (:class:`RtqisError`) instead of writing an empty
+    file: ``symbol`` must be configured; ``interval`` a configured one, or another interval the store
+    keeps (:mod:`rtqis.intervals`, e.g. imported ``1h`` or ``1w`` klines) of which ``symbol`` has rows."""
+    check_symbol(settings, symbol)
+    if interval in settings.candle_intervals:
+        return
+    stored_interval_ms(interval)  # a malformed name: IntervalError before any query
+    if not store.candles(symbol, interval).height:
+        raise IntervalError(
+            f"no {interval} candles of {symbol} are stored: the configured candle intervals are "
+            f"{', '.join(settings.candle_intervals)}; others exist only once imported"
+        )
+
+
+def import_candles(settings: Settings, path: str, *, symbol: str, interval: str = "1m") -> ImportResult:
+    """Import an OHLC CSV (:func:`~rtqis.sinks.candle_files.read_candles_csv`, then :func:`import_rows`).
+
+    ``symbol`` must be configured and ``interval`` one the store keeps, checked before the file is read.
+    """
+    check_symbol(settings, symbol)
+    stored_interval_ms(interval)
+    return import_rows(
+        settings, read_candles_csv(path, symbol=symbol, interval=interval), symbol=symbol, interval=interval
+    )
+
+
+def import_rows(settings: Settings, df: pl.DataFrame, *, symbol: str, interval: str) -> ImportResult:
+    """Store validated candle rows as ``source='import'``: written in one transaction when no sink holds
+    the database, else published to the running sink (``candles.<interval>``). Rows that would replace a
+    closed streamed candle are skipped and counted either way (see
+    :func:`~rtqis.sinks.candle_files.write_import`); with a running sink they are found in its snapshot,
+    which is at most a few seconds old."""
+    if not df.height:
+        return ImportResult(0)
     live, _ = sink_paths(settings)
     try:
         store = Store(live)
@@ -54,18 +124,26 @@ def import_candles(settings: Settings, path: str, *, symbol: str, interval: str 
         store = None
     if store is not None:
         with store:
-            return import_candles_csv(store, path, symbol=symbol, interval=interval), "written"
-    # the sink runs: validate into a scratch store, then hand the rows to the sink through Kafka
+            return write_import(store, df, symbol=symbol, interval=interval)
+    # the sink runs: drop what its snapshot shows as streamed, then hand the rows to it through Kafka
     from rtqis.kafka.clients import MessageProducer
     from rtqis.schemas.models import Candle
     from rtqis.topics import by_name
 
-    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "import.duckdb") as scratch:
-        n = import_candles_csv(scratch, path, symbol=symbol, interval=interval)
-        df = scratch.candles(symbol, interval)
     spec = by_name(f"candles.{interval}")
     if spec is None:
         raise RtqisError(f"the running sink only takes 1m and 5m candles through Kafka, not {interval}")
+    try:
+        snap = open_history(settings)
+    except RtqisError:
+        raise RtqisError(
+            "the running sink has not published its snapshot yet, so the import cannot check which candles "
+            "were streamed; nothing was imported, try again in a few seconds"
+        ) from None
+    with snap:
+        streamed = streamed_open_times(snap, symbol, interval, df["open_time"].to_numpy())
+    if len(streamed):
+        df = df.filter(~pl.col("open_time").is_in(streamed.tolist()))
     p = MessageProducer(settings)
     fields = Candle.model_fields
     for row in df.iter_rows(named=True):
@@ -79,7 +157,7 @@ def import_candles(settings: Settings, path: str, *, symbol: str, interval: str 
         p.send(spec, Candle(**clean), key=symbol, timestamp_ms=int(row["open_time"]))
     if p.flush():
         raise RtqisError("could not deliver every imported candle to the broker")
-    return n, "published to the running sink"
+    return ImportResult(df.height, len(streamed), "published to the running sink", tuple(int(t) for t in streamed))
 
 
 def _klines_to_agg(k: Any) -> CandleAgg:

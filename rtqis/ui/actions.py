@@ -24,6 +24,7 @@ from rtqis.analytics.pairs import AdfResult
 from rtqis.errors import RtqisError
 from rtqis.intervals import stored_interval_ms
 from rtqis.settings import Settings
+from rtqis.sinks.candle_files import SKIPPED_STREAMED
 from rtqis.ui import charts as ch
 from rtqis.ui import data
 from rtqis.ui import tables as tb
@@ -32,7 +33,7 @@ from rtqis.ui.layout import Charts, Controls
 from rtqis.ui.panels import ManualAdf, upload_done_text
 from rtqis.ui.session import IO_POOL, PageState
 
-__all__ = ["Actions", "Page", "csv_name", "visible_range"]
+__all__ = ["Actions", "Page", "csv_name", "upload_skipped_text", "visible_range"]
 
 log = logging.getLogger(__name__)
 
@@ -143,32 +144,54 @@ class Actions:
 
     def on_upload(self, _e: Any = None) -> None:
         """Check and import the chosen OHLC CSV (:func:`data.upload_candles`); shown at once when it is the
-        series on screen."""
+        series on screen.
+
+        The file input delivers the whole file (base64 in one websocket message, bounded by the server's
+        ``--websocket-max-message-size``; Panel decodes it to bytes before this runs), so the size limit is
+        checked first, on its length, before the bytes are copied, decoded or parsed."""
         p, c = self.page, self.page.controls
         raw, name = c.upload.value, c.upload.filename or "upload.csv"
         if raw is None:
             return
+        if not isinstance(raw, bytes | bytearray | str):  # several files (multiple=True): not offered
+            self._upload_failed("upload one CSV file at a time; nothing was imported")
+            return
+        try:
+            data.check_upload_size(str(name), len(raw))
+        except data.UploadError as e:
+            self._upload_failed(str(e))
+            return
         body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
         sym, iv = c.up_symbol.value, c.up_interval.value
-        c.upload_msg.param.update(object=f"Checking {html.escape(name)} …", alert_type="info", visible=True)
+        c.upload_msg.param.update(object=f"Checking {html.escape(str(name))} …", alert_type="info", visible=True)
 
         def done(f: Future[data.UploadResult]) -> None:
             try:
                 r = f.result()
             except data.UploadError as e:
-                c.upload_msg.param.update(object=html.escape(str(e)), alert_type="danger", visible=True)
+                self._upload_failed(str(e))
                 return
             except Exception as e:
                 log.exception("upload failed")
-                c.upload_msg.param.update(object=f"import failed: {html.escape(str(e))}", alert_type="danger")
+                self._upload_failed(f"import failed: {e}")
                 return
             opens = r.candles["open_time"] if tb.length(r.candles) else np.empty(0, dtype=np.int64)
-            c.upload_msg.param.update(
-                object=upload_done_text(r.rows, sym, iv, r.how, opens, p.tf.tz), alert_type="success", visible=True
-            )
+            text = upload_done_text(r.rows, sym, iv, r.how, opens, p.tf.tz)
+            if r.skipped:
+                text += html.escape(f" {upload_skipped_text(r.skipped)}")
+            c.upload_msg.param.update(object=text, alert_type="warning" if r.skipped else "success", visible=True)
             imported = p.state.imported
             imported[(sym, iv)] = tb.upsert(imported.get((sym, iv), {}), r.candles, "open_time")
             if (sym, iv) == (c.symbol.value, c.interval.value):
                 p.reload_candles()
 
-        p.in_thread(partial(data.upload_candles, p.settings, name, body, symbol=sym, interval=iv), done)
+        p.in_thread(partial(data.upload_candles, p.settings, str(name), body, symbol=sym, interval=iv), done)
+
+    def _upload_failed(self, message: str) -> None:
+        """Show a refused upload's one-line reason (text, escaped)."""
+        self.page.controls.upload_msg.param.update(object=html.escape(message), alert_type="danger", visible=True)
+
+
+def upload_skipped_text(skipped: int) -> str:
+    """The note after an import that skipped rows, e.g. ``2 rows skipped: they would replace streamed candles.``"""
+    return f"{skipped} row{'s' if skipped > 1 else ''} skipped: {SKIPPED_STREAMED}."

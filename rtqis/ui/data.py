@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,8 +23,8 @@ from rtqis.errors import RtqisError
 from rtqis.intervals import stored_interval_ms
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
-from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, import_candles_csv
-from rtqis.sinks.history import import_candles, open_history
+from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, iso_utc, read_candles_csv, spreadsheet_safe
+from rtqis.sinks.history import check_interval, check_pair, check_symbol, import_rows, open_history
 from rtqis.sinks.store import Store
 from rtqis.ui import tables as tb
 from rtqis.ui.hub import CANDLE_FIELDS, SIGNAL_FIELDS
@@ -36,6 +34,7 @@ __all__ = [
     "SIGNAL_CSV_COLUMNS",
     "History",
     "UploadError",
+    "UploadResult",
     "candles_csv",
     "load_candles",
     "load_history",
@@ -147,15 +146,16 @@ def _adf_model(row: dict[str, Any]) -> m.AdfResult:
 # ------------------------------------------------------------------------------------------ downloads
 
 
-def _iso_utc(col: str) -> pl.Expr:
-    t = pl.from_epoch(pl.col(col), time_unit="ms")
-    whole = t.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    frac = t.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-    return pl.when(pl.col(col) % 1000 == 0).then(whole).otherwise(frac).alias(col)
-
-
 def _nan_to_null(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.col(c).fill_nan(None) for c, dt in df.schema.items() if dt == pl.Float64)
+
+
+def _csv_bytes(df: pl.DataFrame) -> bytes:
+    """``df`` as CSV for a spreadsheet: text cells that could run as formulas are neutralised
+    (:func:`~rtqis.sinks.candle_files.spreadsheet_safe`), numbers stay numbers."""
+    buf = io.BytesIO()
+    spreadsheet_safe(df).write_csv(buf)
+    return buf.getvalue()
 
 
 def signals_csv(
@@ -163,27 +163,35 @@ def signals_csv(
 ) -> tuple[bytes, int]:
     """PairSignals of ``pair`` with ``start_ms <= time <= end_ms`` as CSV (:data:`SIGNAL_CSV_COLUMNS`).
 
-    History (DuckDB) and the hub's live rows are merged by time (the live version wins).
+    History (DuckDB) and the hub's live rows are merged by time (the live version wins). ``pair`` must be a
+    configured pair (:class:`RtqisError` otherwise); text cells are made spreadsheet-safe.
     """
+    check_pair(settings, pair)
     end = None if end_ms is None else end_ms + 1
     got = _read(settings, lambda st: st.signals(pair, start_ms, end))
     hist = {} if isinstance(got, Exception) else _signal_cols(got)
     rows = tb.upsert(hist, tb.time_window(live, "time", start_ms, end), "time")
     n = tb.length(rows)
-    data: dict[str, Any] = {c: rows.get(c, np.empty(0)) for c in SIGNAL_CSV_COLUMNS if c != "pair"}
-    data["flags"] = [str(v) for v in data["flags"]]
-    df = pl.DataFrame(data).with_columns(pl.lit(pair).alias("pair")).select(SIGNAL_CSV_COLUMNS)
-    df = _nan_to_null(df).with_columns(_iso_utc("time"))
-    buf = io.BytesIO()
-    df.write_csv(buf)
-    return buf.getvalue(), n
+    # a model field the dashboard's live tables do not carry is an empty column, not a failed download
+    data: dict[str, Any] = {c: rows[c] for c in SIGNAL_CSV_COLUMNS if c in rows and c != "pair"}
+    data["flags"] = [str(v) for v in rows.get("flags", np.empty(0))]
+    if "time" not in data:
+        data["time"] = np.empty(0, dtype=np.int64)
+    missing = [pl.lit(None).alias(c) for c in SIGNAL_CSV_COLUMNS if c not in data and c != "pair"]
+    df = pl.DataFrame(data).with_columns(pl.lit(pair).alias("pair"), *missing).select(SIGNAL_CSV_COLUMNS)
+    df = _nan_to_null(df).with_columns(iso_utc("time"))
+    return _csv_bytes(df), n
 
 
 def candles_csv(
     settings: Settings, symbol: str, interval: str, live: tb.Cols, start_ms: int | None, end_ms: int | None
 ) -> tuple[bytes, int]:
     """Candles with ``start_ms <= open_time <= end_ms`` as CSV, the columns of ``rtqis candles export``
-    (:data:`rtqis.sinks.candle_files.EXPORT_COLUMNS`), history and live rows merged by open time."""
+    (:data:`rtqis.sinks.candle_files.EXPORT_COLUMNS`, ``closed`` false for the forming bar), history and
+    live rows merged by open time. ``symbol`` and ``interval`` must be configured (:class:`RtqisError`
+    otherwise); text cells are made spreadsheet-safe."""
+    check_symbol(settings, symbol)
+    check_interval(settings, interval)
     end = None if end_ms is None else end_ms + 1
     got = _read(settings, lambda st: st.candles(symbol, interval, start_ms, end))
     hist = {} if isinstance(got, Exception) else _candle_cols(got)
@@ -191,47 +199,97 @@ def candles_csv(
     n = tb.length(rows)
     data = {c: rows.get(c, np.empty(0)) for c in EXPORT_COLUMNS if c not in ("symbol", "interval")}
     df = pl.DataFrame(data).with_columns(pl.lit(symbol).alias("symbol"), pl.lit(interval).alias("interval"))
-    df = _nan_to_null(df.select(EXPORT_COLUMNS)).with_columns(_iso_utc("open_time"))
-    buf = io.BytesIO()
-    df.write_csv(buf)
-    return buf.getvalue(), n
+    df = _nan_to_null(df.select(EXPORT_COLUMNS)).with_columns(iso_utc("open_time"))
+    return _csv_bytes(df), n
 
 
 # ------------------------------------------------------------------------------------------ upload
 
 
+UPLOAD_SUFFIXES: tuple[str, ...] = (".csv", ".txt")
+"""File name endings an upload may have (the file input offers ``.csv``)."""
+
+_BINARY_MAGIC: dict[bytes, str] = {
+    b"PK\x03\x04": "a zip archive",
+    b"\x1f\x8b": "a gzip file",
+    b"PAR1": "a Parquet file",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF",
+}
+
+
 @dataclass
 class UploadResult:
-    rows: int
-    how: str
-    candles: tb.Cols  # the imported candles, to show them at once
+    rows: int  # rows stored (or handed to the running sink)
+    how: str  # "written" or "published to the running sink"
+    candles: tb.Cols  # the stored candles, to show them at once (skipped rows are not among them)
+    skipped: int = 0  # rows refused: they would have replaced closed streamed candles
+
+
+def check_upload_size(filename: str, size: int) -> None:
+    """Refuse an upload of ``size`` bytes over :data:`MAX_UPLOAD_BYTES` (:class:`UploadError`). Called on the
+    length of what the file input delivered, before it is copied, decoded or parsed."""
+    if size > MAX_UPLOAD_BYTES:
+        raise UploadError(
+            f"{_display_name(filename)}: {size / 1e6:.1f} MB is over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB "
+            "upload limit; nothing was imported (use `rtqis candles import` for big files)"
+        )
+
+
+def _display_name(filename: str) -> str:
+    """The uploaded file's base name, for messages only (it never becomes a path here)."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name[:120] or "upload.csv"
+
+
+def _upload_text(name: str, data: bytes) -> str:
+    """The upload as text, or :class:`UploadError` when it is not a CSV text file (wrong ending, binary
+    content, not UTF-8)."""
+    if not name.lower().endswith(UPLOAD_SUFFIXES):
+        raise UploadError(f"{name}: not a CSV file (expected a name ending in .csv); nothing was imported")
+    for magic, what in _BINARY_MAGIC.items():
+        if data.startswith(magic):
+            raise UploadError(f"{name}: this is {what}, not a CSV text file; nothing was imported")
+    if b"\x00" in data:
+        raise UploadError(f"{name}: binary content (NUL bytes), not a CSV text file; nothing was imported")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UploadError(f"{name}: not UTF-8 text (byte {e.start}); nothing was imported") from None
 
 
 def upload_candles(settings: Settings, filename: str, data: bytes, *, symbol: str, interval: str) -> UploadResult:
     """Validate and import an uploaded OHLC CSV through the same path as ``rtqis candles import``.
 
-    The whole file is checked before anything is written; a bad file raises :class:`UploadError` naming the
-    line and the reason, and nothing is imported. Files over :data:`MAX_UPLOAD_BYTES` are refused.
+    In order, each refusal an :class:`UploadError` of one line and nothing imported: the size
+    (:data:`MAX_UPLOAD_BYTES`, :func:`check_upload_size`), the symbol and interval (configured ones), the
+    type (a ``.csv`` name, UTF-8 text, no binary content), then every row (the line and the reason of the
+    first bad one). The file is parsed in memory: its name is never used as a path. A good file is stored
+    in one transaction (or handed to the running sink); rows that would replace a closed streamed candle
+    are skipped and counted in ``skipped``.
     """
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(
-            f"{filename}: {len(data) / 1e6:.1f} MB is over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB upload limit; "
-            "use `rtqis candles import` for big files"
-        )
-    name = Path(filename).name or "upload.csv"
-    with tempfile.TemporaryDirectory(prefix="rtqis-upload-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(data)
-        try:
-            with Store(Path(tmp) / "check.duckdb") as scratch:  # validate, and keep the rows to draw them
-                import_candles_csv(scratch, path, symbol=symbol, interval=interval)
-                rows = _candle_cols(scratch.candles(symbol, interval))
-            n, how = import_candles(settings, str(path), symbol=symbol, interval=interval)
-        except ImportError_ as e:
-            raise UploadError(f"{name}: line {e.line}: {e.reason}; nothing was imported") from None
-        except RtqisError as e:
-            raise UploadError(f"{name}: {str(e).replace(str(path), name)}") from None
-    return UploadResult(n, how, rows)
+    name = _display_name(filename)
+    check_upload_size(name, len(data))
+    try:
+        check_symbol(settings, symbol)
+        check_interval(settings, interval)
+    except RtqisError as e:
+        raise UploadError(f"{name}: {e}; nothing was imported") from None
+    text = _upload_text(name, data)
+    try:
+        df = read_candles_csv(name, symbol=symbol, interval=interval, text=text)
+        if not df.height:
+            raise UploadError(f"{name}: no candles in the file; nothing was imported")
+        r = import_rows(settings, df, symbol=symbol, interval=interval)
+    except ImportError_ as e:
+        raise UploadError(f"{name}: line {e.line}: {e.reason}; nothing was imported") from None
+    except UploadError:
+        raise
+    except RtqisError as e:
+        raise UploadError(f"{name}: {e}") from None
+    if r.skipped:
+        df = df.filter(~pl.col("open_time").is_in(list(r.skipped_open_times)))
+    return UploadResult(r.written, r.how, _candle_cols(df), r.skipped)
 
 
 # ------------------------------------------------------------------------------------------ ADF
