@@ -290,9 +290,7 @@ def test_upgrade_from_v2_file_adds_the_signal_columns(tmp_path: Path) -> None:
             " VALUES (?, 'BTCUSDT/ETHUSDT', 1, 2, 1.5, 30, ['warming_up'])",
             [T0],
         )
-        con.execute(
-            'INSERT INTO alerts VALUES (?, \'BTCUSDT/ETHUSDT\', \'exit\', 0.4, 0.5, 0.1, 1.2, 1, 2, \'old\')', [T0]
-        )
+        con.execute("INSERT INTO alerts VALUES (?, 'BTCUSDT/ETHUSDT', 'exit', 0.4, 0.5, 0.1, 1.2, 1, 2, 'old')", [T0])
     with Store(path) as s:
         assert s.schema_version == SCHEMA_VERSION == 3
         s.upsert_signals([full_signal(T0 + 1000)])

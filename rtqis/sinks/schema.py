@@ -163,8 +163,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             *(
                 f"ALTER TABLE signals ADD COLUMN {c} DOUBLE"
                 for c in (
-                    "innovation_z", "spread_bp", "spread_std_bp", "hedge", "hedge_se", "half_life_s",
-                    "half_life_se_s", "coint_stat", "coint_pvalue", "expected_reversion_bp", "round_trip_cost_bp",
+                    "innovation_z",
+                    "spread_bp",
+                    "spread_std_bp",
+                    "hedge",
+                    "hedge_se",
+                    "half_life_s",
+                    "half_life_se_s",
+                    "coint_stat",
+                    "coint_pvalue",
+                    "expected_reversion_bp",
+                    "round_trip_cost_bp",
                 )  # fmt: skip
             ),
             "ALTER TABLE signals ADD COLUMN coint VARCHAR",
