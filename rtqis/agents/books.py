@@ -219,7 +219,8 @@ class PairBook:
     and periodic ``analytics.adf`` results out, all through the outbox (consumers upsert by (pair, time)).
 
     The table holds, per pair, the state (key = pair: aligner, model scalars, outbox as
-    ``[kind, row, key]`` entries, ``seq``, ``dropped``) and the sample history in chunks of
+    ``[kind, row, key]`` entries, ``seq``, ``dropped``, ``quotes``: the legs' bid/ask samples not yet
+    joined, :mod:`rtqis.agents.quotes`) and the sample history in chunks of
     :attr:`CHUNK` rows (key = ``pair|chunk``). Chunks are written before the state, so a crash that keeps
     a prefix of an event's writes still loads: the previous state with chunks it does not read past.
     """
