@@ -292,7 +292,7 @@ class PairBook:
                 continue
             new = [(PAIR.name, st.signal)]
             for (kind, threshold), detail in zip(st.alerts, st.alert_details, strict=True):
-                new.append((ALERTS.name, _alert_row(st.signal, kind, threshold, detail, _frozen_hedge(model))))
+                new.append((ALERTS.name, _alert_row(st.signal, kind, threshold, detail, _calibration_hedge(model))))
             if st.adf_due and (res := model.adf()) is not None:
                 new.append((ADF.name, res))
             for kind, row in new:
@@ -333,7 +333,7 @@ class PairBook:
         return max(dropped, needed_before)
 
 
-def _frozen_hedge(model: PairModel) -> float | None:
+def _calibration_hedge(model: PairModel) -> float | None:
     """The hedge (x units per unit of y) of the model's current calibration, published or not."""
     beta = model.level.c.beta
     return beta * model.hist[-1][2] / model.hist[-1][1] if model.hist and math.isfinite(beta) else None
