@@ -224,6 +224,8 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         latency_runs=a.latency_runs,
         latency_rate=a.latency_rate,
         soak_seconds=a.soak_seconds,
+        signals_seeds=a.signals_seeds,
+        signals_hours=a.signals_hours,
         json_path=json_path,
     )
     return 0
@@ -448,8 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(confluent-kafka consume rate: the ceiling), e2e (ticks through producer -> worker -> sink), "
         "scaling (1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers, on --ticks/5; latency at 100 pairs), "
         "latency (steady live-like feed, --latency-runs runs on fresh embedded brokers); not in the default set: "
-        "shapes (worker by tick shape and recovery fix) and soak (worker, sink and broker RSS under the "
-        "steady feed for --soak-seconds; e.g. --only soak).",
+        "shapes (worker by tick shape and recovery fix), soak (worker, sink and broker RSS under the "
+        "steady feed for --soak-seconds; e.g. --only soak) and signals (what the pair signals are worth: the "
+        "issue #20 evaluation on the seeded synthetic market whose true spread is known, figure against "
+        "target, no broker, a few minutes; --only signals).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
@@ -466,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--soak-seconds", type=_positive_number, default=600.0, help="soak duration at --latency-rate (default 600)"
+    )
+    c.add_argument(
+        "--signals-seeds", type=_positive_int, default=8, help="signals: synthetic markets (seeds 1..N; default 8)"
+    )
+    c.add_argument(
+        "--signals-hours",
+        type=_positive_number,
+        default=4.0,
+        help="signals: hours per seed, the first for calibration (default 4)",
     )
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)

@@ -125,6 +125,28 @@ class Settings(BaseSettings):
         "partitions, where one symbol's partition can be read far ahead of the other's",
     )
     outlier_z: float = Field(6.0, gt=0, description="flag a sample whose |z| exceeds this as an outlier")
+    fee_bps: float = Field(
+        10.0,
+        ge=0,
+        le=1000,
+        description="trading fee in bp per leg per side (Binance spot taker: 10); with the quoted spreads it "
+        "makes the round-trip cost an entry's expected reversion must beat to be published",
+    )
+    alert_rule: Literal["reverse", "bands"] = Field(
+        "reverse",
+        description="alerts: reverse = stop-and-reverse at +-z_enter (always in the market once entered); "
+        "bands = enter at +-z_enter, exit at +-z_exit",
+    )
+    level_window: int = Field(
+        3600,
+        ge=300,
+        le=1_000_000,
+        description="samples behind the hedge, the half-life, the cointegration test and the longest z window "
+        "of the spread level (1 h of 1 s samples)",
+    )
+    coint_min: int = Field(
+        1800, ge=20, description="samples the Engle-Granger verdict needs (before: insufficient_data)"
+    )
     colocate_pairs: bool = Field(
         True,
         description="with one partition, the tick agent computes the pairs itself: one broker hop less on "
@@ -210,6 +232,11 @@ class Settings(BaseSettings):
             for leg in p.split("/"):
                 if leg not in self.symbols:
                     raise ValueError(f"pair {p} uses {leg}, which is not in symbols {self.symbols}")
+        if self.coint_min > self.level_window:
+            raise ValueError(
+                f"coint_min ({self.coint_min}) must not exceed level_window ({self.level_window}):"
+                " the test runs on that window"
+            )
         if self.z_exit >= self.z_enter:
             raise ValueError(f"z_exit ({self.z_exit}) must be below z_enter ({self.z_enter}) for hysteresis")
         return self

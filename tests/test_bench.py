@@ -103,3 +103,28 @@ def test_bench_soak_reports_rss_growth_per_process(settings: Settings, tmp_path:
 def test_bench_rejects_bad_numbers() -> None:
     assert_one_line_error(run_cli("bench", "--only", "soak", "--soak-seconds", "0"), "--soak-seconds", "> 0")
     assert_one_line_error(run_cli("bench", "--latency-rate", "fast"), "--latency-rate", "'fast'")
+
+
+def test_bench_signals_runs_the_evaluation_without_a_broker(tmp_path: Path) -> None:
+    """`rtqis bench --only signals` (opt-in): the #20 evaluation, its figures in the JSON (values not judged)."""
+    from rtqis.bench import DEFAULT_SECTIONS, OPTIONAL_SECTIONS
+    from rtqis.evaluation import TARGETS
+
+    assert "signals" in OPTIONAL_SECTIONS and "signals" not in DEFAULT_SECTIONS
+    out = tmp_path / "signals.json"
+    env = {"RTQIS_DATA_DIR": str(tmp_path / "var"), "RTQIS_BROKER_PORT": "1"}  # no broker is started
+    r = run_cli(
+        "bench", "--only", "signals", "--signals-seeds", "1", "--signals-hours", "1.5", "--json", str(out),
+        env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["config"]["broker"] == "none" and (d["config"]["signals_seeds"], d["config"]["signals_hours"]) == (1, 1.5)
+    sig = d["signals"]
+    assert (sig["seeds"], sig["hours"], sig["eval_hours"]) == (1, 1.5, 0.5)
+    assert set(TARGETS) - {"ewa_ewc_sharpe"} <= set(sig)  # EWA/EWC only with $RTQIS_REFERENCE_DATA
+    assert sig["targets"] == len(TARGETS) and 0 <= sig["targets_met"] <= len(TARGETS)
+    assert "codec" not in d and "e2e" not in d
+    assert "| corr_z_spread |" in r.stdout and "targets met" in r.stdout
+    bad = run_cli("bench", "--only", "signals", "--signals-hours", "1", env=env, timeout=60)
+    assert_one_line_error(bad, "--signals-hours must exceed 1")

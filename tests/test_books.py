@@ -4,6 +4,7 @@ it after a restart, and never mix two symbols or two pairs that share the same t
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from rtqis.agents.books import LOCAL_LEG, PairBook, SymbolBook, candle_output_key
 from rtqis.agents.outbox import Output
+from rtqis.analytics.pair_model import PairModel, PairParams
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ALERTS, PAIR
@@ -188,3 +190,112 @@ def test_two_pairs_with_the_same_times_do_not_collide() -> None:
         book.apply(leg_messages(pair, 41, 1, seed=7)[0], table)  # one more x sample: the states are written
     left = [{key for _, _, key in table[pair]["outbox"]} for pair in PAIRS]
     assert left[0].isdisjoint(keys[0]) and left[1] >= keys[1]
+
+
+# ---------------------------------------------------------------------------------- quotes and costs (#20)
+
+
+def test_mid_samples_carry_the_bid_and_ask_of_the_sampled_update() -> None:
+    """With quotes, each mid sample ships the bid/ask of the last book update strictly before its time."""
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT"], pairs=["ETHUSDT/BTCUSDT"], candle_intervals=["1m"])
+    book, stored = SymbolBook(s, candles=False, sample=True, colocated=True, quotes=True), {}
+    times = np.array([T0 + 100, T0 + 900, T0 + 1_000, T0 + 2_500, T0 + 3_100], dtype=np.int64)
+    bid = np.array([10.0, 10.5, 11.0, 12.0, 13.0])
+    ask = bid + np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    ids = np.arange(1, 6, dtype=np.int64)
+    cols = {"bid_price": bid[:3], "ask_price": ask[:3]}
+    out, new = book.update("BTCUSDT", {}, cols, (times[:3], (bid[:3] + ask[:3]) / 2, ids[:3]), (bid[:3], ask[:3]))
+    assert new is not None and "quotes" in new
+    stored["BTCUSDT"] = new
+    (leg,) = out
+    assert leg.row["time"] == [T0 + 1_000] and leg.row["bid"] == [10.5] and leg.row["ask"] == [10.7]
+    book.cache.clear()  # a restart: the quote samplers come back from the table
+    rest = (times[3:], (bid[3:] + ask[3:]) / 2, ids[3:])
+    (leg,) = book.update("BTCUSDT", stored["BTCUSDT"], {}, rest, (bid[3:], ask[3:]))[0]
+    assert leg.row["time"] == [T0 + 2_000, T0 + 3_000]
+    assert (leg.row["bid"], leg.row["ask"]) == ([11.0, 12.0], [11.3, 12.4])
+    assert leg.row["price"] == [11.15, 12.2]
+    m.LegSamples(**leg.row)
+    # trade prices: no quotes
+    trade_book = SymbolBook(s, candles=False, sample=True, colocated=True)
+    (leg,) = apply(trade_book, {}, "BTCUSDT", trades([T0 + 100, T0 + 1_100], [10.0, 11.0], 1))
+    assert "bid" not in leg.row and m.LegSamples(**leg.row).bid is None
+
+
+def quoted_messages(t0: int, n: int, seed: int) -> list[m.LegSamples]:
+    """Both legs of ETHUSDT/BTCUSDT with a fast mean-reverting spread and quoted bid/ask."""
+    rng = np.random.default_rng(seed)
+    times = [1000 * (t0 + i) for i in range(n)]
+    x = 6e4 * np.exp(np.cumsum(rng.normal(0, 5e-4, n)))
+    s = np.zeros(n)
+    for i in range(1, n):
+        s[i] = 0.9 * s[i - 1] + rng.normal(0, 2e-3)
+    y = 0.05 * x * np.exp(s)
+    msgs = []
+    for leg, sym, p, half in (("x", "BTCUSDT", x, 3e-4), ("y", "ETHUSDT", y, 1e-4)):
+        bid, ask = p * (1 - half), p * (1 + half)
+        msgs.append(
+            m.LegSamples(
+                pair=PAIRS[0],
+                leg=leg,
+                symbol=sym,
+                time=times,
+                price=p.tolist(),
+                last_time=times,
+                bid=bid.tolist(),
+                ask=ask.tolist(),
+            )  # fmt: skip
+        )
+    return msgs
+
+
+def chunks(msgs: list[m.LegSamples], size: int) -> list[m.LegSamples]:
+    """The messages cut in messages of ``size`` samples, legs interleaved."""
+    out = []
+    for lo in range(0, len(msgs[0].time), size):
+        for msg in msgs:
+            d = msg.model_dump()
+            out.append(m.LegSamples(**{k: v[lo : lo + size] if isinstance(v, list) else v for k, v in d.items()}))
+    return out
+
+
+def test_pair_book_passes_the_quotes_to_the_model_and_the_cost_details_to_the_alerts() -> None:
+    s = pair_settings().model_copy(update={"fee_bps": 1.0})
+    msgs = chunks(quoted_messages(1, 900, seed=11), 50)
+    book, table = PairBook(s), defaultdict(dict)
+    out = [o for msg in msgs[:10] for o in book.apply(msg, table)]
+    restarted = PairBook(s)  # a new process half-way: the quote queues come back from the table
+    for o in out:
+        restarted.outbox.on_delivered(str(o.key))
+    out += [o for msg in msgs[10:] for o in restarted.apply(msg, table)]
+    # the reference: the model fed directly with the same prices and quotes
+    model = PairModel(PAIRS[0], PairParams.from_settings(s))
+    full = quoted_messages(1, 900, seed=11)
+    want_sig, want_alerts = [], []
+    for i, t in enumerate(full[0].time):
+        x, y = full[0], full[1]
+        st = model.step(t, x.price[i], y.price[i], t, t, x.bid[i], x.ask[i], y.bid[i], y.ask[i])  # type: ignore[index]
+        assert st is not None
+        want_sig.append(st.signal)
+        want_alerts += [(st.signal, kind, d) for (kind, _), d in zip(st.alerts, st.alert_details, strict=True)]
+    got_sig = {o.row["time"]: o.row for o in out if o.kind == PAIR.name}
+    assert [got_sig[w["time"]] for w in want_sig] == want_sig
+    costs = [w for w in want_sig if w["round_trip_cost_bp"] is not None]
+    assert costs, "the level z-score was published"
+    hedged = [w for w in costs if w["hedge"] is not None]
+    assert hedged
+    for w in hedged:  # fees on both legs in and out, plus both quoted spreads (y: 2 bp, x: 6 bp)
+        b = abs(w["hedge"] * w["x"] / w["y"])  # x notional per unit of y notional
+        assert math.isclose(w["round_trip_cost_bp"], 2.0 * 1.0 * (1 + b) + 2.0 + b * 6.0, rel_tol=1e-9)
+    alerts = [o.row for o in out if o.kind == ALERTS.name]
+    assert alerts and len(alerts) == len(want_alerts)
+    for row, (sig, kind, detail) in zip(alerts, want_alerts, strict=True):
+        m.Alert(**row)
+        assert row["kind"] == kind and row["time"] == sig["time"]
+        assert {k: row[k] for k in detail} == detail and row["fee_bps"] == 1.0
+        if sig["hedge"] is None:  # an exit while the hedge is unpublished: the calibration's estimate
+            assert kind == "exit" and row["hedge"] is None and math.isfinite(row["beta"])
+        else:
+            assert row["beta"] == row["hedge"] == sig["hedge"]
+        if kind != "exit":
+            assert row["hedge"] == row["beta"] == sig["hedge"] and row["expected_reversion_bp"] > 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from rtqis.analytics.pair_model import PairParams
 from rtqis.errors import ConfigError
 from rtqis.settings import load_settings
 
@@ -85,6 +86,10 @@ def test_one_partition_without_colocation_routes_legs() -> None:
             "1m,2h",
             "candle_intervals.1 (RTQIS_CANDLE_INTERVALS): Input should be '1m' or '5m'",
         ),
+        ("RTQIS_FEE_BPS", "-1", "fee_bps (RTQIS_FEE_BPS): Input should be greater than or equal to 0"),
+        ("RTQIS_ALERT_RULE", "hold", "alert_rule (RTQIS_ALERT_RULE): Input should be 'reverse' or 'bands'"),
+        ("RTQIS_LEVEL_WINDOW", "100", "level_window (RTQIS_LEVEL_WINDOW): Input should be greater than or equal"),
+        ("RTQIS_COINT_MIN", "5", "coint_min (RTQIS_COINT_MIN): Input should be greater than or equal to 20"),
     ],
 )
 def test_invalid_environment_gives_one_line_naming_the_variable(
@@ -97,6 +102,23 @@ def test_invalid_environment_gives_one_line_naming_the_variable(
 def test_rules_across_fields() -> None:
     assert "pair SOLUSDT/BTCUSDT uses SOLUSDT, which is not in symbols" in _error(pairs="SOLUSDT/BTCUSDT")
     assert "z_exit (2.0) must be below z_enter (2.0) for hysteresis" in _error(z_exit=2.0)
+    assert "coint_min (1801) must not exceed level_window (1800)" in _error(level_window=1800, coint_min=1801)
+
+
+def test_signal_settings_reach_the_pair_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """#20: fee, alert rule, level window and cointegration minimum: defaults, environment, PairParams."""
+    d = PairParams.from_settings(load_settings())
+    assert (d.fee_bps, d.alert_rule, d.level_window, d.coint_min) == (10.0, "reverse", 3600, 1800)
+    assert d == PairParams(), "the settings' defaults are the model's defaults"
+    monkeypatch.setenv("RTQIS_FEE_BPS", "2.5")
+    monkeypatch.setenv("RTQIS_ALERT_RULE", "bands")
+    monkeypatch.setenv("RTQIS_LEVEL_WINDOW", "7200")
+    monkeypatch.setenv("RTQIS_COINT_MIN", "3600")
+    s = load_settings()
+    assert (s.fee_bps, s.alert_rule, s.level_window, s.coint_min) == (2.5, "bands", 7200, 3600)
+    p = PairParams.from_settings(s)
+    assert (p.fee_bps, p.alert_rule, p.level_window, p.coint_min) == (2.5, "bands", 7200, 3600)
+    assert p.level.window == 7200 and p.level.coint_min == 3600 and p.history >= 7200
 
 
 def test_every_problem_is_listed_on_the_one_line() -> None:

@@ -261,6 +261,54 @@ def test_upgrade_from_v1_file(tmp_path: Path) -> None:
         assert s.schema_version == SCHEMA_VERSION
 
 
+def full_signal(t: int) -> m.PairSignal:
+    """A PairSignal with every field set (the #20 additions included)."""
+    fields = m.PairSignal.model_fields
+    floats = {f: 0.5 + i for i, f in enumerate(fields) if fields[f].annotation == float | None}
+    ints = {"n_obs": 3600, "position": -1, "below_cost": 7}
+    base = {"time": t, "pair": "BTCUSDT/ETHUSDT", "x": 1.0, "y": 2.0, "flags": ["below_cost"], "coint": "cointegrated"}
+    return m.PairSignal(**floats, **ints, **base)
+
+
+def full_alert(t: int) -> m.Alert:
+    extra = {"spread_bp": -31.5, "expected_reversion_bp": 55.0, "round_trip_cost_bp": 42.0, "hedge": 0.81}
+    return m.Alert(**{**alert(t), **extra, "fee_bps": 10.0})
+
+
+def test_upgrade_from_v2_file_adds_the_signal_columns(tmp_path: Path) -> None:
+    """A v2 store (pre-#20 signals and alerts) migrates: old rows read NULL in the new columns, new rows
+    keep every field of the models."""
+    path = tmp_path / "v2.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(V1_VERSION_TABLE)
+        for mig in MIGRATIONS[:2]:
+            for stmt in mig.statements:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?, 0, 'old')", [mig.version])
+        con.execute(
+            'INSERT INTO signals ("time", pair, x, y, zscore, n_obs, flags)'
+            " VALUES (?, 'BTCUSDT/ETHUSDT', 1, 2, 1.5, 30, ['warming_up'])",
+            [T0],
+        )
+        con.execute("INSERT INTO alerts VALUES (?, 'BTCUSDT/ETHUSDT', 'exit', 0.4, 0.5, 0.1, 1.2, 1, 2, 'old')", [T0])
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 3
+        s.upsert_signals([full_signal(T0 + 1000)])
+        s.insert_alerts([full_alert(T0 + 1000)])
+        sig = s.signals("BTCUSDT/ETHUSDT")
+        al = s.alerts("BTCUSDT/ETHUSDT")
+    assert sig.columns == list(m.PairSignal.model_fields) and al.columns == list(m.Alert.model_fields)
+    old, new = sig.row(0, named=True), sig.row(1, named=True)
+    assert old["zscore"] == 1.5 and old["flags"] == ["warming_up"]
+    assert all(old[f] is None for f in ("innovation_z", "hedge", "half_life_s", "coint", "position", "below_cost"))
+    assert m.PairSignal(**new) == full_signal(T0 + 1000)
+    assert al.row(0, named=True)["hedge"] is None
+    assert m.Alert(**al.row(1, named=True)) == full_alert(T0 + 1000)
+    fresh = tmp_path / "fresh.duckdb"
+    Store(fresh).close()
+    assert columns_of(path) == columns_of(fresh)
+
+
 def test_newer_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.duckdb"
     Store(path).close()

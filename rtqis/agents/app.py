@@ -36,7 +36,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
                                                 '--> leg samples (RTQIS_PAIR_PRICE=trade) --> LEGS
 
         ticks.book (BookTickerFrame) --> [book] --> book_legs      (only with RTQIS_PAIR_PRICE=mid)
-                                                '--> leg samples (mid prices) --> LEGS
+                                                '--> leg samples (mid prices, with bid/ask) --> LEGS
 
         LEGS, one partition (co-located, the default): the same agent applies them to its pairs, whose
               states it keeps in its own table (candles or book_legs) --> PAIR OUTPUTS
@@ -83,7 +83,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     # ticks.book --> book --> book_legs (+ co-located pairs)
     if settings.pair_price == "mid":
         books, book_legs = topic(BOOK), table("book_legs")
-        mids = SymbolBook(settings, candles=False, sample=True, colocated=colocated)
+        mids = SymbolBook(settings, candles=False, sample=True, colocated=colocated, quotes=True)
         on_books = BookHandler(outputs, mids, book_legs, local_pairs)
 
         @app.agent(books, name="book")

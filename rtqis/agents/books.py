@@ -10,11 +10,15 @@ keys read as ``{}`` (a Faust ``Table(default=dict)``, or ``collections.defaultdi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import numpy as np
+
 from rtqis.agents.outbox import Outbox, Output
+from rtqis.agents.quotes import LegQuotes
 from rtqis.analytics.candles import CandleState, to_rows
 from rtqis.analytics.pair_model import PairModel, PairParams
 from rtqis.analytics.sampling import LegSampler, PairAligner
@@ -73,11 +77,16 @@ class SymbolBook:
     Closed candles, corrections and leg samples enter the outbox (stored with the state under
     ``"outbox"``); live candles (at most one per ``live_candle_ms`` per symbol and interval) do not.
     With ``colocated`` the leg samples are returned as :data:`LOCAL_LEG` outputs, outside the outbox:
-    the same agent applies them to its :class:`PairBook` in the same event.
+    the same agent applies them to its :class:`PairBook` in the same event. With ``quotes`` (mid prices)
+    the bid and ask of the sampled book update ride along with each sample (``bid``, ``ask``: two more
+    samplers on the same clock, state under ``"quotes"``; see :mod:`rtqis.agents.quotes`).
     """
 
-    def __init__(self, settings: Settings, *, candles: bool, sample: bool, colocated: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, candles: bool, sample: bool, colocated: bool = False, quotes: bool = False
+    ) -> None:
         self.colocated = colocated
+        self.quotes = quotes
         self.intervals: list[tuple[str, int]] = (
             [(iv, interval_ms(iv)) for iv in settings.candle_intervals] if candles else []
         )
@@ -86,11 +95,13 @@ class SymbolBook:
         self.max_fill = max(1, int(settings.stale_after_s * 1000 // settings.sample_ms) + 1)
         self.grace_ms = settings.candle_grace_ms
         self.live_s = settings.live_candle_ms / 1000.0
-        self.cache: dict[str, tuple[int, dict[str, CandleState], LegSampler | None]] = {}
+        self.cache: dict[str, tuple[int, dict[str, CandleState], LegSampler | None, _Quoters | None]] = {}
         self.last_live: dict[tuple[str, str], float] = {}  # (symbol, interval) -> monotonic s
         self.outbox: Outbox[dict[str, Any]] = Outbox(candle_output_key)
 
-    def _states(self, sym: str, stored: dict[str, Any]) -> tuple[int, dict[str, CandleState], LegSampler | None]:
+    def _states(
+        self, sym: str, stored: dict[str, Any]
+    ) -> tuple[int, dict[str, CandleState], LegSampler | None, _Quoters | None]:
         seq = int(stored.get("seq", 0))
         cached = self.cache.get(sym)
         if cached is not None and cached[0] == seq:
@@ -101,26 +112,39 @@ class SymbolBook:
             else CandleState(size, grace_ms=self.grace_ms)
             for iv, size in self.intervals
         }
-        sampler = None
+        sampler = quoters = None
         if sym in self.legs:
             sampler = (
                 LegSampler.from_state(stored["sampler"])
                 if "sampler" in stored
                 else LegSampler(step_ms=self.step_ms, max_fill=self.max_fill)
             )
-        return seq, states, sampler
+            if self.quotes:
+                q = stored.get("quotes") or {}
+                bid, ask = (
+                    LegSampler.from_state(q[k]) if k in q else LegSampler(step_ms=self.step_ms, max_fill=self.max_fill)
+                    for k in ("bid", "ask")
+                )
+                quoters = (bid, ask)
+        return seq, states, sampler, quoters
 
     def update(
-        self, sym: str, stored: dict[str, Any], cols: dict[str, Any], sample_cols: tuple[Any, Any, Any] | None
+        self,
+        sym: str,
+        stored: dict[str, Any],
+        cols: dict[str, Any],
+        sample_cols: tuple[Any, Any, Any] | None,
+        quote_cols: tuple[Any, Any] | None = None,
     ) -> tuple[list[Output], dict[str, Any] | None]:
         """Apply a frame of ``sym`` to its ``stored`` state: (outputs in order, new state or None when
         nothing changed).
 
         ``cols`` are trade columns for the candles (``trade_time``, ``price``, ``qty``, ``buyer_maker``,
-        ``trade_id``); ``sample_cols`` = (times ms, prices, ids) for the sampler. Idempotent: trades
-        already applied (by id) change nothing.
+        ``trade_id``); ``sample_cols`` = (times ms, prices, ids) for the sampler; ``quote_cols`` =
+        (bids, asks) of the same rows (a book built with ``quotes``). Idempotent: trades already applied
+        (by id) change nothing.
         """
-        seq, states, sampler = self._states(sym, stored)
+        seq, states, sampler, quoters = self._states(sym, stored)
         box = self.outbox.restore(stored.get("outbox", []))
         changed = box.changed
         out = [Output(_symbol_kind(r), r, self.outbox.key(r)) for r in box.resend]
@@ -144,13 +168,16 @@ class SymbolBook:
                 self.last_live[(sym, iv)] = now
                 out.extend(Output(iv, row, None) for row in to_rows(upd.live, sym, iv))
         if sampler is not None and sample_cols is not None:
-            before = sampler.state()
+            before = [sampler.state(), *(q.state() for q in quoters or ())]
             t, p, lt = sampler.update(*sample_cols)
-            changed = changed or sampler.state() != before
+            quoted = _sample_quotes(quoters, sample_cols, quote_cols, t)
+            changed = changed or [sampler.state(), *(q.state() for q in quoters or ())] != before
             if len(t):
                 for pair, leg in self.legs[sym]:
                     row = {"pair": pair, "leg": leg, "symbol": sym, "time": t.tolist(), "price": p.tolist()}
                     row["last_time"] = lt.tolist()
+                    if quoted is not None:
+                        row["bid"], row["ask"] = quoted
                     if self.colocated:
                         out.append(Output(LOCAL_LEG, row, None))
                     else:
@@ -158,12 +185,33 @@ class SymbolBook:
         if not changed:
             return out, None
         seq += 1
-        self.cache[sym] = (seq, states, sampler)
+        self.cache[sym] = (seq, states, sampler, quoters)
         self.outbox.commit(box)
         new = {"seq": seq, "state": {iv: st.to_dict() for iv, st in states.items()}, "outbox": box.entries}
         if sampler is not None:
             new["sampler"] = sampler.state()
+        if quoters is not None:
+            new["quotes"] = {"bid": quoters[0].state(), "ask": quoters[1].state()}
         return out, new
+
+
+_Quoters = tuple[LegSampler, LegSampler]  # bid, ask samplers
+
+
+def _sample_quotes(
+    quoters: _Quoters | None, sample_cols: tuple[Any, Any, Any], quote_cols: tuple[Any, Any] | None, t: Any
+) -> tuple[list[float], list[float]] | None:
+    """The bid and ask behind each price sample at times ``t`` (same ticks, same clock, so the same
+    samples); None when the book has no quotes or, after a state written without them, the quote
+    samplers have not caught up with the price sampler yet."""
+    if quoters is None or quote_cols is None:
+        return None
+    times, _, ids = sample_cols
+    tb, pb, _ = quoters[0].update(times, quote_cols[0], ids)
+    ta, pa, _ = quoters[1].update(times, quote_cols[1], ids)
+    if not (np.array_equal(tb, t) and np.array_equal(ta, t)):
+        return None
+    return pb.tolist(), pa.tolist()
 
 
 class PairBook:
@@ -171,7 +219,8 @@ class PairBook:
     and periodic ``analytics.adf`` results out, all through the outbox (consumers upsert by (pair, time)).
 
     The table holds, per pair, the state (key = pair: aligner, model scalars, outbox as
-    ``[kind, row, key]`` entries, ``seq``, ``dropped``) and the sample history in chunks of
+    ``[kind, row, key]`` entries, ``seq``, ``dropped``, ``quotes``: the legs' bid/ask samples not yet
+    joined, :mod:`rtqis.agents.quotes`) and the sample history in chunks of
     :attr:`CHUNK` rows (key = ``pair|chunk``). Chunks are written before the state, so a crash that keeps
     a prefix of an event's writes still loads: the previous state with chunks it does not read past.
     """
@@ -225,6 +274,8 @@ class PairBook:
         out = [Output(kind, row, key) for kind, row, key in box.resend]
         if not aligner.push(msg.leg, msg.time, msg.price, msg.last_time) and not box.changed:
             return out  # a redelivered message: nothing new
+        quotes = LegQuotes.from_state(stored.get("quotes"))
+        quotes.push(msg.leg, msg.time, msg.bid, msg.ask)
         n_before = model.n
         rows = aligner.drain()
         for t, x, y, xt, yt in zip(
@@ -235,12 +286,13 @@ class PairBook:
             rows.y_time.tolist(),
             strict=True,
         ):
-            st = model.step(t, x, y, xt, yt)
+            (x_bid, x_ask), (y_bid, y_ask) = quotes.at("x", t), quotes.at("y", t)
+            st = model.step(t, x, y, xt, yt, x_bid, x_ask, y_bid, y_ask)
             if st is None:
                 continue
             new = [(PAIR.name, st.signal)]
-            for kind, threshold in st.alerts:
-                new.append((ALERTS.name, _alert_row(st.signal, kind, threshold)))
+            for (kind, threshold), detail in zip(st.alerts, st.alert_details, strict=True):
+                new.append((ALERTS.name, _alert_row(st.signal, kind, threshold, detail, _calibration_hedge(model))))
             if st.adf_due and (res := model.adf()) is not None:
                 new.append((ADF.name, res))
             for kind, row in new:
@@ -256,6 +308,7 @@ class PairBook:
             "model": model.state(),
             "outbox": box.entries,
             "dropped": dropped,
+            "quotes": quotes.state(),
         }
         return out
 
@@ -280,9 +333,25 @@ class PairBook:
         return max(dropped, needed_before)
 
 
-def _alert_row(sig: dict[str, Any], kind: str, threshold: float) -> dict[str, Any]:
-    """The ``alerts`` row of a z-score crossing ``kind`` at ``threshold`` in the signal ``sig``."""
-    z, beta = sig["zscore"], sig["kalman_beta"]
+def _calibration_hedge(model: PairModel) -> float | None:
+    """The hedge (x units per unit of y) of the model's current calibration, published or not."""
+    beta = model.level.c.beta
+    return beta * model.hist[-1][2] / model.hist[-1][1] if model.hist and math.isfinite(beta) else None
+
+
+def _alert_row(
+    sig: dict[str, Any], kind: str, threshold: float, detail: dict[str, Any], fallback_hedge: float | None
+) -> dict[str, Any]:
+    """The ``alerts`` row of a z-score crossing ``kind`` at ``threshold`` in the signal ``sig``, with the
+    alert's cost details (:attr:`~rtqis.analytics.pair_model.Step.alert_details`).
+
+    ``beta`` is the hedge the z-score uses (``sig["hedge"]``, x units per unit of y). An exit may fire
+    while that hedge is unpublished (standard error > 100 %): its ``beta`` is then the calibration's
+    estimate (``fallback_hedge``), and ``hedge`` stays null."""
+    z = sig["zscore"]
+    beta = sig["hedge"] if sig["hedge"] is not None else fallback_hedge
+    if beta is None:  # not reached: an alert needs a z-score, which needs a calibrated hedge
+        beta = math.nan
     what = {
         "enter_short_spread": "spread rich: short y, long beta*x",
         "enter_long_spread": "spread cheap: long y, short beta*x",
@@ -299,4 +368,5 @@ def _alert_row(sig: dict[str, Any], kind: str, threshold: float) -> dict[str, An
         "x": sig["x"],
         "y": sig["y"],
         "message": f"{sig['pair']} z={z:+.2f} crossed {threshold:+.2f}: {what} (beta {beta:.5g})",
+        **detail,
     }

@@ -112,8 +112,8 @@ class TradesHandler(_TickHandler):
 
 
 class BookHandler(_TickHandler):
-    """A best bid/ask frame -> mid-price leg samples for the pairs (``RTQIS_PAIR_PRICE=mid``), state in
-    the ``book_legs`` table."""
+    """A best bid/ask frame -> mid-price leg samples for the pairs (``RTQIS_PAIR_PRICE=mid``), with the bid
+    and ask of each sampled update (the pairs' round-trip cost), state in the ``book_legs`` table."""
 
     async def __call__(self, event: Any) -> None:
         frame = await valid_frame(self.outputs, event, BOOK, validate_book_frame, "worker.book")
@@ -122,7 +122,9 @@ class BookHandler(_TickHandler):
         c = frame.cols
         t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]  # spot: no event time
         mid = (c["bid_price"] + c["ask_price"]) / 2.0  # type: ignore[operator]
-        out, new_state = self.symbols.update(frame.symbol, self.table[frame.symbol], c, (t, mid, c["update_id"]))
+        out, new_state = self.symbols.update(
+            frame.symbol, self.table[frame.symbol], c, (t, mid, c["update_id"]), (c["bid_price"], c["ask_price"])
+        )
         pair_out = self.apply_local_legs(out)
         if new_state is not None:
             self.table[frame.symbol] = new_state

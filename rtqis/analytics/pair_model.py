@@ -136,6 +136,10 @@ class PairParams:
             outlier_z=s.outlier_z,
             adf_every_ms=int(s.adf_every_s * 1000),
             adf_window=s.adf_window,
+            fee_bps=s.fee_bps,
+            alert_rule=s.alert_rule,
+            level_window=s.level_window,
+            coint_min=s.coint_min,
         )
 
     @property

@@ -10,7 +10,9 @@ Sections (each runs on the embedded broker, or the configured one, in its own na
   (:mod:`rtqis.bench.latency`);
 - shapes (opt-in): Faust worker throughput with one tick per message vs frames of 50/500/5000 ticks,
   with and without the exact-recovery fix (:mod:`rtqis.bench.shapes`);
-- soak (opt-in): worker, sink and broker RSS under the steady feed (:mod:`rtqis.bench.soak`).
+- soak (opt-in): worker, sink and broker RSS under the steady feed (:mod:`rtqis.bench.soak`);
+- signals (opt-in, no broker): the issue #20 evaluation of the pair signals on the seeded synthetic
+  market, figure against target (:mod:`rtqis.bench.signals`, :mod:`rtqis.evaluation`), a few minutes.
 
 :func:`rtqis.bench.runner.run_bench` runs the chosen sections; :mod:`rtqis.bench.report` holds the
 recorded versions and the closing table. Child processes (worker, sink, feed) are started and
@@ -22,10 +24,12 @@ This module stays import-light (the CLI reads the section names when it builds i
 
 from __future__ import annotations
 
-__all__ = ["ALL_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECTIONS"]
+__all__ = ["ALL_SECTIONS", "BROKER_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECTIONS"]
 
 #: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
 DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
 #: sections run only when named in ``--only``
-OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals")
 ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
+#: the sections that need a broker (`rtqis bench --only signals` starts none)
+BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak")

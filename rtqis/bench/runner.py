@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from rtqis import __version__
-from rtqis.bench import DEFAULT_SECTIONS
+from rtqis.bench import BROKER_SECTIONS, DEFAULT_SECTIONS
 from rtqis.bench.e2e import bench_e2e, bench_scaling
 from rtqis.bench.harness import Say, median_runs, on_own_broker
 from rtqis.bench.latency import bench_latency, latency_median
@@ -19,6 +19,7 @@ from rtqis.bench.micro import bench_codec, bench_kernels
 from rtqis.bench.raw import bench_raw
 from rtqis.bench.report import machine, summary_table, versions
 from rtqis.bench.shapes import bench_shapes
+from rtqis.bench.signals import bench_signals
 from rtqis.bench.soak import bench_soak
 from rtqis.kafka.embedded import EmbeddedBroker
 from rtqis.process import free_port
@@ -39,15 +40,18 @@ def run_bench(
     latency_runs: int = 1,
     latency_rate: float = 2000.0,
     soak_seconds: float = 600.0,
+    signals_seeds: int = 8,
+    signals_hours: float = 4.0,
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
     """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, latency,
-    soak); return the results and write them to ``json_path`` when given."""
+    soak, signals); return the results and write them to ``json_path`` when given. The embedded broker
+    is started only for sections that need one."""
     tmp = settings.data_dir / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
     broker = None
-    if settings.embedded:
+    if settings.embedded and set(sections) & set(BROKER_SECTIONS):
         broker = EmbeddedBroker(settings.broker_host, free_port(), settings.broker_bin, tmp / "broker.log").start()
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
     res: dict[str, Any] = {
@@ -55,7 +59,7 @@ def run_bench(
         "versions": versions(broker.binary if broker else None),
         "machine": machine(),
         "config": {
-            "broker": "embedded tansu" if broker else settings.bootstrap,
+            "broker": "embedded tansu" if broker else settings.bootstrap if not settings.embedded else "none",
             "codec": settings.codec,
             "compression": settings.compression,
             "frame_max_ticks": settings.frame_max_ticks,
@@ -66,6 +70,7 @@ def run_bench(
             "latency_seconds": latency_seconds,
             "latency_rate": latency_rate,
             "latency_runs": latency_runs,
+            **({"signals_seeds": signals_seeds, "signals_hours": signals_hours} if "signals" in sections else {}),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -122,6 +127,8 @@ def run_bench(
             res["soak"] = bench_soak(
                 settings, soak_seconds, latency_rate, tmp, broker_pid=broker.pid if broker else None, say=say
             )
+        if "signals" in sections:
+            res["signals"] = bench_signals(signals_seeds, signals_hours, say)
     finally:
         if broker is not None:
             broker.stop()

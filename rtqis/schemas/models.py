@@ -116,14 +116,21 @@ class PairSignal(Message):
     kalman_alpha: float | None = None
     spread: float | None = None
     spread_ols: float | None = None
-    zscore: float | None = None
+    zscore: float | None = Field(
+        None,
+        description="trading z-score (since #20): how far the spread level log y - beta*log x is from its "
+        "equilibrium, in standard deviations over ~60 of its half-lives; the alerts trade on it",
+    )
     huber_beta: float | None = None
     huber_alpha: float | None = None
     fair_value: float | None = None
     n_obs: int
     flags: list[str] = []
     # added in #20 (optional: older messages decode with the defaults)
-    innovation_z: float | None = None
+    innovation_z: float | None = Field(
+        None,
+        description="diagnostic: rolling z of the Kalman one-step prediction error (the zscore before #20)",
+    )
     spread_bp: float | None = None
     spread_std_bp: float | None = None
     hedge: float | None = None
@@ -184,6 +191,9 @@ class LegSamples(Message):
     time: list[int]
     price: list[float]
     last_time: list[int]
+    # added in #20: the quotes behind mid prices (None for trade prices)
+    bid: list[float] | None = None
+    ask: list[float] | None = None
 
 
 class DeadLetter(Message):

@@ -140,6 +140,9 @@ def table_df(cols: Mapping[str, np.ndarray], table: Table) -> pl.DataFrame:
             data, mask = np.ma.getdata(arr), np.ma.getmaskarray(arr)
             vals = [None if null else list(v) for v, null in zip(data.tolist(), mask.tolist(), strict=True)]
             out.append(pl.Series(name, vals, dtype=dt))
+        elif isinstance(arr, np.ma.MaskedArray) and arr.dtype == object:  # nullable VARCHAR: None for NULL
+            data, mask = np.ma.getdata(arr), np.ma.getmaskarray(arr)
+            out.append(pl.Series(name, [None if null else v for v, null in zip(data, mask, strict=True)], dtype=dt))
         else:
             out.append(pl.Series(name, arr, dtype=dt))
     return pl.DataFrame(out)

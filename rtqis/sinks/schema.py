@@ -23,14 +23,19 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     Best bid / ask updates: ``bid_price``, ``bid_qty``, ``ask_price``, ``ask_qty``, ``event_time`` (NULL on
     spot, which sends none), ``recv_time``.
 ``signals`` [pair, time]
-    :class:`~rtqis.schemas.models.PairSignal` rows (hedge ratios, spread, z-score, ...; ``flags`` is a
-    ``VARCHAR[]``). A later write of the same key replaces the row.
+    :class:`~rtqis.schemas.models.PairSignal` rows, one column per model field, same names (hedge ratios,
+    spread, z-score, ...; ``flags`` is a ``VARCHAR[]``). The columns added in v3 (#20: ``innovation_z``,
+    ``spread_bp``, ``spread_std_bp``, ``hedge``, ``hedge_se``, ``half_life_s``, ``half_life_se_s``,
+    ``coint_stat``, ``coint_pvalue``, ``expected_reversion_bp``, ``round_trip_cost_bp``, ``coint``,
+    ``position``, ``below_cost``) are NULL in rows written before. A later write of the same key replaces
+    the row.
 ``adf_results`` [pair, time, request_id]
     :class:`~rtqis.schemas.models.AdfResult` rows; ``request_id`` is ``''`` for the periodic tests (not
     NULL: it is part of the key) and the caller's id for on-demand ones.
 ``alerts`` [pair, time, kind]
-    :class:`~rtqis.schemas.models.Alert` rows. An alert is an event: the first write of a key is kept and
-    a replay is a no-op.
+    :class:`~rtqis.schemas.models.Alert` rows, one column per model field (v3 added ``spread_bp``,
+    ``expected_reversion_bp``, ``round_trip_cost_bp``, ``hedge``, ``fee_bps``: NULL in older rows). An
+    alert is an event: the first write of a key is kept and a replay is a no-op.
 ``consumer_offsets`` [topic, partition]
     ``next_offset`` (the offset of the next message to consume, Kafka's commit convention) and
     ``updated_at``. Written in the same transaction as the rows those messages carried
@@ -151,6 +156,35 @@ MIGRATIONS: tuple[Migration, ...] = (
                 y DOUBLE NOT NULL, message VARCHAR NOT NULL, PRIMARY KEY (pair, "time", kind))""",
         ),
     ),
+    Migration(
+        3,
+        "trading z-score of the spread level: hedge, half-life, cointegration and cost columns (#20)",
+        (
+            *(
+                f"ALTER TABLE signals ADD COLUMN {c} DOUBLE"
+                for c in (
+                    "innovation_z",
+                    "spread_bp",
+                    "spread_std_bp",
+                    "hedge",
+                    "hedge_se",
+                    "half_life_s",
+                    "half_life_se_s",
+                    "coint_stat",
+                    "coint_pvalue",
+                    "expected_reversion_bp",
+                    "round_trip_cost_bp",
+                )  # fmt: skip
+            ),
+            "ALTER TABLE signals ADD COLUMN coint VARCHAR",
+            'ALTER TABLE signals ADD COLUMN "position" BIGINT',
+            "ALTER TABLE signals ADD COLUMN below_cost BIGINT",
+            *(
+                f"ALTER TABLE alerts ADD COLUMN {c} DOUBLE"
+                for c in ("spread_bp", "expected_reversion_bp", "round_trip_cost_bp", "hedge", "fee_bps")
+            ),
+        ),
+    ),
 )
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 
@@ -254,6 +288,13 @@ SIGNALS = Table(
         **{k: (_F64, True) for k in ("spread_ols", "zscore", "huber_beta", "huber_alpha", "fair_value")},
         "n_obs": (_I64, False),
         "flags": (pl.List(pl.String()), False),
+        # v3 (#20); NULL in rows written before
+        **{k: (_F64, True) for k in ("innovation_z", "spread_bp", "spread_std_bp", "hedge", "hedge_se")},
+        **{k: (_F64, True) for k in ("half_life_s", "half_life_se_s", "coint_stat", "coint_pvalue")},
+        **{k: (_F64, True) for k in ("expected_reversion_bp", "round_trip_cost_bp")},
+        "coint": (_STR, True),
+        "position": (_I64, True),
+        "below_cost": (_I64, True),
     },
     ("pair", "time"),
 )
@@ -289,6 +330,9 @@ ALERTS = Table(
         "x": (_F64, False),
         "y": (_F64, False),
         "message": (_STR, False),
+        # v3 (#20); NULL in rows written before
+        **{k: (_F64, True) for k in ("spread_bp", "expected_reversion_bp", "round_trip_cost_bp", "hedge")},
+        "fee_bps": (_F64, True),
     },
     ("pair", "time", "kind"),
     on_conflict="nothing",
