@@ -75,6 +75,7 @@ def test_replay_to_duckdb_read_while_the_sink_runs(bootstrap: str, tmp_path: Pat
         "trades",
         "taker_buy_volume",
         "vwap",
+        "closed",
     ]
     assert len(rows) >= 6 and rows[1][2] == "2024-08-08T23:55:00Z"
 
@@ -111,10 +112,12 @@ def test_import_export_round_trip_and_bad_file(settings: Settings, tmp_path: Pat
     lines = KLINES.read_text().splitlines()
     lines[3] = lines[3].replace(lines[3].split(",")[2], "-1", 1)  # high below open
     bad.write_text("\n".join(lines) + "\n")
-    r = run_cli("candles", "import", str(bad), "--symbol", "BADUSDT", env=env)
+    r = run_cli("candles", "import", str(bad), "--symbol", "BTCUSDT", env=env)
     assert_one_line_error(r, "line 4")
     with Store(sink_paths(settings)[0], read_only=True) as st:
-        assert st.candles("BADUSDT", "1m").height == 0  # nothing imported
+        assert st.candles("BTCUSDT", "1m").height == 0  # nothing imported
+    r = run_cli("candles", "import", str(KLINES), "--symbol", "BADUSDT", env=env)
+    assert_one_line_error(r, "unknown symbol 'BADUSDT'")
 
 
 def test_backfill_fills_exactly_the_missing_minutes(settings: Settings) -> None:

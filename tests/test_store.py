@@ -489,10 +489,13 @@ def test_backfill_only_fills_holes(store: Store) -> None:
     c = store.candles("BTCUSDT", "1m")
     assert c["close"].to_list() == [100.0, 95.0, 93.0]
     assert c["source"].to_list() == ["stream", "stream", "backfill"]
-    # an import is an explicit user action: it replaces even stream rows
-    store.upsert_candles([candle(T0, close=80.0)], source="import")
-    assert store.candles("BTCUSDT", "1m")["close"][0] == 80.0
-    assert store.candles("BTCUSDT", "1m")["updated_at"].null_count() == 0
+    # nor does an import, even one that reaches the store through the running sink's topic (#21);
+    # it replaces back-filled rows
+    store.upsert_candles([candle(T0, close=80.0), candle(T0 + 2 * MIN, close=81.0)], source="import")
+    c = store.candles("BTCUSDT", "1m")
+    assert c["close"].to_list() == [100.0, 95.0, 81.0]
+    assert c["source"].to_list() == ["stream", "stream", "import"]
+    assert c["updated_at"].null_count() == 0
 
 
 def test_candle_reads_are_ranged_and_sorted(store: Store) -> None:

@@ -12,8 +12,9 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     the bar is still forming), ``source`` and ``updated_at`` (epoch ms of the last write; NULL for rows
     written before schema v2). ``source`` is where the row came from: ``'stream'`` (the live candle
     agent), ``'backfill'`` (REST back-fill of holes) or ``'import'`` (a CSV the user imported). A later
-    write of the same key replaces the row, with one exception: a ``'backfill'`` row never replaces a
-    *closed* ``'stream'`` row (back-fill only fills holes and repairs bars the stream left unfinished).
+    write of the same key replaces the row, with one exception: a ``'backfill'`` or ``'import'`` row never
+    replaces a *closed* ``'stream'`` row (back-fill and imports only fill holes and repair bars the stream
+    left unfinished; an import counts the rows it skipped).
     ``quote_volume``, ``trades``, ``taker_buy_*`` and ``vwap`` may be NULL for imported files that lack
     them.
 ``trades`` [symbol, trade_id]
@@ -246,8 +247,9 @@ CANDLES = Table(
         "updated_at": (_I64, True),
     },
     ("symbol", "interval", "open_time"),
-    # the back-fill rule: a closed stream bar is never replaced by a back-filled one
-    update_where="NOT (candles.source = 'stream' AND candles.closed AND excluded.source = 'backfill')",
+    # a closed stream bar is never replaced by a back-filled or imported one (also when an import reaches
+    # the running sink through its topic, after the importer's check)
+    update_where="NOT (candles.source = 'stream' AND candles.closed AND excluded.source IN ('backfill', 'import'))",
 )
 TRADES = Table(
     "trades",
