@@ -23,7 +23,8 @@ import pytest
 
 from rtqis.kafka.embedded import port_is_free
 from rtqis.process import ChildProcess, die_with_parent, free_port
-from tests.conftest import wait_until
+from rtqis.settings import Settings
+from tests.conftest import Procs, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -270,31 +271,35 @@ def test_broker_stops_tansu_on_sigterm_and_sigint(tmp_path: Path, runner: _Rtqis
 
 
 def _bench_running(runner: _Rtqis, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, list[psutil.Process]]:
-    """`rtqis bench --only e2e` on its own embedded broker, returned once its broker and worker run."""
+    """`rtqis bench --only e2e` on its own embedded broker, returned once its worker is ready, with its
+    children (broker, worker, sink)."""
     p, log = runner.start(
         "bench",
         "bench", "--only", "e2e", "--ticks", "5000000", "--json", str(tmp_path / "bench.json"),
         RTQIS_DATA_DIR=str(tmp_path / "var"),
     )  # fmt: skip
 
-    def started() -> bool:
-        kids = runner.tree(p)
-        lines = [" ".join(k.cmdline()) for k in kids if k.is_running()]
-        return p.poll() is not None or (any("tansu" in x for x in lines) and any("worker" in x for x in lines))
+    worker_log = tmp_path / "var" / "bench" / "e2e-worker0.log"  # rtqis.bench.e2e's
 
-    wait_until(started, 90, "the bench's broker and worker to start")
+    def started() -> bool:
+        runner.tree(p)  # remember every child seen, for the clean-up
+        return p.poll() is not None or (worker_log.exists() and b"Worker]: Ready" in worker_log.read_bytes())
+
+    wait_until(started, 90, "the bench's worker to be ready")
     assert p.poll() is None, log.read_text(errors="replace")
-    time.sleep(2)  # the sink too
-    return p, log, runner.tree(p)
+    kids = runner.tree(p)
+    lines = " ".join(" ".join(k.cmdline()) for k in kids)
+    assert "tansu" in lines and "rtqis worker" in lines and "rtqis sink" in lines, lines
+    return p, log, kids
 
 
 @pytest.mark.broker
-def test_sigterm_of_bench_stops_its_broker_and_workers(tmp_path: Path, runner: _Rtqis) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_bench_stops_its_broker_and_workers_on_sigterm_and_sigint(tmp_path: Path, runner: _Rtqis, sig: int) -> None:
     p, log, kids = _bench_running(runner, tmp_path)
-    assert len(kids) >= 3, [k.cmdline() for k in kids]  # broker, worker, sink
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     code = p.wait(90)
-    assert code == 128 + signal.SIGTERM, log.read_text(errors="replace")  # unwound, not killed by the signal
+    assert code == 128 + sig, log.read_text(errors="replace")  # unwound, not killed by the signal
     assert not _alive([k.pid for k in kids]), [k.cmdline() for k in kids if k.is_running()]  # stopped by it
 
 
@@ -306,3 +311,64 @@ def test_sigkill_of_bench_takes_its_broker_and_workers_with_it(tmp_path: Path, r
     p.wait(10)
     pids = [k.pid for k in kids]
     wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, f"the bench's children {_alive(pids)} to exit")
+
+
+# --- the services: each stops on SIGTERM and SIGINT -------------------------------------------------------
+
+#: the line each service prints once it runs (the worker's is Faust's)
+_READY = {"worker": b"Worker]: Ready", "sink": b"sink writing", "ui": b"dashboard at"}
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("cmd", ["worker", "sink", "ui"])
+def test_each_service_stops_on_sigterm_and_sigint(settings: Settings, procs: Procs, cmd: str, sig: int) -> None:
+    p = procs.start(settings, cmd, name=cmd)
+    wait_until(lambda: _READY[cmd] in procs.log_of(p).encode() or p.poll() is not None, 90, f"{cmd} to run")
+    if cmd == "ui":  # serving, not only about to
+        wait_until(lambda: not port_is_free(settings.ui_host, settings.ui_port), 60, "the dashboard to listen")
+    assert p.poll() is None, procs.log_of(p)
+    kids = [k.pid for k in _tree(p.pid)]
+    t0 = time.monotonic()
+    p.send_signal(sig)  # the process only, as a supervisor or `kill PID` does
+    code = p.wait(30)
+    # 0: a clean stop (the worker commits, the sink writes its batch), not the signal's default action
+    assert code == 0, f"{cmd} exited {code} on {sig!r} after {time.monotonic() - t0:.1f} s:\n" + procs.log_of(p)[-2000:]
+    assert not _alive(kids)
+
+
+# --- a test run -------------------------------------------------------------------------------------------
+
+_HOLD = "RTQIS_TEST_HOLD_SESSION_BROKER"
+
+
+@pytest.mark.skipif(not os.environ.get(_HOLD), reason="run by test_sigkill_of_pytest_takes_its_broker_with_it only")
+def test_hold_the_session_broker(bootstrap: str) -> None:
+    """Holds the session's embedded broker (conftest's ``bootstrap``) until killed."""
+    print("holding", bootstrap, flush=True)
+    time.sleep(120)
+
+
+@linux_only
+def test_sigkill_of_pytest_takes_its_broker_with_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RTQIS_BOOTSTRAP_SERVERS", "PYTEST_ADDOPTS")}
+    env[_HOLD] = "1"
+    argv = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t")]
+    argv.append(f"{__file__}::test_hold_the_session_broker")
+    log = tmp_path / "pytest.out"
+    with log.open("wb") as out:
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+    kids: list[psutil.Process] = []
+    try:
+        wait_until(lambda: b"holding" in log.read_bytes() or p.poll() is not None, 60, "the inner pytest's broker")
+        kids = _tree(p.pid)
+        assert [k for k in kids if "tansu" in k.name()], log.read_text(errors="replace")
+        p.kill()
+        p.wait(10)
+        pids = [k.pid for k in kids]
+        wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, "the session broker of a SIGKILLed pytest to exit")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        _kill_leftovers(kids)
