@@ -69,11 +69,15 @@ def _load_prctl() -> Callable[..., int] | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn: Callable[..., int] = libc.prctl
+        fn = libc.prctl
+        # int prctl(int option, unsigned long arg2, ...): the kernel reads every argument as unsigned long
+        fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        fn.restype = ctypes.c_int
     except (OSError, AttributeError):
         log.warning("prctl not found: children will not die with their parent", exc_info=True)
         return None
-    return fn
+    prctl: Callable[..., int] = fn
+    return prctl
 
 
 _prctl = _load_prctl()
