@@ -75,7 +75,13 @@ class _Rtqis:
         base = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
         base.update(env)
         with log.open("wb") as out:
-            p = subprocess.Popen([sys.executable, "-m", "rtqis", *args], env=base, stdout=out, stderr=subprocess.STDOUT)
+            p = subprocess.Popen(  # killed by the test, and with the test run if that is killed
+                [sys.executable, "-m", "rtqis", *args],
+                env=base,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),
+            )
         self.started.append(p)
         return p, log
 
