@@ -215,6 +215,7 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
     if unknown:
         raise RtqisError(f"unknown bench section(s) {sorted(unknown)}: use {', '.join(ALL_SECTIONS)}")
     json_path = Path(a.json) if a.json else Path("bench/results") / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    _interrupt_on_signals()  # the sections' `finally` blocks stop their broker, workers and feed
     run_bench(
         s,
         ticks=a.ticks,
@@ -318,6 +319,25 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, _h)
     signal.signal(signal.SIGTERM, _h)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (a BaseException: no ``except Exception`` swallows
+    it) so that ``finally`` blocks stop the children; ``rtqis`` then exits 143 (128 + SIGTERM)."""
+
+
+def _interrupt_on_signals() -> None:
+    """For a command that runs straight-line code with children stopped in ``finally`` blocks (``rtqis
+    bench``): SIGTERM unwinds it as Ctrl-C does, instead of killing the interpreter on the spot (which
+    ran no ``finally`` and left the children running); SIGINT raises KeyboardInterrupt even when the
+    command was started with SIGINT ignored (a background job of a script)."""
+    import signal
+
+    def _h(_n: int, _f: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, _h)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _positive_float(text: str, flag: str) -> float:
@@ -526,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     except RtqisError as e:
         print(f"rtqis: error: {e}", file=sys.stderr)
         return e.exit_code
+    except _Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,15 +1,24 @@
 """Child processes: start one in its own session with its output in a log file, watch it, read its
-memory, stop it (SIGTERM to its process group, SIGKILL after a timeout).
+memory, stop it (SIGTERM to its process group, SIGKILL after a timeout); and make it die with its parent.
 
 One implementation for every process RT-QIS starts: `rtqis up`'s services (:mod:`rtqis.supervisor`),
 the benchmark's worker, sink and feed (:mod:`rtqis.bench`) and the embedded broker
 (:mod:`rtqis.kafka.embedded`). A child runs in a new session so that Ctrl-C in the terminal reaches
 only its parent, which stops the children in order; stopping signals the whole process group, so a
 child's own children go with it.
+
+Children die with their parent (Linux): every child gets a parent-death signal (SIGTERM, see
+:func:`die_with_parent`), so a SIGKILLed ``rtqis up``, ``rtqis broker`` or ``rtqis bench`` (which
+cannot run its clean-up) leaves no broker, worker, sink, feed or dashboard behind, and nothing holds
+their ports for the next run. A child that is itself an ``rtqis`` command starting children (none does
+today) passes it on, since it starts them through :class:`ChildProcess` too. Elsewhere (macOS, Windows)
+there is no such signal: only the stop on SIGTERM/SIGINT applies.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -18,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,9 +37,11 @@ import psutil
 from rtqis.settings import Settings
 
 __all__ = [
+    "PARENT_DEATH_SIGNAL",
     "ChildExited",
     "ChildProcess",
     "anon_rss_bytes",
+    "die_with_parent",
     "free_port",
     "rss_bytes",
     "rtqis_argv",
@@ -42,6 +53,64 @@ log = logging.getLogger(__name__)
 
 #: how long a process has to exit after SIGKILL before we give up waiting (s)
 _KILL_WAIT_S = 5.0
+
+
+#: ``prctl`` option: the signal the calling process gets when its parent (thread) dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+#: the parent-death signal of every child: SIGTERM lets a worker or sink stop as on Ctrl-C (a worker
+#: commits what it has; the sink writes its batch) and Tansu exits at once
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up once in the parent (a forked child must not load libraries or take
+    locks before exec); None outside Linux or when libc cannot be found."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.prctl
+        # int prctl(int option, unsigned long arg2, ...): the kernel reads every argument as unsigned long
+        fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        fn.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        log.warning("prctl not found: children will not die with their parent", exc_info=True)
+        return None
+    prctl: Callable[..., int] = fn
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def die_with_parent(sig: int = PARENT_DEATH_SIGNAL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` that makes the child receive ``sig`` when this
+    process dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)``, Linux); None where that does not exist
+    (then a child of a killed parent lives on: only a clean stop takes it down).
+
+    Two pitfalls, handled here and by the caller:
+
+    - the race: if the parent dies between the fork and the ``prctl``, no signal ever comes; so the
+      child checks after the ``prctl`` that its parent is still the process that forked it, and exits
+      (code 128 + ``sig``) if not;
+    - the signal fires when the *thread* that forked the child exits, not the process: start children
+      from a thread that lives as long as they should (every RT-QIS command starts them from its main
+      thread).
+
+    The function runs in the forked child before exec: it only calls the ``prctl`` looked up at import
+    and ``getppid`` (no import, no lock another thread could hold), so it is safe with threads running.
+    """
+    if _prctl is None:
+        return None
+    prctl = _prctl
+    parent = os.getpid()
+
+    def _preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl: the signal will never come
+            os._exit(128 + int(sig))
+
+    return _preexec
 
 
 class ChildExited(RuntimeError):
@@ -119,7 +188,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, *, name: str =
 @dataclass
 class ChildProcess:
     """One child process with its log: ``argv`` runs in its own session, stdout and stderr to ``log_path``
-    (None: discarded).
+    (None: discarded); it gets SIGTERM when this process dies (:func:`die_with_parent`, Linux), so
+    :meth:`start` it from a thread that outlives it (the main thread).
 
     ``stop_timeout_s`` is how long :meth:`stop` lets it shut down cleanly after SIGTERM before SIGKILL.
     """
@@ -149,6 +219,7 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             env=dict(env),
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
     @property

@@ -1,5 +1,10 @@
 """``rtqis up``: the embedded broker (unless one is configured), the topics, and every service as a
-child process, watched. A child that dies stops the whole system with its exit code and log tail."""
+child process, watched. A child that dies stops the whole system with its exit code and log tail.
+
+Ctrl-C (SIGINT) or SIGTERM stops the services in reverse order, then the broker, each with SIGTERM and
+SIGKILL after a timeout. If `up` itself is killed without a chance to do that (SIGKILL, a crash), the
+kernel sends every child SIGTERM (Linux: :func:`rtqis.process.die_with_parent`), so nothing keeps
+running or holds the ports for the next `up`."""
 
 from __future__ import annotations
 

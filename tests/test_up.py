@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 
 from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.process import die_with_parent
 from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.supervisor import Supervisor
@@ -41,8 +42,13 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
         }
     )
     with log.open("w") as out:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "rtqis", "up"], env=base, stdout=out, stderr=subprocess.STDOUT, text=True
+        p = subprocess.Popen(  # dies with this test run if it is killed (#21)
+            [sys.executable, "-m", "rtqis", "up"],
+            env=base,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=die_with_parent(),
         )
     return p, log
 

@@ -89,7 +89,9 @@ def produce_trades(settings: Settings, n: int, frame_ticks: int) -> int:
 
 def start_rtqis(settings: Settings, log_path: Path, *args: str) -> ChildProcess:
     """``rtqis ARGS...`` (worker, sink, produce ...) as a child using exactly ``settings``, its output in
-    ``log_path`` (truncated: a readiness line from an earlier run must not count)."""
+    ``log_path`` (truncated: a readiness line from an earlier run must not count). Call it from the main
+    thread and stop it in a ``finally``: `rtqis bench` unwinds on SIGTERM/SIGINT, and the child gets
+    SIGTERM if the bench dies without unwinding (:func:`rtqis.process.die_with_parent`)."""
     name = log_path.stem
     child = ChildProcess(name, rtqis_argv(*args), log_path, stop_timeout_s=_STOP_TIMEOUT_S)
     return child.start(settings_env(settings), append=False)

@@ -3,6 +3,10 @@
 Memory-only: a restart loses every topic and message (durability lives in DuckDB and the tick
 archive). Its known gaps and our work-arounds are listed in the README and tested in
 ``tests/test_broker_compat.py``.
+
+The Tansu process is a :class:`~rtqis.process.ChildProcess`: it gets SIGTERM when the process that
+started it dies, even by SIGKILL (Linux), so a killed ``rtqis broker``, ``rtqis up`` or test run does
+not leave it holding its port.
 """
 
 from __future__ import annotations
