@@ -175,7 +175,7 @@ class Settings(BaseSettings):
         description="DuckDB memory limit of the sink (its page cache otherwise grows with the database, "
         "up to 80% of RAM)",
     )
-    worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port (always bound)")
+    worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port (its server is disabled)")
     ui_host: str = Field("127.0.0.1", description="dashboard bind address")
     ui_port: int = Field(5006, ge=1, le=65535)
     display_tz: str = Field("UTC", description="IANA time zone for display; data stays UTC")

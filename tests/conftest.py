@@ -22,7 +22,7 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.embedded import EmbeddedBroker
 from rtqis.kafka.tail import iter_rows
-from rtqis.process import free_port, settings_env
+from rtqis.process import die_with_parent, free_port, settings_env
 from rtqis.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +105,7 @@ class Procs:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # dies with the test run, even a SIGKILLed one
             )
         self.procs.append((p, log))
         return p
