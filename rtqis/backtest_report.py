@@ -181,6 +181,14 @@ def add_parser(sub: Any) -> None:
     c = sub.add_parser(
         "backtest",
         help="backtest the alerts of a PairSignal CSV (fills at the next quote, fees, spread): summary, JSON, HTML",
+        description=(
+            "Backtest a PairSignal CSV (the dashboard's download) as a trader would have traded it: positions"
+            " from the file's position column (else the default alert rule replayed on zscore), 1 unit of y "
+            "against the hedge ratio frozen at entry, filled at the NEXT row's quotes (buy at the ask, sell "
+            "at the bid; with no x_bid,x_ask,y_bid,y_ask columns at x/y, and it says so), fees per leg per "
+            "side, marked to mid. Prints a summary; --json writes every metric, --html a self-contained "
+            "report (opens offline)."
+        ),
     )
     c.add_argument("--signals", required=True, metavar="FILE.csv", help="PairSignal CSV (the dashboard's export)")
     c.add_argument("--fee-bps", default="10", metavar="N", help="fee per leg per side in bp (default 10: taker)")
