@@ -28,6 +28,7 @@ __all__ = [
     "PartitionOffsets",
     "broker_capabilities",
     "offsets_at_time",
+    "partition_bounds",
     "topic_offsets",
 ]
 
@@ -179,6 +180,25 @@ def true_end_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> d
         return _true_ends(c, wm)
     except KafkaException as e:
         raise BrokerError(f"end offset lookup failed: {e}") from None
+    finally:
+        c.close()
+
+
+def partition_bounds(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """``{(topic, partition): (earliest, true end)}`` of the given partitions, whatever the broker.
+
+    The end is the broker's own answer where the self-check (:func:`broker_capabilities`) trusts it,
+    else read with a fetch. Raises :class:`BrokerError` when the broker does not answer."""
+    if not partitions:
+        return {}
+    caps = broker_capabilities(settings)
+    c = Consumer(consumer_config(settings, **_PROBE_CONSUMER))
+    try:
+        wm = _watermarks(c, [TopicPartition(t, p) for t, p in partitions])
+        ends = {k: hi for k, (lo, hi) in wm.items()} if caps.exact_end_offsets else _true_ends(c, wm)
+        return {k: (lo, ends[k]) for k, (lo, _) in wm.items()}
+    except KafkaException as e:
+        raise BrokerError(f"offset lookup failed: {e}") from None
     finally:
         c.close()
 

@@ -10,9 +10,12 @@ Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB
 with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
 start the consumer resumes from the offsets stored in DuckDB (the source of truth), so a SIGKILL at any
 moment neither loses nor duplicates rows: at-least-once delivery plus idempotent upserts keyed by
-(symbol, interval, open_time), (symbol, trade_id), ... = effectively once. Every ``snapshot_s`` seconds
-a read-only snapshot of the database is published for the dashboard and the CLI (DuckDB allows one
-writing process per file).
+(symbol, interval, open_time), (symbol, trade_id), ... = effectively once. On every assignment the
+stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
+new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
+from its earliest offset, with one warning, and the offset stored with the next rows replaces the
+old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
+dashboard and the CLI (DuckDB allows one writing process per file).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from rtqis.errors import DecodeError
+from rtqis.errors import BrokerError, DecodeError
 from rtqis.kafka.clients import MessageProducer, consumer_config
+from rtqis.kafka.offsets import partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
@@ -38,7 +42,16 @@ from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
-__all__ = ["ROW_RULES", "Accepted", "SinkStats", "accept", "open_for_writing", "run_sink", "sink_paths"]
+__all__ = [
+    "ROW_RULES",
+    "Accepted",
+    "SinkStats",
+    "accept",
+    "open_for_writing",
+    "resume_offsets",
+    "run_sink",
+    "sink_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +68,17 @@ def sink_paths(settings: Settings) -> tuple[Path, Path]:
 class SinkStats:
     """What a :func:`run_sink` run did: ``rows`` written (DuckDB's count), ``dead_lettered`` messages sent
     to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows) and
-    ``invalid_rows``, the tick rows among them that were dropped."""
+    ``invalid_rows``, the tick rows among them that were dropped. ``offset_resets``: partitions started
+    again from their beginning because the broker's log went back below the stored offset (a new broker
+    or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored."""
 
     batches: int = 0
     rows: int = 0
     dead_lettered: int = 0
     invalid_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
+    offset_resets: int = 0
+    lost_to_retention: int = 0
 
 
 #: The worker's row rules per tick frame type: a row the worker dead-letters never reaches DuckDB either.
@@ -185,10 +202,8 @@ def run_sink(
     stored = store.load_offsets()
 
     def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
-        for tp in parts:  # resume from what is durable in DuckDB, not from Kafka's commit
-            off = stored.get((tp.topic, tp.partition))
-            if off is not None:
-                tp.offset = off
+        # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
+        resume_offsets(settings, parts, stored, stats)
         c.assign(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
@@ -232,6 +247,68 @@ def run_sink(
         dlq.flush()
         log.info("sink stopped: %s", stats)
     return stats
+
+
+def resume_offsets(
+    settings: Settings,
+    parts: list[TopicPartition],
+    stored: dict[tuple[str, int], int],
+    stats: SinkStats,
+    bounds: Callable[[Settings, list[tuple[str, int]]], dict[tuple[str, int], tuple[int, int]]] = partition_bounds,
+) -> None:
+    """Set each assigned partition's start to its ``stored`` offset (from DuckDB), checked against the
+    broker's log: its earliest offset and true end (``bounds``, :func:`partition_bounds`).
+
+    - stored beyond the end: the log went back (a new memory-only broker, a recreated topic). Waiting for
+      the new offsets to pass the old ones would store nothing, silently: start from the earliest offset
+      instead, with one warning, counted in ``stats.offset_resets``. Re-reading is safe (upserts are
+      idempotent by key); the next batch stores the new offset with its rows, in one transaction.
+    - stored below the earliest: retention deleted what was not stored yet; start at the earliest, with a
+      warning naming how many messages were lost (``stats.lost_to_retention``).
+
+    ``stored`` is updated in place, so a later rebalance starts from the same place. Partitions without
+    a stored offset are left to ``auto.offset.reset``. If the broker does not answer the look-up, the
+    stored offsets are used as they are (the previous behaviour), with a warning.
+    """
+    known = [(tp.topic, tp.partition) for tp in parts if (tp.topic, tp.partition) in stored]
+    try:
+        found = bounds(settings, known)
+    except BrokerError as e:
+        log.warning("could not check the stored offsets against the broker (%s): resuming from them as stored", e)
+        found = {}
+    for tp in parts:
+        key = (tp.topic, tp.partition)
+        off = stored.get(key)
+        if off is None:
+            continue
+        if key in found:
+            low, end = found[key]
+            if off > end:
+                log.warning(
+                    "%s[%d]: the stored offset %d is beyond the broker's end %d (a new broker or a recreated "
+                    "topic): reading this partition again from its beginning (offset %d)",
+                    tp.topic,
+                    tp.partition,
+                    off,
+                    end,
+                    low,
+                )
+                stats.offset_resets += 1
+                off = low
+            elif off < low:
+                log.warning(
+                    "%s[%d]: %d messages were lost to retention (stored offset %d, earliest %d): resuming at %d",
+                    tp.topic,
+                    tp.partition,
+                    low - off,
+                    off,
+                    low,
+                    low,
+                )
+                stats.lost_to_retention += low - off
+                off = low
+            stored[key] = off
+        tp.offset = off
 
 
 def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:
