@@ -103,3 +103,38 @@ def test_huge_random_messages_are_dead_lettered_once_per_stage_as_excerpts(
         log = procs.log_of(p)
         assert "Traceback" not in log and "MSG_SIZE_TOO_LARGE" not in log, log[-3000:]
     m.DeadLetter(**{k: v for k, v in dls[0].items()})  # a valid model, as published
+
+
+@pytest.mark.broker
+@pytest.mark.integration
+def test_the_worker_refuses_implausible_rows_and_unknown_symbols_and_goes_on(
+    bootstrap: str, tmp_path: Path, procs: Procs
+) -> None:
+    """Through the trades agent: a 2100 trade, an id of 9e18 and a DOGEUSDT frame are dead-lettered with
+    their reasons; the good rows of the same frames and the trades after them still count."""
+    from tests.test_pipeline import latest_tickers
+
+    s = make_settings(bootstrap, tmp_path)
+    create_topics(s)
+    p = MessageProducer(s)
+    t0 = 1_723_161_600_000
+    p.send(TRADES, _frame("BTCUSDT", [1, 2, 3], t0=t0), key="BTCUSDT")
+    bad = _frame("BTCUSDT", [4, 5, 6], t0=t0 + 10)
+    bad.cols["trade_time"][0] = 4_102_444_800_000  # type: ignore[index]  # 2100-01-01
+    bad.cols["trade_id"][2] = 9_000_000_000_000_000_000  # type: ignore[index]
+    p.send(TRADES, bad, key="BTCUSDT")
+    p.send(TRADES, _frame("DOGEUSDT", [1, 2], t0=t0), key="DOGEUSDT")
+    p.send(TRADES, _frame("BTCUSDT", [7, 8], price=101.5, t0=t0 + 20), key="BTCUSDT")
+    p.flush()
+    worker = procs.start(s, "worker", name="worker")
+    last = latest_tickers(s, {"BTCUSDT": 6})
+    assert (last["BTCUSDT"]["trades"], last["BTCUSDT"]["trade_id"], last["BTCUSDT"]["price"]) == (6, 8, 101.5)
+    assert "DOGEUSDT" not in last
+    dls = collect(s, DEADLETTER.name, lambda rows: len(rows) >= 2)
+    reasons = sorted(str(d["reason"]) for d in dls)
+    assert reasons[0].startswith("2 invalid rows: row 0: time 4102444800000 more than 300000 ms ahead")
+    assert "row 2: trade_id 9000000000000000000 jumps more than 10000000" in reasons[0]
+    assert reasons[1] == "2 invalid rows: row 0: unknown symbol 'DOGEUSDT' (configured: BTCUSDT, ETHUSDT); " + (
+        "row 1: unknown symbol 'DOGEUSDT' (configured: BTCUSDT, ETHUSDT)"
+    )
+    assert worker.poll() is None, procs.log_of(worker)
