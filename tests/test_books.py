@@ -299,3 +299,98 @@ def test_pair_book_passes_the_quotes_to_the_model_and_the_cost_details_to_the_al
             assert row["beta"] == row["hedge"] == sig["hedge"]
         if kind != "exit":
             assert row["hedge"] == row["beta"] == sig["hedge"] and row["expected_reversion_bp"] > 0
+
+
+# -- one record never poisons state (#21) ------------------------------------------------------------------
+
+Y2100 = 4_102_444_800_000  # 2100-01-01 (epoch ms)
+
+
+def screened_apply(
+    book: SymbolBook, stored: dict[str, Any], sym: str, cols: dict[str, Any], now_ms: int
+) -> tuple[list[Output], list[tuple[int, str]]]:
+    """What the trades agent does with a frame: the row rules, then the book's bounds on the rows left,
+    then the rows that pass both applied. (outputs, [(row, reason)] dead-lettered)."""
+    from rtqis.schemas.rows import check_columns
+
+    good, bad = check_columns("trade", cols, len(cols["trade_time"]))
+    cols = {k: v[good] for k, v in cols.items()}
+    refused = book.screen(sym, stored.get(sym, {}), cols["trade_time"], cols["trade_id"], now_ms=now_ms)
+    keep = np.ones(len(cols["trade_time"]), dtype=bool)
+    keep[[i for i, _ in refused]] = False
+    kept = np.flatnonzero(good)
+    bad = sorted([*bad, *((int(kept[i]), r) for i, r in refused)])
+    return apply(book, stored, sym, {k: v[keep] for k, v in cols.items()}), bad
+
+
+def test_a_far_future_time_a_negative_time_or_a_huge_id_never_freezes_a_symbol() -> None:
+    """2100-01-01, -5 ms and id 9e18, each followed by good trades: the bad rows are refused with their
+    reason (not applied), the good ones still close the right candles and the pair still gets samples."""
+    s = Settings(symbols=["BTCUSDT", "ETHUSDT"], pairs=["ETHUSDT/BTCUSDT"], candle_intervals=["1m"], candle_grace_ms=0)
+    # a replay of old trades: the wall clock (now) is years ahead of them
+    now = 1_765_000_000_000
+    for sym, first in (("BTCUSDT", 3_735_683_259), ("ETHUSDT", 1_520_538_925)):
+        book, stored = SymbolBook(s, candles=True, sample=True), {}
+        out, bad = screened_apply(book, stored, sym, trades([T0 + 1_000, T0 + 2_000], [10.0, 11.0], first), now)
+        assert bad == [] and closed(out) == []
+        hostile = trades([Y2100, -5, T0 + 3_000, T0 + 4_000], [99.0, 98.0, 12.0, 97.0], first + 2)
+        hostile["trade_id"][3] = 9_000_000_000_000_000_000
+        out, bad = screened_apply(book, stored, sym, hostile, now)
+        assert [i for i, _ in bad] == [0, 1, 3]  # the good row 2 of the same frame is applied
+        assert "ahead of the symbol's clock and the wall clock" in bad[0][1]
+        assert bad[1][1] == "trade_time <= 0"  # the stateless row rule
+        assert "trade_id 9000000000000000000 jumps more than" in bad[2][1]
+        assert stored[sym]["state"]["1m"]["max_time"] == T0 + 3_000
+        # later good trades: the next minute closes the first with only the good trades
+        out, bad = screened_apply(book, stored, sym, trades([T0 + 60_000, T0 + 61_000], [13.0, 14.0], first + 6), now)
+        assert bad == []
+        (candle,) = closed(out)
+        r = candle.row
+        assert (r["open_time"], r["open"], r["high"], r["low"], r["close"], r["trades"]) == (
+            T0,
+            10.0,
+            12.0,
+            10.0,
+            12.0,
+            3,
+        )
+        assert r["last_trade_id"] == first + 4
+        legs = [o for o in out if o.kind == "leg"]
+        assert legs and legs[-1].row["time"][-1] == T0 + 61_000 and legs[-1].row["price"][-1] == 13.0
+        assert max(legs[-1].row["price"]) < 90.0  # no sample of a refused price
+
+
+def test_the_bounds_follow_real_gaps_and_refuse_unknown_symbols() -> None:
+    s = Settings(symbols=["BTCUSDT"], pairs=[], candle_intervals=["1m"], candle_grace_ms=0)
+    book, stored = SymbolBook(s, candles=True, sample=False), {}
+    now = T0 + 10_000  # live: the wall clock is with the trades
+    # a symbol's first trade: only the wall clock bounds its time, only MAX_TRADE_ID its id
+    out, bad = screened_apply(book, stored, "BTCUSDT", trades([now + 6 * 60_000], [10.0], 1), now)
+    assert [r for _, r in bad] == [f"time {now + 360_000} more than 300000 ms ahead of the wall clock"]
+    out, bad = screened_apply(book, stored, "BTCUSDT", trades([T0], [10.0], 10**13), now)
+    assert "above the largest plausible first trade id" in bad[0][1]
+    assert "BTCUSDT" not in stored  # nothing applied
+    out, bad = screened_apply(book, stored, "BTCUSDT", trades([T0 + 1_000], [10.0], 5), now)
+    assert bad == []
+    # a worker stopped for a day: the trades after it are far ahead of the symbol's clock, with ids
+    # ~2 million further on, but not ahead of the wall clock: applied
+    day = 86_400_000
+    out, bad = screened_apply(book, stored, "BTCUSDT", trades([T0 + day], [11.0], 2_000_000), now + day)
+    assert bad == [] and closed(out)[0].row["open_time"] == T0
+    # the same jump of ids with no time passed is beyond ID_SLACK + 100/ms: refused
+    out, bad = screened_apply(book, stored, "BTCUSDT", trades([T0 + day], [11.0], 2_000_001 + 10_000_001), now + day)
+    assert len(bad) == 1 and "jumps more than 10000000" in bad[0][1]
+    out, bad = screened_apply(
+        book,
+        stored,
+        "DOGEUSDT",
+        trades(
+            [T0],
+            [
+                1.0,
+            ],
+            1,
+        ),
+        now,
+    )
+    assert bad == [(0, "unknown symbol 'DOGEUSDT' (configured: BTCUSDT)")] and "DOGEUSDT" not in stored

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rtqis.agents.outbox import Outbox, Output
+from rtqis.agents.plausibility import implausible_rows
 from rtqis.agents.quotes import LegQuotes
 from rtqis.analytics.candles import CandleState, to_rows
 from rtqis.analytics.pair_model import PairModel, PairParams
@@ -87,6 +88,7 @@ class SymbolBook:
     ) -> None:
         self.colocated = colocated
         self.quotes = quotes
+        self.symbols = list(settings.symbols)
         self.intervals: list[tuple[str, int]] = (
             [(iv, interval_ms(iv)) for iv in settings.candle_intervals] if candles else []
         )
@@ -127,6 +129,25 @@ class SymbolBook:
                 )
                 quoters = (bid, ask)
         return seq, states, sampler, quoters
+
+    def screen(
+        self, sym: str, stored: dict[str, Any], times: Any, ids: Any | None, now_ms: int | None = None
+    ) -> list[tuple[int, str]]:
+        """[(row, reason)] of the rows of a frame of ``sym`` that must not be applied (sorted by row): all
+        of them for a symbol that is not configured, else those beyond the plausibility bounds of
+        :mod:`rtqis.agents.plausibility` against the symbol's clock and trade-id high-water mark in its
+        ``stored`` state (``ids`` None: no id bound), at wall-clock ``now_ms`` (default: now)."""
+        n = len(times)
+        if sym not in self.symbols:
+            return [(i, f"unknown symbol {sym!r} (configured: {', '.join(self.symbols)})") for i in range(n)]
+        _, states, sampler, _ = self._states(sym, stored)
+        clocks = [st.max_time for st in states.values() if st.max_time is not None]
+        high = [st.max_trade_id for st in states.values() if st.max_trade_id is not None]
+        if sampler is not None and sampler.last_time >= 0:
+            clocks.append(sampler.last_time)
+        if sampler is not None and sampler.last_id >= 0:
+            high.append(sampler.last_id)
+        return implausible_rows(times, ids, max(clocks, default=None), max(high, default=None), now_ms)
 
     def update(
         self,

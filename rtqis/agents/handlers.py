@@ -25,10 +25,16 @@ __all__ = ["BookHandler", "LegsHandler", "TradesHandler"]
 
 
 async def valid_frame(
-    outputs: Outputs, event: Any, spec: TopicSpec, validate: Callable[[Frame], Any], stage: str
+    outputs: Outputs,
+    event: Any,
+    spec: TopicSpec,
+    validate: Callable[[Frame], Any],
+    stage: str,
+    screen: Callable[[Frame], list[tuple[int, str]]] | None = None,
 ) -> Frame | None:
-    """The event's tick frame without its invalid rows (dead-lettered with the reasons); None if nothing
-    valid is left."""
+    """The event's tick frame without its invalid rows (dead-lettered with the reasons, in one dead
+    letter); None if nothing valid is left. ``screen`` (the stateful bounds of the symbol's book,
+    :meth:`SymbolBook.screen`) sees the rows that keep the row rules, before anything is applied."""
     try:
         frame = decode(event.value, event.headers, spec.value_schema)
         if not isinstance(frame, Frame):
@@ -38,9 +44,18 @@ async def valid_frame(
         return None
     good, bad = validate(frame)
     if bad:
+        frame = frame.take(good)
+    if screen is not None and len(frame):
+        refused = screen(frame)
+        if refused:
+            kept = np.flatnonzero(good) if bad else np.arange(len(good))  # row of frame -> row of the message
+            bad = sorted([*bad, *((int(kept[i]), r) for i, r in refused)])
+            keep = np.ones(len(frame), dtype=bool)
+            keep[[i for i, _ in refused]] = False
+            frame = frame.take(keep)
+    if bad:
         reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
         await outputs.dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, stage)
-        frame = frame.take(good)
     return frame if len(frame) else None
 
 
@@ -78,8 +93,15 @@ class TradesHandler(_TickHandler):
         super().__init__(outputs, symbols, candles, pairs)
         self.last_trade = last_trade
 
+    def _screen_trades(self, frame: Frame) -> list[tuple[int, str]]:
+        c, sym = frame.cols, frame.symbol
+        stored = self.table[sym] if sym in self.symbols.symbols else {}  # never a table key for an unknown one
+        return self.symbols.screen(sym, stored, c["trade_time"], c["trade_id"])
+
     async def __call__(self, event: Any) -> None:
-        frame = await valid_frame(self.outputs, event, TRADES, validate_trade_frame, "worker.trades")
+        frame = await valid_frame(
+            self.outputs, event, TRADES, validate_trade_frame, "worker.trades", self._screen_trades
+        )
         if frame is None:
             return
         sym = frame.symbol
@@ -115,8 +137,14 @@ class BookHandler(_TickHandler):
     """A best bid/ask frame -> mid-price leg samples for the pairs (``RTQIS_PAIR_PRICE=mid``), with the bid
     and ask of each sampled update (the pairs' round-trip cost), state in the ``book_legs`` table."""
 
+    def _screen_book(self, frame: Frame) -> list[tuple[int, str]]:
+        c = frame.cols
+        t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]
+        stored = self.table[frame.symbol] if frame.symbol in self.symbols.symbols else {}
+        return self.symbols.screen(frame.symbol, stored, t, None)
+
     async def __call__(self, event: Any) -> None:
-        frame = await valid_frame(self.outputs, event, BOOK, validate_book_frame, "worker.book")
+        frame = await valid_frame(self.outputs, event, BOOK, validate_book_frame, "worker.book", self._screen_book)
         if frame is None:
             return
         c = frame.cols

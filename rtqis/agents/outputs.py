@@ -12,7 +12,6 @@ with Faust (``murmur2_random``, the Java and aiokafka partitioner).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -22,6 +21,7 @@ from rtqis.agents.outbox import Outbox, Output
 from rtqis.kafka.clients import MessageProducer
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import encode
+from rtqis.schemas.deadletters import bounded_dead_letter
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ALERTS, CANDLES_1M, CANDLES_5M, LEGS, PAIR, TopicSpec
 
@@ -81,22 +81,16 @@ class Outputs:
         return self._producer.flush(timeout_s) if self._producer is not None else 0
 
     async def dead_letter(self, event: Any, reason: str, payload: bytes, stage: str) -> None:
-        """Send the rejected input of ``event`` to ``deadletter`` with the reason (keyed by ``stage``)."""
+        """Send the rejected input of ``event`` to ``deadletter`` with the reason (keyed by ``stage``),
+        bounded in size (:func:`~rtqis.schemas.deadletters.bounded_dead_letter`: a huge message is kept as
+        an excerpt, never a message the broker refuses)."""
         self.dead_letters += 1
         msg = event.message
-        key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else msg.key
-        dl = m.DeadLetter(
-            time=int(time.time() * 1000),
-            stage=stage,
-            reason=reason,
-            source_topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key=key,
-            payload=payload,
+        dl = bounded_dead_letter(
+            stage, reason, payload, source_topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key
         )
         value, headers = encode(dl, self.settings.codec)
         await self.deadletter.send(key=stage.encode(), value=value, headers=headers)
         log.warning(
-            "dead-lettered %s[%s]@%s: %s (total %d)", msg.topic, msg.partition, msg.offset, reason, self.dead_letters
+            "dead-lettered %s[%s]@%s: %s (total %d)", msg.topic, msg.partition, msg.offset, dl.reason, self.dead_letters
         )

@@ -207,6 +207,9 @@ class DeadLetter(Message):
     key: str | None = None
     location: str | None = None
     payload: bytes
+    # added in #21 (optional: older messages decode with the default): the size of the rejected message
+    # in bytes; larger than ``payload`` when only an excerpt was kept (rtqis.schemas.deadletters)
+    payload_size: int | None = None
 
 
 class Ticker(Message):

@@ -36,6 +36,7 @@ from rtqis.kafka.clients import MessageProducer, consumer_config
 from rtqis.kafka.offsets import partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
+from rtqis.schemas.deadletters import bounded_dead_letter
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
 from rtqis.settings import Settings
 from rtqis.sinks.snapshot import publish_snapshot
@@ -312,23 +313,19 @@ def resume_offsets(
 
 
 def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:
-    """Send a consumed message to the deadletter topic with ``reason``, as the worker does (stage ``sink``)."""
-    key = msg.key()
-    dlq.send(
-        DEADLETTER,
-        m.DeadLetter(
-            time=int(time.time() * 1000),
-            stage="sink",
-            reason=reason,
-            source_topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            payload=msg.value() or b"",
-        ),
-        key="sink",
+    """Send a consumed message to the deadletter topic with ``reason``, as the worker does (stage ``sink``),
+    bounded in size (:func:`~rtqis.schemas.deadletters.bounded_dead_letter`)."""
+    dl = bounded_dead_letter(
+        "sink",
+        reason,
+        msg.value(),
+        source_topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
     )
-    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+    dlq.send(DEADLETTER, dl, key="sink")
+    log.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), dl.reason)
 
 
 def _flush(store: Store, c: Consumer, batch: _Batch, stats: SinkStats) -> None:
