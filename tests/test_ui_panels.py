@@ -367,7 +367,7 @@ def test_coint_card_says_warming_up_with_the_sample_counts() -> None:
         w,
     )
     t = _text(h)
-    assert t.startswith("warming up: 120 of 1,800 samples Engle-Granger test of the spread")
+    assert t.startswith("warming up: 120 of 1,800 samples (about 28.0 min to go) Engle-Granger test of the spread")
     assert "EG stat – · p-value –" in t and "half-life warming up: 120 of 300 samples" in t
     assert "hedge warming up: 120 of 300 samples" in t
     assert "waiting for the first ETHUSDT/BTCUSDT signal" in _text(pl.coint_html(None, PAIR, w))
@@ -377,11 +377,13 @@ def test_signal_card_weighs_expected_reversion_against_the_round_trip_cost() -> 
     t = _text(pl.signal_html(_sig(), W, "reverse", 2.0, 0.5))
     assert t == (
         "z +2.31 · position SHORT spread spread +34.6 bp from equilibrium · σ 15.0 bp "
-        "expected reversion 64.7 bp vs round trip 41.2 bp (pays) "
+        "entry now: expected reversion 64.7 bp vs round trip 41.2 bp (pays) "
         "rule: stop-and-reverse at ±2 · entries withheld below cost: 3"
     )
     h = pl.signal_html(_sig(expected_reversion_bp=20.0, position=0, zscore=-2.1), W, "bands", 2.0, 0.5)
     assert "(below cost)" in _text(h) and "position flat" in _text(h) and "enter at ±2, exit at ±0.5" in _text(h)
+    h = pl.signal_html(_sig(zscore=0.4, position=0), W, "reverse", 2.0, 0.5)
+    assert "(no entry while |z| < 2)" in html.unescape(_text(h))
     warm = pl.signal_html(_sig(zscore=None, n_obs=42), pl.Warmup(42, 300, 1800), "reverse", 2.0, 0.5)
     assert _text(warm).startswith("warming up: 42 of 300 samples")
     assert "entries withheld below cost: –" in _text(pl.signal_html(_sig(below_cost=None), W, "bands", 2, 0.5))

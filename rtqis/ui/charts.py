@@ -438,7 +438,7 @@ def _hedge_unit(pair: str) -> str:
 
 
 def _hedge_title(pair: str) -> str:
-    return f"Hedge ratio ± 1 SE · {_hedge_unit(pair)} (from returns)"
+    return f"Hedge ratio ± 1 SE ({_hedge_unit(pair)})"
 
 
 def _warmup_label(name: str) -> Label:
@@ -590,7 +590,7 @@ class PairCharts:
             self.rule = rule
         rev = self.rule == "reverse"
         how = f"stop-and-reverse at ±{entry:g}" if rev else f"entry ±{entry:g}, exit ±{exit_:g}"
-        _model(self.zscore.title, Title).text = f"{self.pair} z-score of the spread level · {how}"
+        _model(self.zscore.title, Title).text = f"{self.pair} z-score · {how}"
         self.entry[0].location, self.entry[1].location = entry, -entry
         self.exit[0].location, self.exit[1].location = exit_, -exit_
         for sp in self.exit:

@@ -272,6 +272,8 @@ def coint_html(sig: Mapping[str, object] | None, pair: str, w: Warmup) -> str:
     elif coint is None and w.n < w.coint_needs or coint == "insufficient_data":
         verdict, color = "insufficient data", MUTED
         head = f"warming up: {min(w.n, w.coint_needs):,} of {w.coint_needs:,} samples"
+        if w.n < w.coint_needs:
+            head += f" (about {_dur(w.coint_needs - w.n)} to go)"
     else:
         verdict, color = "no verdict", MUTED
         head = "no verdict (older worker?)"
@@ -341,9 +343,11 @@ def signal_html(sig: Mapping[str, object] | None, w: Warmup, rule: str, entry: f
     if exp is not None and cost is not None:
         pays = exp > cost
         color = GOOD if pays else BAD
+        waiting = z is not None and abs(z) < entry and not pos
+        note = f"no entry while |z| &lt; {entry:g}" if waiting else ("pays" if pays else "below cost")
         parts.append(
-            f'<div>expected reversion <b style="color:{color}">{exp:.1f} bp</b> vs round trip '
-            f'<b>{cost:.1f} bp</b> <span class="rtqis-muted">({"pays" if pays else "below cost"})</span></div>'
+            f'<div>entry now: expected reversion <b style="color:{color}">{exp:.1f} bp</b> vs round trip '
+            f'<b>{cost:.1f} bp</b> <span class="rtqis-muted">({note})</span></div>'
         )
     bc = sig.get("below_cost")
     n_bc = int(bc) if isinstance(bc, int | float) and np.isfinite(bc) else None
