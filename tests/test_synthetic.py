@@ -456,3 +456,25 @@ def test_depth_book_is_around_the_last_quote_and_keeps_the_ticks() -> None:
     assert np.array_equal(ta2[0].price, tb2[0].price) and np.array_equal(ta[1].price, tb_[1].price)
     with pytest.raises(ValueError):
         a.depth("XRPUSDT")
+
+
+def test_synthetic_feed_publishes_the_depth_book_as_the_binance_source_does() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from rtqis.producers.feed import _publish_depth
+    from rtqis.schemas.models import DepthSnapshot
+    from rtqis.topics import DEPTH
+
+    sent: list[tuple[Any, Any, str, int]] = []
+    producer = SimpleNamespace(send=lambda topic, v, key, timestamp_ms: sent.append((topic, v, key, timestamp_ms)))
+    market = SyntheticMarket(seed=5)
+    settings = SimpleNamespace(symbols=["BTCUSDT", "ETHUSDT"], depth_levels=7)
+    _publish_depth(producer, market, settings)  # type: ignore[arg-type]
+    assert sent == []  # nothing quoted yet
+    market.advance(1000)
+    _publish_depth(producer, market, settings)  # type: ignore[arg-type]
+    assert [(t, k) for t, _, k, _ in sent] == [(DEPTH, "BTCUSDT"), (DEPTH, "ETHUSDT")]
+    snap = sent[1][1]
+    assert isinstance(snap, DepthSnapshot) and len(snap.bid_price) == len(snap.ask_qty) == 7
+    assert snap.bid_price[0] < snap.ask_price[0] and sent[1][3] == snap.event_time
