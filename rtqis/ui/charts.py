@@ -358,6 +358,7 @@ class TickCharts:
         d.xaxis.axis_label = "price"
         d.yaxis.axis_label = "cumulative size"
         d.xaxis.formatter = NumeralTickFormatter(format="0,0.[00]")
+        _model(d.xaxis[0].ticker, ContinuousTicker).desired_num_ticks = 4  # prices are wide labels
         d.yaxis.formatter = NumeralTickFormatter(format="0,0.[000]")
         _legend(d, "top_center")
         no_depth = Label(
@@ -522,6 +523,7 @@ class PairCharts:
         _legend(s)
 
         z = _figure(f"Z-score of the {pair} spread", 280, tf, x_range=xr, y_label="z-score (σ)")
+        _model(z.y_range, DataRange1d).range_padding = 0.25  # room around the ±entry bands z often touches
         hi = BoxAnnotation(bottom=2.0, fill_color=ENTRY, fill_alpha=0.07, level="underlay")
         lo = BoxAnnotation(top=-2.0, fill_color=ENTRY, fill_alpha=0.07, level="underlay")
         entry = (

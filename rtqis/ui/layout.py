@@ -218,8 +218,8 @@ def _framed(obj: Any, **kw: Any) -> pn.Column:
 
 def build_template(s: Settings, c: Controls, p: Panes, charts: Charts) -> pn.template.BootstrapTemplate:
     """The page: controls in the sidebar; in the main area the status, top of book and alerts, candles and
-    depth, then the pair: cointegration and signal cards, z-score and spread against cost, hedge ratio,
-    fair value and the top of book over time."""
+    depth, the top of book over time, then the pair: cointegration and signal cards, z-score and spread
+    against cost, hedge ratio and fair value."""
     sidebar = [
         _heading("Market"),
         c.symbol,
@@ -250,18 +250,14 @@ def build_template(s: Settings, c: Controls, p: Panes, charts: Charts) -> pn.tem
         pn.Column(p.status, styles=_CARD, **wide),
         pn.Row(_card("Top of book", p.board, **wide), _card("Recent alerts", p.alerts, width=360), **wide),
         pn.Row(_framed(charts.candles.price, **wide), _framed(charts.ticks.depth, width=430), **wide),
+        pn.Row(_framed(charts.ticks.quotes, **wide), **wide),
         pn.Row(
             _card("Cointegration (Engle-Granger) · half-life · hedge ratio", p.adf, **wide),
             _card("Signal now · does an entry pay its costs?", p.signal, **wide),
             **wide,
         ),
         pn.Row(_framed(charts.pairs.zscore, **wide), _framed(charts.pairs.spread, **wide), **wide),
-        pn.Row(
-            _framed(charts.pairs.hedge, **wide),
-            _framed(charts.pairs.fair, **wide),
-            _framed(charts.ticks.quotes, **wide),
-            **wide,
-        ),  # fmt: skip
+        pn.Row(_framed(charts.pairs.hedge, **wide), _framed(charts.pairs.fair, **wide), **wide),
     ]
     # Bootstrap design: no font or icon fetched from the internet (the page works offline)
     return pn.template.BootstrapTemplate(
