@@ -75,7 +75,8 @@ def _model(value: object, kind: type[_M]) -> _M:
 # Intl.DateTimeFormat objects are cached per (zone, precision): formatting a tick costs a map lookup
 _TICK_JS = """
 const span = ticks.length > 1 ? Math.abs(ticks[ticks.length - 1] - ticks[0]) : 0;
-const prec = span > 2 * 86400000 ? 'd' : (span >= 180000 ? 'm' : 's');
+const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 0;  // seconds shown when ticks are < 1 min apart
+const prec = span > 2 * 86400000 ? 'd' : (step >= 60000 ? 'm' : 's');
 const cache = (window._rtqis_fmt = window._rtqis_fmt || {});
 const key = tz + '|' + prec;
 let f = cache[key];
