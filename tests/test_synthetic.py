@@ -435,3 +435,46 @@ def test_not_cointegrated_control_market_has_a_wandering_spread() -> None:
     # same shocks; one hour of a random walk with 60 s-OU steps wanders ~ 15 bp * sqrt(3600 / 87) ~ 1 %
     assert np.std(s) > 3 * np.std(sc)
     assert adf_p(sc) < 0.01 and adf_p(s) > 0.05
+
+
+def test_depth_book_is_around_the_last_quote_and_keeps_the_ticks() -> None:
+    a, b = SyntheticMarket(seed=3), SyntheticMarket(seed=3)
+    assert a.depth("ETHUSDT") is None  # nothing quoted yet
+    ta, ba = a.advance(2000)
+    a.depth("BTCUSDT", 20)
+    a.depth("ETHUSDT", 20)
+    tb_, bb = b.advance(2000)
+    d = a.depth("ETHUSDT", 20)
+    assert d is not None and len(d.bid_price) == len(d.ask_price) == 20
+    assert d.bid_price[0] == ba[1].bid_price[-1] and d.ask_price[0] == ba[1].ask_price[-1]
+    assert d.event_time == ba[1].event_time[-1] and d.update_id == ba[1].update_id[-1]
+    assert np.all(np.diff(d.bid_price) < 0) and np.all(np.diff(d.ask_price) > 0)
+    assert min(d.bid_qty + d.ask_qty) > 0
+    # asking for depth draws nothing from the ticks' generator
+    ta2, _ = a.advance(1000)
+    tb2, _ = b.advance(1000)
+    assert np.array_equal(ta2[0].price, tb2[0].price) and np.array_equal(ta[1].price, tb_[1].price)
+    with pytest.raises(ValueError):
+        a.depth("XRPUSDT")
+
+
+def test_synthetic_feed_publishes_the_depth_book_as_the_binance_source_does() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from rtqis.producers.feed import _publish_depth
+    from rtqis.schemas.models import DepthSnapshot
+    from rtqis.topics import DEPTH
+
+    sent: list[tuple[Any, Any, str, int]] = []
+    producer = SimpleNamespace(send=lambda topic, v, key, timestamp_ms: sent.append((topic, v, key, timestamp_ms)))
+    market = SyntheticMarket(seed=5)
+    settings = SimpleNamespace(symbols=["BTCUSDT", "ETHUSDT"], depth_levels=7)
+    _publish_depth(producer, market, settings)  # type: ignore[arg-type]
+    assert sent == []  # nothing quoted yet
+    market.advance(1000)
+    _publish_depth(producer, market, settings)  # type: ignore[arg-type]
+    assert [(t, k) for t, _, k, _ in sent] == [(DEPTH, "BTCUSDT"), (DEPTH, "ETHUSDT")]
+    snap = sent[1][1]
+    assert isinstance(snap, DepthSnapshot) and len(snap.bid_price) == len(snap.ask_qty) == 7
+    assert snap.bid_price[0] < snap.ask_price[0] and sent[1][3] == snap.event_time

@@ -3,9 +3,10 @@ Chromium (Debian's package, through Playwright; no browser download).
 
 History is written into DuckDB before the sink starts (candles just before the first live candle, pair
 signals just before the first live signal), so the seam between history and live data is checked exactly:
-no gap, no duplicate, keys increasing. Alerts and order-book snapshots are produced into the broker by the
-test (the synthetic source has no order book; an alert needs a threshold crossing the test cannot time).
-PairSignals come from the worker's pair agent only: if it publishes none, the test fails.
+no gap, no duplicate, keys increasing. Alerts are produced into the broker by the test (an alert needs a
+threshold crossing the test cannot time); the order book comes from the synthetic source's ticks.depth.
+PairSignals come from the worker's pair agent only: if it publishes none, the test fails, and the pair
+cards (cointegration verdict, warm-up counts, z-score) must show what the worker published.
 
 Figures (update rate and tick-to-screen latency in the browser, server CPU and memory with 1 and 10
 sessions) are written to var/test-artifacts/ui-metrics.json and printed; they are not asserted.
@@ -21,7 +22,6 @@ import os
 import random
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,7 +42,7 @@ from rtqis.sinks.candle_files import EXPORT_COLUMNS
 from rtqis.sinks.history import open_history
 from rtqis.sinks.sink import sink_paths
 from rtqis.sinks.store import Store
-from rtqis.topics import ALERTS, CANDLES_1M, DEPTH, PAIR
+from rtqis.topics import ALERTS, CANDLES_1M, PAIR
 from rtqis.ui.data import SIGNAL_CSV_COLUMNS
 from tests.conftest import ROOT, Procs, collect, free_port, make_settings, wait_until
 
@@ -175,32 +175,6 @@ def _write_history(s: Settings, live_candle: int, live_signal: int) -> tuple[dic
     return candles, times
 
 
-def _depth_feed(s: Settings, mid: float, stop: threading.Event) -> None:
-    """Order-book snapshots of BTCUSDT at 4/s, like the Binance source's ticks.depth."""
-    p = MessageProducer(s)
-    rnd = random.Random(3)
-    while not stop.wait(0.25):
-        mid *= math.exp(rnd.gauss(0, 2e-5))
-        bids = [round(mid - 0.5 - i * 0.7, 2) for i in range(20)]
-        asks = [round(mid + 0.5 + i * 0.7, 2) for i in range(20)]
-        now = _ms()
-        p.send(
-            DEPTH,
-            m.DepthSnapshot(
-                symbol="BTCUSDT",
-                last_update_id=now,
-                event_time=now,
-                recv_time=now,
-                bid_price=bids,
-                bid_qty=[round(rnd.uniform(0.05, 2.5), 4) for _ in bids],
-                ask_price=asks,
-                ask_qty=[round(rnd.uniform(0.05, 2.5), 4) for _ in asks],
-            ),  # fmt: skip
-            key="BTCUSDT",
-        )
-    p.close()
-
-
 @pytest.fixture(scope="module")
 def ui_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker of this module's own (unless RTQIS_BOOTSTRAP_SERVERS names one): the session's embedded broker
@@ -224,23 +198,17 @@ def live(ui_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     s = make_settings(ui_broker, tmp / "var")
     create_topics(s)
     procs = Procs(tmp)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
     try:
         procs.start(s, "produce", "synthetic", name="producer")
         procs.start(s, "worker", name="worker")
         rows = collect(s, CANDLES_1M.name, lambda rows: any(r["symbol"] == "BTCUSDT" for r in rows), timeout_s=90)
         live_candle = min(r["open_time"] for r in rows if r["symbol"] == "BTCUSDT")
-        mid = next(r["close"] for r in rows if r["symbol"] == "BTCUSDT")
         # the pair agent publishes a PairSignal a second once both legs have traded; none in 120 s: it is broken
         sig = collect(s, PAIR.name, lambda rows: len(rows) >= 1, timeout_s=120)
         live_signal = sig[0]["time"]
         hist_candles, hist_signals = _write_history(s, live_candle, live_signal)
         procs.start(s, "sink", name="sink")
         ui = procs.start(s, "ui", name="ui")
-        threads.append(threading.Thread(target=_depth_feed, args=(s, mid, stop), daemon=True))
-        for t in threads:
-            t.start()
         wait_until(lambda: _port_open(s.ui_port) or ui.poll() is not None, 60, "the dashboard server")
         assert ui.poll() is None, procs.log_of(ui)
         yield Live(
@@ -248,9 +216,6 @@ def live(ui_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
             hist_signals,
         )  # fmt: skip
     finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
         procs.stop_all()
 
 
@@ -356,7 +321,7 @@ def test_charts_start_with_history_and_continue_live_with_an_exact_seam(live: Li
     page.wait_for_function(
         f"() => {{ const t = ({JS_COL})(['src-z', 't']); return t[t.length - 1] > {last_sig} }}", timeout=30_000
     )
-    # the order book ladder is drawn from ticks.depth
+    # the order book ladder is drawn from ticks.depth, which the synthetic source publishes
     page.wait_for_function(f"() => ({JS_LEN})('src-bids') > 0 && ({JS_LEN})('src-asks') > 0", timeout=30_000)
     status = page.locator("#rtqis-status").inner_text()
     assert "connected" in status and "msg/s" in status and "dead letters" in status, status
@@ -395,6 +360,61 @@ def test_alerts_pop_up_when_above_the_page_threshold(live: Live, page: Any) -> N
     # same partition, same order: the quiet one arrived first and made no toast
     assert page.locator(".notyf__message").filter(has_text="z = +2.50").count() == 0
     _set_entry_threshold(page, 2.0)
+
+
+JS_MODEL = "([n, a]) => Bokeh.documents[0].get_model_by_name(n)[a]"
+
+
+def test_pair_panels_show_what_the_worker_published(live: Live, page: Any) -> None:
+    s = live.settings
+    # bands where the settings put them: entry lines at the pair agent's threshold (the exit lines exist and
+    # are hidden under stop-and-reverse)
+    page.wait_for_function(
+        f"() => Bokeh.documents[0].get_model_by_name('z-entry').location === {s.z_enter}", timeout=10_000
+    )
+    assert page.evaluate(JS_MODEL, ["z-entry-low", "location"]) == -s.z_enter
+    assert page.evaluate(JS_MODEL, ["z-exit", "location"]) == s.z_exit
+    # the alerts produced by the test before are marked on the z chart at their z
+    page.wait_for_function(f"() => ({JS_LEN})('src-alerts') >= 2", timeout=30_000)
+    assert {2.5, -3.5} <= set(_col(page, "src-alerts", "zscore"))
+    # the cards show the worker's numbers: its cointegration verdict and sample counts, its z-score
+    time.sleep(2.5)  # a text turn after the newest signal
+    coint = page.locator("#rtqis-coint-verdict")
+    verdict, head = coint.get_attribute("data-verdict"), coint.inner_text()
+    z_now = page.locator("#rtqis-z-now").inner_text()
+    warm_z = page.evaluate(JS_MODEL, ["warmup-z", "text"])
+    sigs = [r for r in collect(s, PAIR.name, lambda rows: False, 30, until_end=True) if r["pair"] == PAIR_NAME]
+    recent = sigs[-60:]
+    assert verdict in {r["coint"] for r in recent}, (verdict, recent[-1])
+    assert verdict in ("cointegrated", "not_cointegrated", "insufficient_data")
+    n_last = sigs[-1]["n_obs"]
+    if verdict == "insufficient_data":
+        got = re.match(r"warming up: ([\d,]+) of 1,800 samples", head)
+        assert got, head
+        assert abs(int(got.group(1).replace(",", "")) - n_last) <= 60, (head, n_last)
+    if sigs[-1]["zscore"] is None:
+        got = re.match(r"warming up: ([\d,]+) of 300 samples", z_now)
+        assert got and abs(int(got.group(1).replace(",", "")) - n_last) <= 60, (z_now, n_last)
+        assert warm_z.startswith("warming up:"), warm_z
+    else:
+        shown = {f"z {r['zscore']:+.2f}" for r in recent if r["zscore"] is not None}
+        assert z_now in shown, (z_now, sorted(shown)[-5:])
+        assert warm_z == ""
+    # the hedge band and the cost line are the published numbers, drawn at their sample times
+    pub = {r["time"]: r for r in sigs}
+    for src, cols in (("src-hedge", ("hedge",)), ("src-spread", ("spread_bp", "round_trip_cost_bp"))):
+        ts = [int(t) for t in _col(page, src, "t")]
+        checked = 0
+        for c in cols:
+            vals = _col(page, src, c)
+            for t, v in list(zip(ts, vals, strict=True))[-30:]:
+                if t in pub:
+                    want = pub[t][c]
+                    assert (want is None and (v is None or math.isnan(v))) or v == pytest.approx(want), (src, c, t)
+                    checked += 1
+        assert checked, f"no published sample drawn on {src}"
+    lo, hi, h = (_col(page, "src-hedge", c) for c in ("hedge_lo", "hedge_hi", "hedge"))
+    assert all(a <= c <= b for a, b, c in zip(lo, hi, h, strict=True) if c is not None and not math.isnan(c))
 
 
 def test_adf_on_demand_gives_a_verdict(page: Any) -> None:

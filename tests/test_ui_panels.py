@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from types import SimpleNamespace
 
@@ -314,3 +315,131 @@ def test_what_the_browser_receives_when_a_view_is_filled_is_the_server_data_once
     send()
     assert browser["t"] == [1_000, 2_000, 3_000, 4_000, 5_000] == list(src.data["t"])
     assert browser["zscore"] == list(src.data["zscore"])
+
+
+# ------------------------------------------------------------------------------------------ pair cards (#20)
+
+
+def _sig(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "time": T0, "n_obs": 2000, "zscore": 2.31, "spread_bp": 34.6, "spread_std_bp": 15.0, "hedge": 0.0331,
+        "hedge_se": 0.0012, "half_life_s": 58.0, "half_life_se_s": 6.5, "coint": "cointegrated",
+        "coint_stat": -4.12, "coint_pvalue": 0.0051, "expected_reversion_bp": 64.7, "round_trip_cost_bp": 41.2,
+        "position": -1, "below_cost": 3, "flags": "",
+    }  # fmt: skip
+    base.update(kw)
+    return base
+
+
+W = pl.Warmup(n=2000, z_needs=300, coint_needs=1800)
+
+
+def test_hub_and_csv_carry_every_pair_signal_field() -> None:
+    from rtqis.ui.data import SIGNAL_CSV_COLUMNS
+    from rtqis.ui.hub import SIGNAL_FIELDS
+
+    assert set(SIGNAL_FIELDS) == set(m.PairSignal.model_fields) - {"pair"}
+    assert set(SIGNAL_CSV_COLUMNS) == set(m.PairSignal.model_fields)
+    for f in ("hedge_se", "half_life_s", "coint", "coint_pvalue", "round_trip_cost_bp", "below_cost", "position"):
+        assert f in SIGNAL_FIELDS
+
+
+def test_coint_card_shows_the_models_verdict_statistic_half_life_and_hedge_with_their_errors() -> None:
+    h = pl.coint_html(_sig(), PAIR, W)
+    assert 'data-verdict="cointegrated"' in h
+    assert html.unescape(_text(h)) == (
+        "cointegrated Engle-Granger test of the spread EG stat -4.12 · p-value 0.0051 (MacKinnon; < 0.05: the spread "
+        "reverts) half-life 58 s ± 6 s (time for the spread to halve) hedge 0.0331 ± 0.0012 BTC per ETH"
+    )
+    h = pl.coint_html(_sig(coint="not_cointegrated", coint_pvalue=0.42, half_life_s=9000.0), PAIR, W)
+    assert "not cointegrated" in _text(h) and "p-value 0.4200" in _text(h) and "2.5 h" in _text(h)
+    assert pl.BAD in h
+    # a hedge whose error is over 100 % is not published: said so, not shown as a number
+    h = pl.coint_html(_sig(hedge=None, hedge_se=None, flags="hedge_uncertain"), PAIR, W)
+    assert "hedge uncertain (SE > 100 %: not published)" in html.unescape(_text(h))
+
+
+def test_coint_card_says_warming_up_with_the_sample_counts() -> None:
+    w = pl.Warmup(n=120, z_needs=300, coint_needs=1800)
+    h = pl.coint_html(
+        _sig(coint="insufficient_data", coint_stat=None, coint_pvalue=None, half_life_s=None, hedge=None, n_obs=120),
+        PAIR,
+        w,
+    )
+    t = _text(h)
+    assert t.startswith("warming up: 120 of 1,800 samples (about 28.0 min to go) Engle-Granger test of the spread")
+    assert "EG stat – · p-value –" in t and "half-life warming up: 120 of 300 samples" in t
+    assert "hedge warming up: 120 of 300 samples" in t
+    assert "waiting for the first ETHUSDT/BTCUSDT signal" in _text(pl.coint_html(None, PAIR, w))
+
+
+def test_signal_card_weighs_expected_reversion_against_the_round_trip_cost() -> None:
+    t = _text(pl.signal_html(_sig(), W, "reverse", 2.0, 0.5))
+    assert t == (
+        "z +2.31 · position SHORT spread spread +34.6 bp from equilibrium · σ 15.0 bp "
+        "entry now: expected reversion 64.7 bp vs round trip 41.2 bp (pays) "
+        "rule: stop-and-reverse at ±2 · entries withheld below cost: 3"
+    )
+    h = pl.signal_html(_sig(expected_reversion_bp=20.0, position=0, zscore=-2.1), W, "bands", 2.0, 0.5)
+    assert "(below cost)" in _text(h) and "position flat" in _text(h) and "enter at ±2, exit at ±0.5" in _text(h)
+    h = pl.signal_html(_sig(zscore=0.4, position=0), W, "reverse", 2.0, 0.5)
+    assert "(no entry while |z| < 2)" in html.unescape(_text(h))
+    warm = pl.signal_html(_sig(zscore=None, n_obs=42), pl.Warmup(42, 300, 1800), "reverse", 2.0, 0.5)
+    assert _text(warm).startswith("warming up: 42 of 300 samples")
+    assert "entries withheld below cost: –" in _text(pl.signal_html(_sig(below_cost=None), W, "bands", 2, 0.5))
+    assert "no pair signal yet" in pl.signal_html(None, W, "bands", 2, 0.5)
+
+
+def test_warmup_note_and_latest_signal() -> None:
+    cols = {
+        "time": np.array([T0, T0 + 1000]), "n_obs": np.array([10, 11]), "zscore": np.array([np.nan, np.nan]),
+        "coint": np.array([None, "insufficient_data"], dtype=object),
+        "flags": np.array(["", "warming_up"], dtype=object),
+    }  # fmt: skip
+    last = pl.latest_signal(cols)
+    assert last == {"time": T0 + 1000, "n_obs": 11, "zscore": None, "coint": "insufficient_data", "flags": "warming_up"}
+    assert pl.latest_signal({}) is None
+    w = pl.warmup(last, 300, 1800)
+    assert w == pl.Warmup(11, 300, 1800)
+    assert pl.warmup_text(last, w) == "warming up: 11 of 300 samples (about 4.8 min to go)"
+    assert pl.warmup_text(_sig(), W) == ""
+    assert pl.warmup_text(None, W).startswith("waiting")
+
+
+def test_alert_card_shows_what_an_entry_expects_against_its_cost() -> None:
+    a = _alert(T0, "enter_short_spread", 2.2).model_copy(
+        update={"spread_bp": 33.0, "expected_reversion_bp": 63.0, "round_trip_cost_bp": 41.0}
+    )
+    e = _alert(T0 + 1000, "exit", -2.1).model_copy(update={"spread_bp": -31.0})
+    assert _text(pl.alerts_html([a, e], "UTC")) == (
+        "00:00:01 exit z -2.10 -31 bp 00:00:00 enter short spread z +2.20 63 / 41 bp"
+    )
+
+
+def test_alert_markers_and_hedge_band_for_the_charts() -> None:
+    from rtqis.ui import charts as ch
+
+    alerts = [_alert(T0, "enter_long_spread", -2.2), _alert(T0 + 5000, "exit", 2.1), _alert(T0 + 6000, "odd", 0)]
+    mk = ch.alert_marks(alerts)
+    assert mk["t"].tolist() == [T0, T0 + 5000] and mk["zscore"].tolist() == [-2.2, 2.1]
+    assert mk["marker"] == ["triangle", "circle_x"] and mk["color"][0] == ch.BID
+    assert ch.alert_marks([])["marker"] == []
+    cols = {"time": np.array([1, 2]), "hedge": np.array([0.5, np.nan]), "hedge_se": np.array([0.1, 0.1])}
+    band = ch.signal_display(cols, "hedge")
+    assert band["hedge_lo"][0] == pytest.approx(0.4) and band["hedge_hi"][0] == pytest.approx(0.6)
+    assert np.isnan(band["hedge_lo"][1])
+    # rows of an older worker (no #20 columns) draw as gaps, they do not fail
+    spread = ch.signal_display({"time": np.array([1])}, "spread")
+    assert list(spread) == ["t", "spread_bp", "expected_reversion_bp", "round_trip_cost_bp"]
+    assert np.isnan(spread["round_trip_cost_bp"][0])
+
+
+def test_page_state_keeps_the_newest_signal_and_marks_alerts_dirty() -> None:
+    st = ss.PageState(pair=PAIR)
+    st.signal({"time": np.array([T0 + 2000]), "zscore": np.array([1.0])})
+    st.signal({"time": np.array([T0 + 1000]), "zscore": np.array([9.0])})  # older: ignored
+    assert st.last_signal == {"time": T0 + 2000, "zscore": 1.0}
+    st.marks_dirty = False
+    assert st.alert(_alert(T0, "exit", 0.1)) and st.marks_dirty
+    st.set_pair("SOLUSDT/BTCUSDT")
+    assert st.last_signal is None

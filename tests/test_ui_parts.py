@@ -138,6 +138,30 @@ def test_signals_csv_merges_history_and_live_rows_of_the_range(offline: Settings
     assert list(csv.DictReader(io.StringIO(body.decode())))[0]["flags"] == "warming_up"
 
 
+def test_signals_csv_carries_the_new_fields_and_nulls_where_rows_lack_them(offline: Settings) -> None:
+    import polars as pl
+
+    old = pl.DataFrame({"time": [1000], "x": [100.0], "y": [50.0], "zscore": [0.5], "n_obs": [3], "flags": [[]]})
+    cols = data._signal_cols(old)  # a store written before #20: the new columns come as nulls
+    assert np.isnan(cols["hedge_se"][0]) and cols["coint"][0] is None and np.isnan(cols["below_cost"][0])
+    new = _signal(2000, 2.5).model_copy(
+        update={"coint": "cointegrated", "coint_pvalue": 0.01, "position": -1, "below_cost": 4, "hedge": 0.03}
+    )
+    live = tb.rows_to_cols([new], _signal_fields())
+    live["flags"] = np.array([""], dtype=object)
+    old_live = {k: v for k, v in tb.rows_to_cols([_signal(3000, 1.0)], _signal_fields()).items() if k != "coint"}
+    old_live["flags"] = np.array([""], dtype=object)
+    body, n = data.signals_csv(
+        offline, PAIR_NAME, tb.concat([live, {**old_live, "coint": np.array([None])}]), None, None
+    )
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert n == 2 and tuple(rows[0]) == data.SIGNAL_CSV_COLUMNS
+    assert (rows[0]["coint"], rows[0]["position"], rows[0]["below_cost"]) == ("cointegrated", "-1", "4")
+    assert (rows[1]["coint"], rows[1]["position"], rows[1]["hedge"]) == ("", "", "")
+    body, _ = data.signals_csv(offline, PAIR_NAME, old_live, None, None)  # live rows without a column
+    assert list(csv.DictReader(io.StringIO(body.decode())))[0]["coint"] == ""
+
+
 def _signal_fields() -> dict[str, object]:
     from rtqis.ui.hub import SIGNAL_FIELDS
 

@@ -24,11 +24,14 @@ from rtqis.producers.synthetic import BookBatch, SymbolSpec, SyntheticMarket, Tr
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.settings import Settings
-from rtqis.topics import BOOK, DEADLETTER, TRADES
+from rtqis.topics import BOOK, DEADLETTER, DEPTH, TRADES
 
 __all__ = ["FeedStats", "book_frames", "frame_time", "run_files", "run_synthetic", "trade_frames"]
 
 log = logging.getLogger(__name__)
+
+SYNTHETIC_DEPTH_EVERY_MS = 500
+"""Event time between two synthetic ``ticks.depth`` snapshots of a symbol (live mode): 2 per second."""
 
 DEFAULT_START_PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "SOLUSDT": 150.0, "BNBUSDT": 600.0}
 
@@ -107,6 +110,9 @@ def run_synthetic(
     as fast as the broker takes it (event time then runs ahead of the wall clock), at 50,000 trades/s
     per symbol of event time unless ``keep_rate`` keeps ``rate`` (a live-like density, for benchmarks
     of the time-driven analytics). ``book=False`` leaves out the book tickers.
+    In live mode with book tickers, a depth book around each symbol's last quote
+    (:meth:`SyntheticMarket.depth`, ``depth_levels`` per side) goes to ``ticks.depth`` every
+    :data:`SYNTHETIC_DEPTH_EVERY_MS` of event time, as the Binance source publishes its local book.
     """
     stop = stop or threading.Event()
     specs = [SymbolSpec(s, DEFAULT_START_PRICES.get(s, 100.0)) for s in settings.symbols]
@@ -123,6 +129,7 @@ def run_synthetic(
         step_ms = max(1, int(1000 * settings.frame_max_ticks / trade_rate))
     t0 = time.monotonic()
     next_report = t0 + report_every_s
+    next_depth = market.now_ms
     try:
         while not stop.is_set():
             trades, books = market.advance(step_ms)  # the slice (now - step, now] of event time
@@ -148,6 +155,9 @@ def run_synthetic(
             for bb in books if book else ():
                 out.extend((BOOK, f) for f in book_frames(bb, settings.frame_max_ticks))
             _publish(producer, out, stats)
+            if book and not max_rate and market.now_ms >= next_depth:
+                next_depth = market.now_ms + SYNTHETIC_DEPTH_EVERY_MS
+                _publish_depth(producer, market, settings)
             now = time.monotonic()
             if on_progress is not None:
                 on_progress(stats)
@@ -168,6 +178,19 @@ def run_synthetic(
             log.error("%d messages undelivered at shutdown", left)
         log.info("synthetic feed stopped: %s, %d delivery failures", stats, producer.stats.failed)
     return stats
+
+
+def _publish_depth(producer: MessageProducer, market: SyntheticMarket, settings: Settings) -> None:
+    """One ``ticks.depth`` snapshot per symbol, built around its last quote (none before the first)."""
+    for sym in settings.symbols:
+        d = market.depth(sym, settings.depth_levels)
+        if d is None:
+            continue
+        snap = m.DepthSnapshot(
+            symbol=sym, last_update_id=d.update_id, event_time=d.event_time, recv_time=d.event_time,
+            bid_price=d.bid_price, bid_qty=d.bid_qty, ask_price=d.ask_price, ask_qty=d.ask_qty,
+        )  # fmt: skip
+        producer.send(DEPTH, snap, key=sym, timestamp_ms=d.event_time)
 
 
 def _split(b: Any, i: int) -> tuple[Any, Any]:

@@ -23,6 +23,10 @@ Model (latent state stepped on a fixed ``GRID_MS`` = 10 ms grid; events read the
   Poisson updates at ``book_rate`` (default 2 x ``trade_rate``); spread 1 + Geometric ticks
   (1-3 typical, capped at 50), prices on the tick grid around the latent mid, sizes log-normal.
 * Ids: trade ids and book update ids are consecutive per symbol (start configurable).
+* Depth (:meth:`SyntheticMarket.depth`): a top-N order book around the last quote of a symbol, on
+  demand: level gaps of 1 + Geometric ticks with a mean of about 0.05 bp of the mid, sizes log-normal
+  growing with the distance from the touch. It draws from its own generator, so asking for depth (or
+  not) never changes the ticks.
 
 Ground truth: with ``record_truth=True`` the latent path (leader log price, each follower's ``beta_t`` and
 ``s_t``) is kept on the grid, and :meth:`SyntheticMarket.truth_at` reads it back, so an evaluation can
@@ -52,6 +56,7 @@ __all__ = [
     "DEFAULT_SYMBOLS",
     "GRID_MS",
     "BookBatch",
+    "DepthBook",
     "SymbolSpec",
     "SyntheticMarket",
     "TradeBatch",
@@ -134,6 +139,19 @@ class BookBatch:
 
     def __len__(self) -> int:
         return len(self.update_id)
+
+
+@dataclass
+class DepthBook:
+    """A top-N order book of one symbol: bids best first (descending), asks best first (ascending)."""
+
+    symbol: str
+    update_id: int  # the book update id of the quote it is built around
+    event_time: int  # epoch ms UTC
+    bid_price: list[float]
+    bid_qty: list[float]
+    ask_price: list[float]
+    ask_qty: list[float]
 
 
 def _decimals(step: float) -> int:
@@ -244,6 +262,7 @@ class SyntheticMarket:
 
         self._specs = specs
         self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._depth_rng = np.random.Generator(np.random.PCG64([seed, 1]))  # never touches the ticks' draws
         self._trade_rate = float(trade_rate)
         self._book_rate = float(book_rate)
         self._now = DEFAULT_START_MS if start_ms is None else operator.index(start_ms)
@@ -276,6 +295,8 @@ class SyntheticMarket:
         self._next_update_id = [operator.index(first_update_id)] * len(specs)
         self._price_dec = [_decimals(s.tick_size) for s in specs]
         self._lot_dec = [_decimals(s.lot_size) for s in specs]
+        # last quote per symbol (time, update id, bid, bid qty, ask, ask qty): what depth() builds around
+        self._last_quote: list[tuple[int, int, float, float, float, float] | None] = [None] * len(specs)
         # ground truth on the grid (record_truth): grid index of the first kept value, then chunks
         self._record = bool(record_truth)
         self._truth_k0: int | None = None
@@ -312,6 +333,42 @@ class SyntheticMarket:
             books.append(bb)
         self._now = t1
         return trades, books
+
+    def depth(self, symbol: str, levels: int = 20) -> DepthBook | None:
+        """A ``levels``-deep order book of ``symbol`` around its last quote (None before the first quote).
+
+        The touch is the last best bid/ask (so the ladder agrees with the top of book); deeper levels
+        are spaced by 1 + Geometric ticks (mean gap about 0.05 bp of the mid, at least one tick) with
+        log-normal sizes whose median grows as the square root of the level number."""
+        names = [s.symbol for s in self._specs]
+        if symbol not in names:
+            raise ValueError(f"unknown symbol {symbol!r} (symbols: {names})")
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        i = names.index(symbol)
+        q = self._last_quote[i]
+        if q is None:
+            return None
+        t, uid, bid, bid_qty, ask, ask_qty = q
+        spec, rng = self._specs[i], self._depth_rng
+        tick, pdec, ldec = spec.tick_size, self._price_dec[i], self._lot_dec[i]
+        mean_gap = max(1.0, 0.05 * _BP * 0.5 * (bid + ask) / tick)
+        p = min(1.0, 1.0 / mean_gap)
+
+        def side(touch: float, touch_qty: float, sign: float) -> tuple[list[float], list[float]]:
+            gaps = rng.geometric(p, size=levels - 1).astype(np.float64) if levels > 1 else np.empty(0)
+            offs = np.concatenate(([0.0], np.cumsum(gaps)))
+            px = np.round(np.rint(touch / tick + sign * offs) * tick, pdec)
+            ok = px > 0
+            med = _BOOK_SIZE_MULT * _TRADE_MEDIAN_NOTIONAL / spec.start_price * np.sqrt(1.0 + np.arange(levels))
+            qty = rng.lognormal(np.log(med), _BOOK_SIZE_SIGMA)
+            qty = np.round(np.maximum(np.rint(qty / spec.lot_size), 1.0) * spec.lot_size, ldec)
+            qty[0] = touch_qty
+            return px[ok].tolist(), qty[ok].tolist()
+
+        bp, bq = side(bid, bid_qty, -1.0)
+        ap, aq = side(ask, ask_qty, 1.0)
+        return DepthBook(symbol, uid, t, bp, bq, ap, aq)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -424,6 +481,11 @@ class SyntheticMarket:
         uid0 = self._next_update_id[i]
         self._next_trade_id[i] = tid0 + n_tr
         self._next_update_id[i] = uid0 + n_q
+        if n_q:
+            self._last_quote[i] = (
+                int(q_time[-1]), uid0 + n_q - 1, float(bid_px[-1]), float(bid_qty[-1]), float(ask_px[-1]),
+                float(ask_qty[-1]),
+            )  # fmt: skip
         trades = TradeBatch(
             symbol=spec.symbol,
             trade_id=np.arange(tid0, tid0 + n_tr, dtype=np.int64),

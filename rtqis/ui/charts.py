@@ -43,6 +43,7 @@ __all__ = [
     "OLS",
     "UP",
     "FAST_VISUALS_JS",
+    "alert_marks",
     "CandleChart",
     "PairCharts",
     "TickCharts",
@@ -74,7 +75,8 @@ def _model(value: object, kind: type[_M]) -> _M:
 # Intl.DateTimeFormat objects are cached per (zone, precision): formatting a tick costs a map lookup
 _TICK_JS = """
 const span = ticks.length > 1 ? Math.abs(ticks[ticks.length - 1] - ticks[0]) : 0;
-const prec = span > 2 * 86400000 ? 'd' : (span >= 180000 ? 'm' : 's');
+const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 0;  // seconds shown when ticks are < 1 min apart
+const prec = span > 2 * 86400000 ? 'd' : (step >= 60000 ? 'm' : 's');
 const cache = (window._rtqis_fmt = window._rtqis_fmt || {});
 const key = tz + '|' + prec;
 let f = cache[key];
@@ -357,6 +359,7 @@ class TickCharts:
         d.xaxis.axis_label = "price"
         d.yaxis.axis_label = "cumulative size"
         d.xaxis.formatter = NumeralTickFormatter(format="0,0.[00]")
+        _model(d.xaxis[0].ticker, ContinuousTicker).desired_num_ticks = 4  # prices are wide labels
         d.yaxis.formatter = NumeralTickFormatter(format="0,0.[000]")
         _legend(d, "top_center")
         no_depth = Label(
@@ -364,7 +367,7 @@ class TickCharts:
             y=200,
             x_units="screen",
             y_units="screen",
-            text="No order book: ticks.depth comes from\nthe Binance source (rtqis up --source binance)",
+            text="No order book yet: waiting for ticks.depth\n(published by the synthetic and Binance sources)",
             text_font_size="12px",
             text_color="#9e9e9e",
         )
@@ -417,17 +420,43 @@ def depth_display(prices: list[float], qtys: list[float], side: str) -> dict[str
 # one source per pair chart: each is streamed on its own turn, so one browser frame redraws one of them
 SIGNAL_CHARTS: dict[str, tuple[str, ...]] = {
     "z": ("t", "zscore"),
-    "hedge": ("t", "ols_beta", "kalman_beta"),
-    "spread": ("t", "spread", "spread_ols"),
+    "hedge": ("t", "hedge", "hedge_lo", "hedge_hi"),
+    "spread": ("t", "spread_bp", "expected_reversion_bp", "round_trip_cost_bp"),
     "fair": ("t", "y", "fair_value"),
 }
+ALERT_COLUMNS = ("t", "zscore", "kind", "color", "marker")
+_ALERT_MARKS = {
+    "enter_long_spread": (BID, "triangle"),
+    "enter_short_spread": (ASK, "inverted_triangle"),
+    "exit": ("#e0e0e0", "circle_x"),
+}
+COST = "#ffb74d"
+
+
+def _hedge_unit(pair: str) -> str:
+    """``BTC per ETH`` for ``ETHUSDT/BTCUSDT``: units of x to hold against one unit of y."""
+    y_sym, x_sym = pair.split("/")
+    return f"{split_symbol(x_sym)[0]} per {split_symbol(y_sym)[0]}"
+
+
+def _hedge_title(pair: str) -> str:
+    return f"Hedge ratio ± 1 SE ({_hedge_unit(pair)})"
+
+
+def _warmup_label(name: str) -> Label:
+    return Label(
+        x=80, y=120, x_units="screen", y_units="screen", text="", text_font_size="14px", text_color="#9e9e9e",
+        name=name,
+    )  # fmt: skip
 
 
 @dataclass
 class PairCharts:
-    """Hedge ratios, spreads, z-score with bands and the Huber fair value of one pair."""
+    """Z-score with bands and alert markers, hedge ratio ± SE, spread in bp against the round-trip cost,
+    and the Huber fair value of one pair."""
 
     sources: dict[str, ColumnDataSource]
+    alerts: ColumnDataSource
     hedge: figure
     spread: figure
     zscore: figure
@@ -436,7 +465,9 @@ class PairCharts:
     entry: tuple[Span, Span]
     exit: tuple[Span, Span]
     zones: tuple[BoxAnnotation, BoxAnnotation]
+    warmup: tuple[Label, Label, Label]  # on the z, hedge and spread charts
     pair: str
+    rule: str = "bands"
 
     @classmethod
     def build(cls, tf: TimeFormat, pair: str, window_ms: int = 30 * 60_000) -> PairCharts:
@@ -444,60 +475,73 @@ class PairCharts:
         srcs = {
             k: ColumnDataSource({c: np.empty(0) for c in cols}, name=f"src-{k}") for k, cols in SIGNAL_CHARTS.items()
         }
+        # text columns as lists: an empty float array is an "invalid color array" to BokehJS
+        alerts = ColumnDataSource(alert_marks([]), name="src-alerts")
+        warm = (_warmup_label("warmup-z"), _warmup_label("warmup-hedge"), _warmup_label("warmup-spread"))
         # one time axis per chart, not a shared one: a shared range changed by one chart's new point makes
         # all four redraw in the next frame, undoing the one-chart-per-frame schedule (see page.py)
         xr = _live_x_range(window_ms, "xr-signals")  # the z-score's; "visible range" of the CSV download
         h = _figure(
-            "Hedge ratio β: OLS vs Kalman", 260, tf, x_range=_live_x_range(window_ms, "xr-hedge"), y_label="β (y per x)"
+            _hedge_title(pair), 260, tf, x_range=_live_x_range(window_ms, "xr-hedge"), y_label=_hedge_unit(pair)
         )
-        r1 = h.line("t", "ols_beta", source=srcs["hedge"], color=OLS, line_width=1.6, legend_label="rolling OLS β")
-        h.line("t", "kalman_beta", source=srcs["hedge"], color=KALMAN, line_width=1.6, legend_label="Kalman β")
+        h.varea("t", y1="hedge_lo", y2="hedge_hi", source=srcs["hedge"], fill_color=KALMAN, fill_alpha=0.2,
+                legend_label="± 1 standard error")  # fmt: skip
+        r1 = h.line("t", "hedge", source=srcs["hedge"], color=KALMAN, line_width=1.8, legend_label="hedge ratio")
         h.add_tools(
             HoverTool(
                 renderers=[r1],
-                tooltips=[("time", "@t{custom}"), ("OLS β", "@ols_beta{0.0000}"), ("Kalman β", "@kalman_beta{0.0000}")],
+                tooltips=[("time", "@t{custom}"), ("hedge", "@hedge{0.0000}"),
+                          ("band", "@hedge_lo{0.0000} – @hedge_hi{0.0000}")],
                 formatters={"@t": tf.hover},
                 mode="vline",
             )
-        )
+        )  # fmt: skip
+        h.add_layout(warm[1])
         _legend(h)
 
-        _, quote = split_symbol(y_sym)
         s = _figure(
-            f"Spread of {pair}", 260, tf, x_range=_live_x_range(window_ms, "xr-spread"),
-            y_label=f"spread ({quote or 'quote'})",
+            f"Spread of {pair} vs the cost of a round trip", 260, tf, x_range=_live_x_range(window_ms, "xr-spread"),
+            y_label="bp of y",
         )  # fmt: skip
         s.add_layout(Span(location=0, dimension="width", line_color="#757575", line_dash="dotted"))
-        r2 = s.line(
-            "t", "spread", source=srcs["spread"], color=KALMAN, line_width=1.6, legend_label="Kalman (one step ahead)"
-        )
-        s.line(
-            "t", "spread_ols", source=srcs["spread"], color=OLS, line_width=1.2, alpha=0.8, legend_label="OLS residual"
-        )
+        r2 = s.line("t", "spread_bp", source=srcs["spread"], color=KALMAN, line_width=1.6,
+                    legend_label="spread from equilibrium")  # fmt: skip
+        s.line("t", "expected_reversion_bp", source=srcs["spread"], color=UP, line_width=1.3,
+               legend_label="expected reversion of an entry")  # fmt: skip
+        s.line("t", "round_trip_cost_bp", source=srcs["spread"], color=COST, line_width=1.6, line_dash="dashed",
+               legend_label="round-trip cost", name="cost-line")  # fmt: skip
         s.add_tools(
             HoverTool(
                 renderers=[r2],
-                tooltips=[("time", "@t{custom}"), ("Kalman", "@spread{0,0.00}"), ("OLS", "@spread_ols{0,0.00}")],
+                tooltips=[("time", "@t{custom}"), ("spread", "@spread_bp{0.0} bp"),
+                          ("expected reversion", "@expected_reversion_bp{0.0} bp"),
+                          ("round trip cost", "@round_trip_cost_bp{0.0} bp")],
                 formatters={"@t": tf.hover},
                 mode="vline",
             )
-        )
+        )  # fmt: skip
+        s.add_layout(warm[2])
         _legend(s)
 
         z = _figure(f"Z-score of the {pair} spread", 280, tf, x_range=xr, y_label="z-score (σ)")
+        _model(z.y_range, DataRange1d).range_padding = 0.25  # room around the ±entry bands z often touches
         hi = BoxAnnotation(bottom=2.0, fill_color=ENTRY, fill_alpha=0.07, level="underlay")
         lo = BoxAnnotation(top=-2.0, fill_color=ENTRY, fill_alpha=0.07, level="underlay")
         entry = (
             Span(location=2.0, dimension="width", line_color=ENTRY, line_dash="dashed", line_width=1.5, name="z-entry"),
-            Span(location=-2.0, dimension="width", line_color=ENTRY, line_dash="dashed", line_width=1.5),
-        )
+            Span(location=-2.0, dimension="width", line_color=ENTRY, line_dash="dashed", line_width=1.5,
+                 name="z-entry-low"),
+        )  # fmt: skip
         ex = (
-            Span(location=0.5, dimension="width", line_color=EXIT, line_dash="dotted", line_width=1.5),
-            Span(location=-0.5, dimension="width", line_color=EXIT, line_dash="dotted", line_width=1.5),
-        )
-        for a in (hi, lo, *entry, *ex):
+            Span(location=0.5, dimension="width", line_color=EXIT, line_dash="dotted", line_width=1.5, name="z-exit"),
+            Span(location=-0.5, dimension="width", line_color=EXIT, line_dash="dotted", line_width=1.5,
+                 name="z-exit-low"),
+        )  # fmt: skip
+        for a in (hi, lo, *entry, *ex, warm[0]):
             z.add_layout(a)
         rz = z.line("t", "zscore", source=srcs["z"], color=KALMAN, line_width=1.6, legend_label="z")
+        z.scatter("t", "zscore", source=alerts, marker="marker", size=11, fill_color="color", line_color="color",
+                  legend_label="alerts (▲ long, ▼ short, ⊗ exit)")  # fmt: skip
         z.add_tools(
             HoverTool(
                 renderers=[rz], tooltips=[("time", "@t{custom}"), ("z", "@zscore{0.00}")], formatters={"@t": tf.hover},
@@ -531,22 +575,63 @@ class PairCharts:
             )
         )
         _legend(f)
-        return cls(srcs, h, s, z, f, xr, entry, ex, (hi, lo), pair)
+        return cls(srcs, alerts, h, s, z, f, xr, entry, ex, (hi, lo), warm, pair)
 
     def set_pair(self, pair: str) -> None:
         y_sym, _ = pair.split("/")
         self.pair = pair
-        _model(self.spread.title, Title).text = f"Spread of {pair}"
+        _model(self.spread.title, Title).text = f"Spread of {pair} vs the cost of a round trip"
         _model(self.fair.title, Title).text = f"{y_sym} vs Huber fair value"
+        _model(self.hedge.title, Title).text = _hedge_title(pair)
+        self.hedge.yaxis[0].axis_label = _hedge_unit(pair)
         _model(self.zscore.title, Title).text = f"Z-score of the {pair} spread"
 
-    def set_thresholds(self, entry: float, exit_: float) -> None:
-        _model(self.zscore.title, Title).text = f"Z-score of the {self.pair} spread · entry ±{entry:g}, exit ±{exit_:g}"
+    def set_thresholds(self, entry: float, exit_: float, rule: str | None = None) -> None:
+        """Bands at ``±entry`` and ``±exit_``; under the stop-and-reverse rule (``reverse``) there is no exit
+        band (a position is held until the opposite entry band), so the exit lines are hidden."""
+        if rule is not None:
+            self.rule = rule
+        rev = self.rule == "reverse"
+        how = f"stop-and-reverse at ±{entry:g}" if rev else f"entry ±{entry:g}, exit ±{exit_:g}"
+        _model(self.zscore.title, Title).text = f"{self.pair} z-score · {how}"
         self.entry[0].location, self.entry[1].location = entry, -entry
         self.exit[0].location, self.exit[1].location = exit_, -exit_
+        for sp in self.exit:
+            sp.visible = not rev
         self.zones[0].bottom, self.zones[1].top = entry, -entry
+
+    def set_warmup(self, text: str) -> None:
+        """The warm-up note on the z, hedge and spread charts ("" hides it)."""
+        for lab in self.warmup:
+            if lab.text != text:
+                lab.text = text
+            vis = bool(text)
+            if lab.visible != vis:
+                lab.visible = vis
+
+
+def alert_marks(alerts: list[Any]) -> dict[str, Any]:
+    """Markers of alerts (:class:`rtqis.schemas.models.Alert`) on the z-score chart: at the alert's time
+    and z, green ▲ entering long the spread, red ▼ entering short, grey ⊗ exiting."""
+    known = [a for a in alerts if a.kind in _ALERT_MARKS]
+    return {
+        "t": np.array([a.time for a in known], dtype=np.int64),
+        "zscore": np.array([a.zscore for a in known], dtype=np.float64),
+        "kind": [a.kind.replace("_", " ") for a in known],
+        "color": [_ALERT_MARKS[a.kind][0] for a in known],
+        "marker": [_ALERT_MARKS[a.kind][1] for a in known],
+    }
 
 
 def signal_display(cols: dict[str, np.ndarray], chart: str) -> dict[str, np.ndarray]:
-    """The columns of one pair chart (``SIGNAL_CHARTS``) from PairSignal columns."""
-    return {c: cols["time"] if c == "t" else cols[c] for c in SIGNAL_CHARTS[chart]}
+    """The columns of one pair chart (``SIGNAL_CHARTS``) from PairSignal columns (a column the rows lack,
+    from an older worker, is drawn as gaps); the hedge band is ``hedge ± hedge_se``."""
+    n = len(cols["time"])
+
+    def col(name: str) -> np.ndarray:
+        return cols[name] if name in cols else np.full(n, np.nan)
+
+    if chart == "hedge":
+        h, se = col("hedge"), col("hedge_se")
+        return {"t": cols["time"], "hedge": h, "hedge_lo": h - se, "hedge_hi": h + se}
+    return {c: cols["time"] if c == "t" else col(c) for c in SIGNAL_CHARTS[chart]}

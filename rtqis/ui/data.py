@@ -50,6 +50,7 @@ T = TypeVar("T")
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 SIGNAL_CSV_COLUMNS: tuple[str, ...] = tuple(m.PairSignal.model_fields)
 """Columns of the PairSignal CSV download, in order (``time`` as ISO-8601 UTC, ``flags`` joined by ';')."""
+_INT_SIGNAL_COLUMNS = ("position", "below_cost")  # floats in the hub (NaN = null), integers in the CSV
 
 
 class UploadError(RtqisError):
@@ -81,16 +82,42 @@ def _candle_cols(df: pl.DataFrame) -> tb.Cols:
 
 
 def _signal_cols(df: pl.DataFrame) -> tb.Cols:
+    """PairSignal rows of the store as hub columns; a column the store lacks (a store written before the
+    column existed) comes as nulls (NaN, or None for text)."""
     out: tb.Cols = {}
     for name, dt in SIGNAL_FIELDS.items():
+        if name not in df.columns:
+            out[name] = _null_col(df.height, dt)
+            continue
         s = df[name]
-        if name == "flags":
+        if name == "coint":
+            out[name] = np.array(s.cast(pl.Utf8).to_list(), dtype=object)
+        elif name == "flags":
             out[name] = np.array([";".join(v) if v else "" for v in s.to_list()], dtype=object)
         elif np.dtype(dt).kind == "f":
             out[name] = s.cast(pl.Float64).fill_null(float("nan")).to_numpy().astype(np.float64, copy=False)
         else:
             out[name] = s.fill_null(0).to_numpy().astype(np.int64, copy=False)
     return out
+
+
+def _null_col(n: int, dt: Any) -> np.ndarray:
+    """``n`` nulls of a hub column dtype: NaN for floats, None for objects, 0 for integers."""
+    kind = np.dtype(dt).kind
+    if kind == "f":
+        return np.full(n, np.nan)
+    if kind == "O":
+        return np.full(n, None, dtype=object)
+    return np.zeros(n, dtype=dt)
+
+
+def _with_all_signal_cols(cols: tb.Cols) -> tb.Cols:
+    """``cols`` with every hub signal column (missing ones as nulls): live rows of an older hub, history
+    of an older store, and the two merged, all have the same columns."""
+    if not cols:
+        return cols
+    n = tb.length(cols)
+    return {name: cols[name] if name in cols else _null_col(n, dt) for name, dt in SIGNAL_FIELDS.items()}
 
 
 def _read(settings: Settings, fn: Callable[[Store], T]) -> T | RtqisError:
@@ -169,17 +196,14 @@ def signals_csv(
     check_pair(settings, pair)
     end = None if end_ms is None else end_ms + 1
     got = _read(settings, lambda st: st.signals(pair, start_ms, end))
-    hist = {} if isinstance(got, Exception) else _signal_cols(got)
-    rows = tb.upsert(hist, tb.time_window(live, "time", start_ms, end), "time")
+    hist = _with_all_signal_cols({} if isinstance(got, Exception) else _signal_cols(got))
+    rows = tb.upsert(hist, _with_all_signal_cols(tb.time_window(live, "time", start_ms, end)), "time")
     n = tb.length(rows)
-    # a model field the dashboard's live tables do not carry is an empty column, not a failed download
-    data: dict[str, Any] = {c: rows[c] for c in SIGNAL_CSV_COLUMNS if c in rows and c != "pair"}
-    data["flags"] = [str(v) for v in rows.get("flags", np.empty(0))]
-    if "time" not in data:
-        data["time"] = np.empty(0, dtype=np.int64)
-    missing = [pl.lit(None).alias(c) for c in SIGNAL_CSV_COLUMNS if c not in data and c != "pair"]
-    df = pl.DataFrame(data).with_columns(pl.lit(pair).alias("pair"), *missing).select(SIGNAL_CSV_COLUMNS)
-    df = _nan_to_null(df).with_columns(iso_utc("time"))
+    data: dict[str, Any] = {c: rows.get(c, np.empty(0)) for c in SIGNAL_CSV_COLUMNS if c != "pair"}
+    data["flags"] = [str(v) for v in data["flags"]]
+    data["coint"] = pl.Series("coint", [None if v is None else str(v) for v in data["coint"]], dtype=pl.Utf8)
+    df = pl.DataFrame(data).with_columns(pl.lit(pair).alias("pair")).select(SIGNAL_CSV_COLUMNS)
+    df = _nan_to_null(df).with_columns(iso_utc("time"), *(pl.col(c).cast(pl.Int64) for c in _INT_SIGNAL_COLUMNS))
     return _csv_bytes(df), n
 
 

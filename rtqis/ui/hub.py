@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from rtqis.analytics.pair_model import NEW_SIGNAL_FIELDS
 from rtqis.analytics.pair_model import SIGNAL_FIELDS as SIGNAL_NUMBERS
 from rtqis.errors import DecodeError, RtqisError
 from rtqis.intervals import stored_interval_ms
@@ -78,6 +79,11 @@ SIGNAL_FIELDS: dict[str, Any] = {
     **dict.fromkeys(SIGNAL_NUMBERS, np.float64),
     "n_obs": np.int64,
     "flags": object,  # ';'-joined
+    # added in #20: null (NaN / None) in rows of an older worker or store
+    **dict.fromkeys(NEW_SIGNAL_FIELDS, np.float64),
+    "coint": object,  # "cointegrated" / "not_cointegrated" / "insufficient_data" or None
+    "position": np.float64,  # +1 / -1 / 0 (NaN: unknown)
+    "below_cost": np.float64,  # entries withheld by the cost gate so far (NaN: unknown)
 }
 BOOK_FIELDS: dict[str, Any] = {
     "t": np.int64,

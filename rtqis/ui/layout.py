@@ -100,7 +100,8 @@ class Panes:
 
     status: pn.pane.HTML
     board: pn.pane.HTML
-    adf: pn.pane.HTML
+    adf: pn.pane.HTML  # the Engle-Granger card, with the ADF lines under it
+    signal: pn.pane.HTML
     alerts: pn.pane.HTML
 
 
@@ -174,20 +175,24 @@ def build_panes() -> Panes:
     return Panes(
         status=_html_pane(24, margin=(2, 10)),
         board=_html_pane(92, margin=(4, 10)),
-        adf=_html_pane(92, margin=(4, 10)),
+        adf=_html_pane(150, margin=(4, 10)),
+        signal=_html_pane(150, margin=(4, 10)),
         alerts=_html_pane(92, margin=(4, 10)),
     )
 
 
-def build_charts(tf: ch.TimeFormat, symbol: str, interval: str, pair: str, entry: float, exit_: float) -> Charts:
-    """The session's Bokeh figures, titled for the first symbol, interval and pair, bands at the thresholds."""
+def build_charts(
+    tf: ch.TimeFormat, symbol: str, interval: str, pair: str, entry: float, exit_: float, rule: str = "bands"
+) -> Charts:
+    """The session's Bokeh figures, titled for the first symbol, interval and pair, bands at the thresholds
+    (no exit band under the stop-and-reverse ``rule``)."""
     iv_ms = stored_interval_ms(interval)
     candles = ch.CandleChart.build(tf, iv_ms, CANDLE_WINDOW_BARS)
     candles.set_series(symbol, interval, iv_ms, CANDLE_WINDOW_BARS)
     ticks = ch.TickCharts.build(tf, TICK_WINDOW_MS)
     ticks.set_symbol(symbol)
     pairs = ch.PairCharts.build(tf, pair, SIGNAL_WINDOW_MS)
-    pairs.set_thresholds(entry, exit_)
+    pairs.set_thresholds(entry, exit_, rule)
     return Charts(candles, ticks, pairs)
 
 
@@ -212,7 +217,9 @@ def _framed(obj: Any, **kw: Any) -> pn.Column:
 
 
 def build_template(s: Settings, c: Controls, p: Panes, charts: Charts) -> pn.template.BootstrapTemplate:
-    """The page: controls in the sidebar; status, top of book, ADF and alerts, then the charts in the main area."""
+    """The page: controls in the sidebar; in the main area the status, top of book and alerts, candles and
+    depth, the top of book over time, then the pair: cointegration and signal cards, z-score and spread
+    against cost, hedge ratio and fair value."""
     sidebar = [
         _heading("Market"),
         c.symbol,
@@ -241,20 +248,16 @@ def build_template(s: Settings, c: Controls, p: Panes, charts: Charts) -> pn.tem
     wide = {"sizing_mode": "stretch_width"}
     main = [
         pn.Column(p.status, styles=_CARD, **wide),
+        pn.Row(_card("Top of book", p.board, **wide), _card("Recent alerts", p.alerts, width=360), **wide),
+        pn.Row(_framed(charts.candles.price, **wide), _framed(charts.ticks.depth, width=430), **wide),
+        pn.Row(_framed(charts.ticks.quotes, **wide), **wide),
         pn.Row(
-            _card("Top of book", p.board, **wide),
-            _card("Cointegration: ADF test of the spread", p.adf, width=360),
-            _card("Recent alerts", p.alerts, width=300),
+            _card("Cointegration (Engle-Granger) · half-life · hedge ratio", p.adf, **wide),
+            _card("Signal now · does an entry pay its costs?", p.signal, **wide),
             **wide,
         ),
-        pn.Row(_framed(charts.candles.price, **wide), _framed(charts.ticks.depth, width=430), **wide),
-        pn.Row(_framed(charts.pairs.zscore, **wide), _framed(charts.ticks.quotes, **wide), **wide),
-        pn.Row(
-            _framed(charts.pairs.hedge, **wide),
-            _framed(charts.pairs.spread, **wide),
-            _framed(charts.pairs.fair, **wide),
-            **wide,
-        ),  # fmt: skip
+        pn.Row(_framed(charts.pairs.zscore, **wide), _framed(charts.pairs.spread, **wide), **wide),
+        pn.Row(_framed(charts.pairs.hedge, **wide), _framed(charts.pairs.fair, **wide), **wide),
     ]
     # Bootstrap design: no font or icon fetched from the internet (the page works offline)
     return pn.template.BootstrapTemplate(

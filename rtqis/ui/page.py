@@ -29,6 +29,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import CustomJS
 
+from rtqis.analytics.pair_model import PairParams
 from rtqis.intervals import stored_interval_ms
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
@@ -66,6 +67,9 @@ class Dashboard:
         # the page starts from the pair agent's thresholds (RTQIS_Z_ENTER / RTQIS_Z_EXIT) when configured
         self.default_entry = float(getattr(settings, "z_enter", DEFAULT_ENTRY_Z))
         self.default_exit = float(getattr(settings, "z_exit", DEFAULT_EXIT_Z))
+        params = PairParams.from_settings(settings)
+        self.rule = str(getattr(settings, "alert_rule", params.alert_rule))
+        self.z_needs, self.coint_needs = params.level_min_samples, params.coint_min
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
         self.state = ss.PageState(pair=settings.pairs[0])
@@ -76,8 +80,9 @@ class Dashboard:
         self.controls = c = build_controls(settings, self.default_entry, self.default_exit)
         self.panes = build_panes()
         self.charts = build_charts(
-            self.tf, c.symbol.value, c.interval.value, self.state.pair, self.default_entry, self.default_exit
-        )
+            self.tf, c.symbol.value, c.interval.value, self.state.pair, self.default_entry, self.default_exit,
+            self.rule,
+        )  # fmt: skip
         self.template = build_template(settings, c, self.panes, self.charts)
         c.symbol.param.watch(self._on_symbol, "value")
         c.interval.param.watch(self.reload_candles, "value")
@@ -168,6 +173,7 @@ class Dashboard:
     def _fill_signals(self, hist: tb.Cols, snap: HubSnapshot) -> None:
         kept = [b.signals.get(self.pair) for b in self.signals_view.loaded(snap.seq)]
         rows = ss.signal_rows(hist, snap.signals.get(self.pair, {}), kept)
+        self.state.signal(rows)
         for chart, src in self.charts.pairs.sources.items():
             self.queues.pop(chart)
             src.data = (
@@ -236,8 +242,11 @@ class Dashboard:
 
     def _queue_signals(self, batch: Batch) -> None:
         if batch.seq > self.signals_view.seq:
+            rows = batch.signals.get(self.pair)
             for chart in ch.SIGNAL_CHARTS:
-                self.queues.queue(chart, batch.signals.get(self.pair), "time")
+                self.queues.queue(chart, rows, "time")
+            if rows is not None:
+                self.state.signal(rows)
 
     def _queue_ticks(self, batch: Batch) -> None:
         sym = self.controls.symbol.value
@@ -301,11 +310,19 @@ class Dashboard:
         self.panes.status.object = pl.status_html(self.hub.stats, _now_ms(), self.state.history_note)
 
     def render_cards(self) -> None:
-        """The ADF and alert cards, now."""
+        """The cointegration, signal and alert cards, the alert markers and the warm-up notes, now."""
         st = self.state
         st.cards_dirty = False
-        self.panes.adf.object = pl.adf_html(st.adf_agent, st.adf_manual, st.adf_error, self.tf.tz)
+        w = pl.warmup(st.last_signal, self.z_needs, self.coint_needs)
+        self.panes.adf.object = pl.coint_html(st.last_signal, self.pair, w) + pl.adf_html(
+            st.adf_agent, st.adf_manual, st.adf_error, self.tf.tz, diagnostic=True
+        )
+        self.panes.signal.object = pl.signal_html(st.last_signal, w, self.rule, *self._thresholds())
         self.panes.alerts.object = pl.alerts_html(st.alerts, self.tf.tz)
+        if st.marks_dirty:
+            st.marks_dirty = False
+            self.charts.pairs.alerts.data = ch.alert_marks(st.alerts)
+        self.charts.pairs.set_warmup(pl.warmup_text(st.last_signal, w))
 
     # ---------------------------------------------------------------------------------------- controls
 
@@ -362,3 +379,4 @@ class Dashboard:
         if exit_ >= entry:
             self.controls.exit.value = exit_ = max(0.0, round(entry / 2, 2))
         self.charts.pairs.set_thresholds(entry, exit_)
+        self.state.cards_dirty = True

@@ -29,9 +29,15 @@ __all__ = [
     "ManualAdf",
     "Quote",
     "Toast",
+    "Warmup",
     "adf_html",
     "alerts_html",
     "board_html",
+    "coint_html",
+    "latest_signal",
+    "signal_html",
+    "warmup",
+    "warmup_text",
     "fmt_px",
     "fmt_time",
     "last_quote",
@@ -180,14 +186,195 @@ def board_html(symbols: Sequence[str], quotes: Mapping[str, Quote], trades: Mapp
     return f'<div class="rtqis-board" id="rtqis-board">{"".join(cards)}</div>'
 
 
+class Warmup(NamedTuple):
+    """How far a pair's analytics are from publishing (samples of the pair, 1 s each by default)."""
+
+    n: int  # samples the pair model has seen
+    z_needs: int  # before zscore, hedge and half-life are published (PairParams.level_min_samples)
+    coint_needs: int  # before the cointegration verdict (PairParams.coint_min)
+
+
+def latest_signal(cols: Mapping[str, np.ndarray]) -> dict[str, object] | None:
+    """The newest PairSignal row of a hub signal table as plain Python values (NaN -> None), or None."""
+    n = tb.length(cols)
+    if not n:
+        return None
+    out: dict[str, object] = {}
+    for k, v in cols.items():
+        x = v[n - 1]
+        if isinstance(x, np.generic):
+            x = x.item()
+        if isinstance(x, float) and not np.isfinite(x):
+            x = None
+        out[k] = x
+    return out
+
+
+def warmup_text(sig: Mapping[str, object] | None, w: Warmup, sample_s: float = 1.0) -> str:
+    """The note on the pair charts while they cannot show anything yet ("" once the z-score is defined)."""
+    if sig is None:
+        return "waiting for the first pair signal…"
+    if sig.get("zscore") is not None or w.n >= w.z_needs:
+        return ""
+    left = (w.z_needs - w.n) * sample_s
+    return f"warming up: {w.n:,} of {w.z_needs:,} samples (about {_dur(left)} to go)"
+
+
+def warmup(sig: Mapping[str, object] | None, z_needs: int, coint_needs: int) -> Warmup:
+    n = sig.get("n_obs") if sig else 0
+    return Warmup(int(n) if isinstance(n, int | float) else 0, z_needs, coint_needs)
+
+
+def _num(sig: Mapping[str, object], name: str) -> float | None:
+    v = sig.get(name)
+    return float(v) if isinstance(v, int | float) and np.isfinite(v) else None
+
+
+def _dur(seconds: float) -> str:
+    """A duration for a trader: ``42 s``, ``3.5 min``, ``2.1 h``, ``4.0 d``."""
+    a = abs(seconds)
+    if a < 120:
+        return f"{seconds:.0f} s"
+    if a < 7200:
+        return f"{seconds / 60:.1f} min"
+    if a < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _flags(sig: Mapping[str, object]) -> set[str]:
+    f = sig.get("flags")
+    return {x for x in str(f).split(";") if x} if f else set()
+
+
+COINT_VERDICTS = {
+    "cointegrated": ("cointegrated", GOOD),
+    "not_cointegrated": ("not cointegrated", BAD),
+    "insufficient_data": ("insufficient data", MUTED),
+}
+
+
+def coint_html(sig: Mapping[str, object] | None, pair: str, w: Warmup) -> str:
+    """The Engle-Granger card: verdict, statistic and p-value (MacKinnon), half-life ± SE and the hedge
+    ratio ± SE ("uncertain" when its error is too large to trade on), from the pair's latest PairSignal;
+    while the model warms up, how many samples it has of how many it needs."""
+    y_sym, x_sym = pair.split("/") if "/" in pair else (pair, "x")
+    if sig is None:
+        return (
+            '<div class="rtqis-card"><div class="rtqis-verdict" id="rtqis-coint-verdict" '
+            f'style="color:{MUTED}">waiting for the first {html.escape(pair)} signal</div></div>'
+        )
+    coint = sig.get("coint")
+    stat, p = _num(sig, "coint_stat"), _num(sig, "coint_pvalue")
+    if isinstance(coint, str) and coint in COINT_VERDICTS and coint != "insufficient_data":
+        verdict, color = COINT_VERDICTS[coint]
+        head = f"{verdict}"
+    elif coint is None and w.n < w.coint_needs or coint == "insufficient_data":
+        verdict, color = "insufficient data", MUTED
+        head = f"warming up: {min(w.n, w.coint_needs):,} of {w.coint_needs:,} samples"
+        if w.n < w.coint_needs:
+            head += f" (about {_dur(w.coint_needs - w.n)} to go)"
+    else:
+        verdict, color = "no verdict", MUTED
+        head = "no verdict (older worker?)"
+    stat_s = "–" if stat is None else f"{stat:.2f}"
+    p_s = "–" if p is None else (f"{p:.4f}" if p >= 1e-4 else "<0.0001")
+    parts = [
+        f'<div><span class="rtqis-verdict" style="color:{color}" id="rtqis-coint-verdict" '
+        f'data-verdict="{html.escape(str(coint or ""))}">{html.escape(head)}</span> '
+        '<span class="rtqis-muted">Engle-Granger test of the spread</span></div>',
+        f'<div>EG stat <b id="rtqis-coint-stat">{stat_s}</b> · p-value <b>{p_s}</b> '
+        '<span class="rtqis-muted">(MacKinnon; &lt; 0.05: the spread reverts)</span></div>',
+    ]
+    hl, hl_se = _num(sig, "half_life_s"), _num(sig, "half_life_se_s")
+    if hl is None:
+        hl_s = f"warming up: {min(w.n, w.z_needs):,} of {w.z_needs:,} samples" if w.n < w.z_needs else "–"
+    else:
+        hl_s = f"<b>{_dur(hl)}</b>" + ("" if hl_se is None else f" ± {_dur(hl_se)}")
+    parts.append(
+        f'<div>half-life <span id="rtqis-half-life">{hl_s}</span> '
+        '<span class="rtqis-muted">(time for the spread to halve)</span></div>'
+    )
+    hedge, se = _num(sig, "hedge"), _num(sig, "hedge_se")
+    if hedge is not None:
+        se_s = "" if se is None else f" ± {se:.4g}"
+        unit = f"{ch.split_symbol(x_sym)[0]} per {ch.split_symbol(y_sym)[0]}"
+        h_s = f"<b>{hedge:.4g}</b>{se_s} {html.escape(unit)}"
+    elif "hedge_uncertain" in _flags(sig):
+        h_s = f'<b style="color:{BAD}">uncertain</b> <span class="rtqis-muted">(SE &gt; 100 %: not published)</span>'
+    else:
+        h_s = f"warming up: {min(w.n, w.z_needs):,} of {w.z_needs:,} samples" if w.n < w.z_needs else "–"
+    parts.append(f'<div>hedge <span id="rtqis-hedge">{h_s}</span></div>')
+    return f'<div class="rtqis-card">{"".join(parts)}</div>'
+
+
+_POSITIONS = {1: ("LONG spread", GOOD), -1: ("SHORT spread", BAD), 0: ("flat", MUTED)}
+
+
+def signal_html(sig: Mapping[str, object] | None, w: Warmup, rule: str, entry: float, exit_: float) -> str:
+    """The signal card: z-score, position, spread and its σ in bp, and whether an entry now would pay:
+    the expected reversion against the round-trip cost (fees both legs in and out, plus quoted spreads),
+    and the count of entries withheld below cost."""
+    if sig is None:
+        return '<div class="rtqis-card rtqis-muted" id="rtqis-signal">no pair signal yet</div>'
+    z = _num(sig, "zscore")
+    pos_v = sig.get("position")
+    pos = int(pos_v) if isinstance(pos_v, int | float) and np.isfinite(pos_v) else None
+    rule_s = f"stop-and-reverse at ±{entry:g}" if rule == "reverse" else f"enter at ±{entry:g}, exit at ±{exit_:g}"
+    if z is None:
+        head = (
+            f"warming up: {min(w.n, w.z_needs):,} of {w.z_needs:,} samples"
+            if w.n < w.z_needs
+            else "z-score not defined (stale leg or flat spread)"
+        )
+        parts = [f'<div class="rtqis-verdict" style="color:{MUTED}" id="rtqis-z-now">{head}</div>']
+    else:
+        pname, pcolor = _POSITIONS.get(pos if pos is not None else 0, ("flat", MUTED))
+        parts = [
+            f'<div><span class="rtqis-verdict" id="rtqis-z-now">z {z:+.2f}</span> · position '
+            f'<b style="color:{pcolor}" id="rtqis-position">{pname}</b></div>'
+        ]
+    sp, sd = _num(sig, "spread_bp"), _num(sig, "spread_std_bp")
+    if sp is not None:
+        parts.append(
+            f"<div>spread <b>{sp:+.1f} bp</b> from equilibrium" + ("" if sd is None else f" · σ {sd:.1f} bp") + "</div>"
+        )
+    exp, cost = _num(sig, "expected_reversion_bp"), _num(sig, "round_trip_cost_bp")
+    if exp is not None and cost is not None:
+        pays = exp > cost
+        color = GOOD if pays else BAD
+        waiting = z is not None and abs(z) < entry and not pos
+        note = f"no entry while |z| &lt; {entry:g}" if waiting else ("pays" if pays else "below cost")
+        parts.append(
+            f'<div>entry now: expected reversion <b style="color:{color}">{exp:.1f} bp</b> vs round trip '
+            f'<b>{cost:.1f} bp</b> <span class="rtqis-muted">({note})</span></div>'
+        )
+    bc = sig.get("below_cost")
+    n_bc = int(bc) if isinstance(bc, int | float) and np.isfinite(bc) else None
+    parts.append(
+        f'<div class="rtqis-muted">rule: {rule_s} · entries withheld below cost: '
+        f'<b id="rtqis-below-cost">{"–" if n_bc is None else f"{n_bc:,}"}</b></div>'
+    )
+    return f'<div class="rtqis-card" id="rtqis-signal">{"".join(parts)}</div>'
+
+
 def _verdict(mean_reverting: bool) -> tuple[str, str]:
     return ("mean-reverting", GOOD) if mean_reverting else ("random walk", BAD)
 
 
-def adf_html(agent: m.AdfResult | None, manual: ManualAdf | None, error: str, tz: str) -> str:
-    """The cointegration card: the pair agent's latest periodic ADF, the last on-demand one, and its error."""
+def adf_html(agent: m.AdfResult | None, manual: ManualAdf | None, error: str, tz: str, diagnostic: bool = False) -> str:
+    """The ADF lines: the pair agent's latest periodic ADF, the last on-demand one, and its error.
+
+    ``diagnostic``: the periodic ADF is shown as a muted line without a verdict (under the Engle-Granger
+    card, whose verdict uses the right critical values and enough samples: a plain ADF on 600 samples
+    calls a cointegrated pair a random walk most of the time, notes/signals.md)."""
     parts = []
-    if agent is not None:
+    if agent is not None and diagnostic:
+        parts.append(
+            f'<div class="rtqis-muted" id="rtqis-adf-verdict">periodic ADF (last {agent.window:,}, plain '
+            f"p-values, diagnostic) · stat {agent.stat:.2f} · p {agent.pvalue:.4f} · {fmt_time(agent.time, tz)}</div>"
+        )
+    elif agent is not None:
         verdict, color = _verdict(agent.mean_reverting)
         parts.append(
             f'<div><span class="rtqis-verdict" style="color:{color}" id="rtqis-adf-verdict">{verdict}</span> '
@@ -195,7 +382,7 @@ def adf_html(agent: m.AdfResult | None, manual: ManualAdf | None, error: str, tz
             f'<div class="rtqis-muted">stat {agent.stat:.2f} vs 5% critical {agent.crit_5:.2f} · '
             f"p {agent.pvalue:.4f}</div>"
         )
-    else:
+    elif not diagnostic:
         parts.append('<div class="rtqis-muted">no periodic ADF result from the pair agent yet</div>')
     if manual is not None:
         r = manual.result
@@ -212,8 +399,19 @@ def adf_html(agent: m.AdfResult | None, manual: ManualAdf | None, error: str, tz
     return f'<div class="rtqis-card">{"".join(parts)}</div>'
 
 
+def _alert_bp(a: m.Alert) -> str:
+    """The cost cell of an alert of #20: an entry's expected reversion against the round-trip cost, an
+    exit's spread; nothing for an older alert without them."""
+    exp, cost, sp = a.expected_reversion_bp, a.round_trip_cost_bp, a.spread_bp
+    if a.kind != "exit" and exp is not None and cost is not None:
+        return f"<td title='expected reversion / round-trip cost'>{exp:.0f} / {cost:.0f} bp</td>"
+    if sp is not None:
+        return f"<td title='spread from equilibrium'>{sp:+.0f} bp</td>"
+    return ""
+
+
 def alerts_html(alerts: Sequence[m.Alert], tz: str, rows: int = 4) -> str:
-    """The last ``rows`` alerts of the pair, newest first."""
+    """The last ``rows`` alerts of the pair, newest first, with what an entry expects against its cost."""
     if not alerts:
         return '<div class="rtqis-muted rtqis-card">no alert for this pair yet</div>'
     out = []
@@ -221,7 +419,7 @@ def alerts_html(alerts: Sequence[m.Alert], tz: str, rows: int = 4) -> str:
         color = MUTED if al.kind == "exit" else (GOOD if al.kind == "enter_long_spread" else BAD)
         out.append(
             f"<tr><td>{fmt_time(al.time, tz)}</td><td style='color:{color};text-align:left'>"
-            f"{html.escape(al.kind.replace('_', ' '))}</td><td>z {al.zscore:+.2f}</td></tr>"
+            f"{html.escape(al.kind.replace('_', ' '))}</td><td>z {al.zscore:+.2f}</td>{_alert_bp(al)}</tr>"
         )
     return f'<div class="rtqis-alerts"><table>{"".join(out)}</table></div>'
 

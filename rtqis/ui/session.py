@@ -28,7 +28,7 @@ import numpy as np
 from rtqis.schemas import models as m
 from rtqis.ui import tables as tb
 from rtqis.ui.hub import AlertEvent, Batch
-from rtqis.ui.panels import LastTrade, ManualAdf, Quote, last_quote, last_trade
+from rtqis.ui.panels import LastTrade, ManualAdf, Quote, last_quote, last_trade, latest_signal
 
 __all__ = [
     "BOOK_ROLLOVER",
@@ -219,14 +219,24 @@ class PageState:
     adf_error: str = ""
     alerts: list[m.Alert] = field(default_factory=list)
     history_note: str = ""  # why there is no history, if there is none
+    last_signal: dict[str, Any] | None = None  # the pair's newest PairSignal (plain values, NaN -> None)
     imported: dict[tuple[str, str], tb.Cols] = field(default_factory=dict)  # this session's uploads
     board_dirty: bool = True
     cards_dirty: bool = True
     depth_dirty: bool = False
+    marks_dirty: bool = True  # the alert markers on the z-score chart
 
     def set_pair(self, pair: str) -> None:
-        """Another pair: its ADF results and alerts come with its history."""
+        """Another pair: its ADF results, alerts and signals come with its history."""
         self.pair, self.adf_agent, self.adf_manual, self.alerts = pair, None, None, []
+        self.last_signal, self.marks_dirty, self.cards_dirty = None, True, True
+
+    def signal(self, rows: tb.Cols) -> None:
+        """The pair's signal rows (sorted by time): the newest one is what the cards show."""
+        last = latest_signal(rows)
+        if last is not None and (self.last_signal is None or last["time"] >= self.last_signal["time"]):
+            self.last_signal = last
+            self.cards_dirty = True
 
     def quote(self, sym: str, book: tb.Cols) -> None:
         if tb.length(book):
@@ -254,7 +264,7 @@ class PageState:
         seen = {(a.time, a.kind) for a in alerts}
         fresh = [e.alert for e in live if (e.alert.time, e.alert.kind) not in seen and e.alert.pair == self.pair]
         self.alerts = (alerts + fresh)[-ALERTS_KEPT:]
-        self.cards_dirty = True
+        self.cards_dirty = self.marks_dirty = True
 
     def alert(self, a: m.Alert) -> bool:
         """A batch's alert: added (True) unless it is of another pair or already shown (read again after
@@ -262,5 +272,5 @@ class PageState:
         if a.pair != self.pair or any((x.time, x.kind) == (a.time, a.kind) for x in self.alerts):
             return False
         self.alerts = (self.alerts + [a])[-ALERTS_KEPT:]
-        self.cards_dirty = True
+        self.cards_dirty = self.marks_dirty = True
         return True
