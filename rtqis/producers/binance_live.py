@@ -24,7 +24,7 @@ from rtqis.producers.binance_ws import BadFrame, BinanceStream
 from rtqis.producers.feed import frame_time
 from rtqis.producers.framing import FrameBuffer
 from rtqis.producers.orderbook import LocalOrderBook, Throttle
-from rtqis.schemas import models as m
+from rtqis.schemas.deadletters import bounded_dead_letter
 from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, DEPTH, TRADES
@@ -71,7 +71,7 @@ class _Feed:
             self.stats.books += len(f)
 
     def dead_letter(self, raw: bytes, reason: str, recv_ms: int) -> None:
-        dl = m.DeadLetter(time=recv_ms, stage="producer.binance", reason=reason, location="websocket", payload=raw)
+        dl = bounded_dead_letter("producer.binance", reason, raw, location="websocket", now_ms=recv_ms)
         self.producer.send(DEADLETTER, dl, key="producer.binance")
         self.stats.dead_lettered += 1
 

@@ -22,6 +22,7 @@ import numpy as np
 from rtqis.kafka.clients import MessageProducer
 from rtqis.producers.synthetic import BookBatch, SymbolSpec, SyntheticMarket, TradeBatch
 from rtqis.schemas import models as m
+from rtqis.schemas.deadletters import bounded_dead_letter
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, DEPTH, TRADES
@@ -309,12 +310,11 @@ def run_files(
             for bad in batch.bad:
                 producer.send(
                     DEADLETTER,
-                    m.DeadLetter(
-                        time=int(time.time() * 1000),
-                        stage="producer.file",
-                        reason=bad.reason,
+                    bounded_dead_letter(
+                        "producer.file",
+                        bad.reason,
+                        bad.raw.encode("utf-8", "replace"),
                         location=f"{bad.file}:{bad.line}",
-                        payload=bad.raw.encode("utf-8", "replace"),
                     ),
                     key="producer.file",
                 )
