@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from rtqis.kafka.admin import create_topics
@@ -175,3 +176,15 @@ def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "c
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def alive_pids(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` still running (a zombie waiting for its parent counts as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out

@@ -24,7 +24,7 @@ import pytest
 from rtqis.kafka.embedded import port_is_free
 from rtqis.process import ChildProcess, die_with_parent, free_port
 from rtqis.settings import Settings
-from tests.conftest import Procs, wait_until
+from tests.conftest import Procs, alive_pids, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,18 +32,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pa
 
 #: how long the children of a killed parent may take to go (s): SIGTERM, then a clean stop
 _ORPHAN_DEADLINE_S = 15.0
-
-
-def _alive(pids: list[int]) -> list[int]:
-    """The processes of ``pids`` still running (a zombie waiting for its parent counts as gone)."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -148,10 +136,10 @@ def test_a_child_process_dies_when_its_parent_is_sigkilled(tmp_path: Path) -> No
         assert parent.stdout is not None
         pid = int(parent.stdout.readline())
         child.append(psutil.Process(pid))
-        assert _alive([pid]) == [pid]
+        assert alive_pids([pid]) == [pid]
         parent.kill()
         parent.wait(10)
-        wait_until(lambda: not _alive([pid]), 10, f"child {pid} of a SIGKILLed parent to exit")
+        wait_until(lambda: not alive_pids([pid]), 10, f"child {pid} of a SIGKILLed parent to exit")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -206,16 +194,18 @@ def test_sigkill_of_up_leaves_no_child_and_a_new_up_starts_on_the_same_ports(tmp
     p.kill()
     p.wait(10)
     pids = [k.pid for k in kids]
-    wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, f"the children {_alive(pids)} of a SIGKILLed up to exit")
+    wait_until(
+        lambda: not alive_pids(pids), _ORPHAN_DEADLINE_S, f"the children {alive_pids(pids)} of a SIGKILLed up to exit"
+    )
     # the next `up` on the same ports and data dir starts (it failed "port already in use" before)
     p2, log2 = runner.start("up-2", "up", **env)
     _wait_up(p2, log2, tmp_path, runs=2)
     time.sleep(3)  # its children keep running: nothing else holds their ports
     kids2 = runner.tree(p2)
-    assert len(_alive([k.pid for k in kids2])) >= 5, log2.read_text(errors="replace")
+    assert len(alive_pids([k.pid for k in kids2])) >= 5, log2.read_text(errors="replace")
     p2.send_signal(signal.SIGTERM)
     assert p2.wait(60) == 0, log2.read_text(errors="replace")
-    assert not _alive([k.pid for k in kids2])  # stopped by `up` itself before it exited
+    assert not alive_pids([k.pid for k in kids2])  # stopped by `up` itself before it exited
 
 
 @pytest.mark.broker
@@ -257,7 +247,7 @@ def test_sigkill_of_broker_takes_tansu_with_it(tmp_path: Path, runner: _Rtqis) -
     p.kill()
     p.wait(10)
     pids = [k.pid for k in kids]
-    wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, "Tansu to exit with its `rtqis broker`")
+    wait_until(lambda: not alive_pids(pids), _ORPHAN_DEADLINE_S, "Tansu to exit with its `rtqis broker`")
     wait_until(lambda: port_is_free("127.0.0.1", port), 5, f"port {port} to be free")
 
 
@@ -270,7 +260,7 @@ def test_broker_stops_tansu_on_sigterm_and_sigint(tmp_path: Path, runner: _Rtqis
     assert kids, log.read_text(errors="replace")
     p.send_signal(sig)
     assert p.wait(30) == 0, log.read_text(errors="replace")
-    assert not _alive([k.pid for k in kids])  # stopped before the command exited
+    assert not alive_pids([k.pid for k in kids])  # stopped before the command exited
 
 
 # --- rtqis bench ------------------------------------------------------------------------------------------
@@ -306,7 +296,7 @@ def test_bench_stops_its_broker_and_workers_on_sigterm_and_sigint(tmp_path: Path
     p.send_signal(sig)
     code = p.wait(90)
     assert code == 128 + sig, log.read_text(errors="replace")  # unwound, not killed by the signal
-    assert not _alive([k.pid for k in kids]), [k.cmdline() for k in kids if k.is_running()]  # stopped by it
+    assert not alive_pids([k.pid for k in kids]), [k.cmdline() for k in kids if k.is_running()]  # stopped by it
 
 
 @linux_only
@@ -316,7 +306,7 @@ def test_sigkill_of_bench_takes_its_broker_and_workers_with_it(tmp_path: Path, r
     p.kill()
     p.wait(10)
     pids = [k.pid for k in kids]
-    wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, f"the bench's children {_alive(pids)} to exit")
+    wait_until(lambda: not alive_pids(pids), _ORPHAN_DEADLINE_S, f"the bench's children {alive_pids(pids)} to exit")
 
 
 # --- the services: each stops on SIGTERM and SIGINT -------------------------------------------------------
@@ -340,7 +330,7 @@ def test_each_service_stops_on_sigterm_and_sigint(settings: Settings, procs: Pro
     code = p.wait(30)
     # 0: a clean stop (the worker commits, the sink writes its batch), not the signal's default action
     assert code == 0, f"{cmd} exited {code} on {sig!r} after {time.monotonic() - t0:.1f} s:\n" + procs.log_of(p)[-2000:]
-    assert not _alive(kids)
+    assert not alive_pids(kids)
 
 
 # --- a test run -------------------------------------------------------------------------------------------
@@ -372,7 +362,7 @@ def test_sigkill_of_pytest_takes_its_broker_with_it(tmp_path: Path) -> None:
         p.kill()
         p.wait(10)
         pids = [k.pid for k in kids]
-        wait_until(lambda: not _alive(pids), _ORPHAN_DEADLINE_S, "the session broker of a SIGKILLed pytest to exit")
+        wait_until(lambda: not alive_pids(pids), _ORPHAN_DEADLINE_S, "the session broker of a SIGKILLed pytest to exit")
     finally:
         if p.poll() is None:
             p.kill()

@@ -23,7 +23,7 @@ from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.supervisor import Supervisor
 from rtqis.topics import TRADES
-from tests.conftest import env_of, free_port, wait_until
+from tests.conftest import alive_pids, env_of, free_port, wait_until
 from tests.test_cli import run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -51,18 +51,6 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
             preexec_fn=die_with_parent(),
         )
     return p, log
-
-
-def _alive(pids: list[int]) -> list[int]:
-    """The processes of ``pids`` still running (a zombie waiting for its parent counts as gone)."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _descendants(pid: int) -> list[int]:
@@ -95,7 +83,7 @@ def test_up_shows_ticks_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         code = p.wait(60)
     assert code == 0, log.read_text()
     assert "stopped" in log.read_text()
-    wait_until(lambda: not _alive(kids), 10, f"the children {kids} of `rtqis up` to exit")
+    wait_until(lambda: not alive_pids(kids), 10, f"the children {kids} of `rtqis up` to exit")
     assert (tmp_path / "var" / "logs" / "worker.log").exists()
 
 
@@ -114,7 +102,7 @@ def test_a_dying_child_stops_up_with_its_exit_code_and_log(tmp_path: Path) -> No
             p.wait()
     text = log.read_text()
     assert code != 0
-    wait_until(lambda: not _alive(kids), 10, f"the children {kids} of `rtqis up` to exit")
+    wait_until(lambda: not alive_pids(kids), 10, f"the children {kids} of `rtqis up` to exit")
     assert "worker exited with code -9; last lines of" in text, text
     assert text.rstrip().endswith("stopped")
 
