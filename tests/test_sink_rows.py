@@ -126,6 +126,19 @@ def test_good_frames_pass_whole_and_all_bad_frames_store_nothing(tmp_path: Path)
     assert stored_trade_ids(write(tmp_path, good.value)) == list(range(10, 10 + N))
 
 
+def test_a_frame_of_an_unknown_symbol_is_refused_whole_like_the_worker_does(tmp_path: Path) -> None:
+    configured = ["BTCUSDT", "ETHUSDT"]
+    frame = Frame.build(TRADE_FRAME, "DOGEUSDT", trade_cols(30))
+    got = accept(TRADES, *encode(frame, "json"), configured)
+    assert got.value is None and got.invalid_rows == N
+    assert got.reason is not None
+    assert got.reason.startswith(f"{N} invalid rows: row 0: unknown symbol 'DOGEUSDT' (configured: BTCUSDT, ETHUSDT)")
+    # a configured symbol passes; without a symbol list (a library caller) any symbol does
+    ok = accept(TRADES, *encode(Frame.build(TRADE_FRAME, "ETHUSDT", trade_cols(40)), "json"), configured)
+    assert ok.reason is None and ok.value is not None
+    assert accept(TRADES, *encode(frame, "json")).reason is None
+
+
 def test_a_crossed_book_row_is_dropped_like_the_worker_does(tmp_path: Path) -> None:
     ids = np.arange(1, 4, dtype=np.int64)
     cols = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +99,15 @@ class Accepted:
     invalid_rows: int = 0
 
 
-def accept(spec: TopicSpec, value: bytes | None, headers: Any) -> Accepted:
+def accept(
+    spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None
+) -> Accepted:
     """Decode one message of the sink topic ``spec`` and validate it, once, as the worker does.
 
     Models are validated by decoding (pydantic); a message of another schema than the topic's is refused;
-    a tick frame loses the rows its row rule (:data:`ROW_RULES`, the worker's) rejects, and the reason
-    names the first ten of them as the worker's dead letters do."""
+    a tick frame of a symbol outside ``symbols`` (the configured ones; None: any) is refused whole, as the
+    worker refuses it; otherwise it loses the rows its row rule (:data:`ROW_RULES`, the worker's) rejects,
+    and the reason names the first ten of them as the worker's dead letters do."""
     try:
         obj = decode(value, headers, spec.value_schema)
     except DecodeError as e:
@@ -112,6 +115,10 @@ def accept(spec: TopicSpec, value: bytes | None, headers: Any) -> Accepted:
     if obj.schema_name != spec.value_schema:
         return Accepted(None, f"expected a {spec.value_schema} on {spec.name}, got {obj.schema_name}")
     if isinstance(obj, Frame):
+        if symbols is not None and obj.symbol not in symbols:
+            why = f"unknown symbol {obj.symbol!r} (configured: {', '.join(symbols)})"
+            reasons = "; ".join(f"row {i}: {why}" for i in range(min(len(obj), 10)))
+            return Accepted(None, f"{len(obj)} invalid rows: {reasons}", len(obj))
         good, bad = ROW_RULES[obj.type.name](obj)
         if bad:
             reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
@@ -199,6 +206,7 @@ def run_sink(
     store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
+    symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
     stored = store.load_offsets()
 
@@ -223,7 +231,7 @@ def run_sink(
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 if topic is None or partition is None or offset is None:  # only error events lack them
                     continue
-                got = accept(names[topic], msg.value(), msg.headers())
+                got = accept(names[topic], msg.value(), msg.headers(), symbols)
                 if got.reason is not None:
                     _dead_letter(dlq, msg, got.reason)
                     stats.dead_lettered += 1
