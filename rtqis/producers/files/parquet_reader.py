@@ -113,7 +113,8 @@ class ParquetReader(Reader):
                 v[f] = None
                 continue
             s = out[f]
-            if f == "event_time" and self.kind == "book" and s.null_count() == n:
+            if f == "event_time" and self.kind == "book" and s.null_count() == n and "recv_time" in out.columns:
+                # a spot book ticker has no event time; with no recv_time either, every row is unread
                 v[f] = None
                 continue
             if s.null_count():
