@@ -39,6 +39,7 @@ from rtqis.producers.binance_format import (
     TradeEvent,
     parse_ws_message,
 )
+from rtqis.producers.binance_ws import BadFrame, BinanceStream, _Connection
 from rtqis.producers.files import BadRow, KlineChunk, SourceChunk, SourceFormatError, iter_file
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode, encode
@@ -53,6 +54,7 @@ N = {  # examples per test: the total is the number of generated inputs per run
     "codec_frames": 1500,
     "frame_build": 1000,
     "ws": 2500,
+    "ws_stream": 300,
     "csv_row": 1500,
     "files_csv": 300,
     "files_raw": 300,
@@ -425,6 +427,56 @@ def test_websocket_messages_parse_or_are_bad_with_a_reason(raw: bytes, symbols: 
         ).all()
     else:
         assert isinstance(ev, ControlEvent | DepthDiffEvent)
+
+
+@st.composite
+def trade_message(draw: st.DrawFn, tid: int) -> bytes:
+    """A combined-stream trade message of id ``tid`` (the caller makes duplicates and gaps)."""
+    sym = draw(st.sampled_from(["BTCUSDT", "ETHUSDT"]))
+    d = {"e": "trade", "E": T0, "s": sym, "t": tid, "p": "50.5", "q": "1.0", "T": T0, "m": True, "M": True}
+    return orjson.dumps({"stream": f"{sym.lower()}@trade", "data": d})
+
+
+@st.composite
+def ws_session(draw: st.DrawFn) -> list[bytes]:
+    out, tid = [], 100
+    for _ in range(draw(st.integers(1, 15))):
+        tid += draw(st.sampled_from([1, 1, 1, 0, -1, -3, 2, 50]))  # in order, duplicates, out of order, gaps
+        out.append(
+            draw(st.one_of(trade_message(tid), trade_message(tid), ws_payload().map(_ws_bytes), st.binary(max_size=60)))
+        )
+    return out
+
+
+@fuzz("ws_stream")
+@given(session=ws_session())
+def test_websocket_stream_handles_every_frame(session: list[bytes]) -> None:
+    """``BinanceStream._handle``, the stream's per-frame path: every frame is an event, a control message
+    or a BadFrame with a parser's reason (never a "parser error", i.e. an unexpected exception), and the
+    trades it yields have strictly increasing ids per symbol (duplicates and out-of-order ids dropped)."""
+    stream = BinanceStream(["BTCUSDT", "ETHUSDT"], clock_ms=lambda: NOW, queue_size=1_000)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def run() -> None:
+        conn = _Connection(request_id=1)
+        for raw in session:
+            await stream._handle(raw, queue, conn)
+
+    asyncio.run(run())
+    last: dict[str, int] = {}
+    items = [queue.get_nowait() for _ in range(queue.qsize())]
+    for item in items:
+        if isinstance(item, BadFrame):
+            _reason(item.reason)
+            assert not item.reason.startswith("parser error"), item.reason
+        elif isinstance(item, TradeEvent):
+            t = item.trade
+            assert t.trade_id > last.get(t.symbol, -1)
+            last[t.symbol] = t.trade_id
+            assert _trade_ok(t.price, t.qty, t.trade_id, t.trade_time, t.event_time, t.recv_time).all()
+    assert stream.stats.messages == len(session)
+    assert len(items) + stream.stats.duplicates + stream.stats.controls == len(session)
+    event(f"duplicates {min(stream.stats.duplicates, 3)}+")
 
 
 # -- archive CSV rows ----------------------------------------------------------------------------------
@@ -838,6 +890,34 @@ def test_worker_frames_never_poison_a_symbol(stream: list[tuple[str, dict[str, A
     assert len(outputs.dead) == before, outputs.dead[before:]
     event(f"dead letters {min(before, 3)}+")
     assert stored[sym]["state"]["1m"]["max_time"] == clock + 120_000
+
+
+def test_huge_messages_are_refused_with_a_short_reason() -> None:
+    """5 MB of random bytes on every decoder, and an 80,000-row frame of an unknown symbol through the
+    worker's path: each is refused with one short line, nothing is applied."""
+    big = np.random.default_rng(21).bytes(5 * 1024 * 1024)
+    for spec in (TRADES, BOOK):
+        a = accept(spec, big, [])
+        assert a.value is None and a.reason is not None and len(_one_line(DecodeError(a.reason))) < 1_000
+    try:
+        parse_ws_message(big, NOW)
+    except BadMessage as e:
+        assert len(_one_line(e)) < 1_000
+    else:
+        raise AssertionError("5 MB of random bytes parsed as a WebSocket message")
+    n = 80_000
+    cols = {k: np.array([_good_value(k, i) for i in range(n)]) for k in TRADE_FRAME.dtypes}
+    value, headers = encode(Frame.build(TRADE_FRAME, "BIGUSDT", cols), "avro")
+    outputs = _Outputs()
+    book = SymbolBook(WORKER_SETTINGS, candles=True, sample=False)
+
+    def screen(f: Frame) -> list[tuple[int, str]]:
+        return book.screen(f.symbol, {}, f.cols["trade_time"], f.cols["trade_id"], now_ms=NOW)
+
+    got = asyncio.run(valid_frame(outputs, _Event(value, headers), TRADES, validate_trade_frame, "fuzz", screen))  # type: ignore[arg-type]
+    assert got is None
+    (reason,) = outputs.dead
+    assert reason.startswith(f"{n} invalid rows: row 0: unknown symbol 'BIGUSDT'") and len(reason) < 2_000
 
 
 # -- the crashes the fuzzer found, pinned ----------------------------------------------------------------
