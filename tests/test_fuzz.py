@@ -236,6 +236,9 @@ def test_frames_with_bad_values_are_refused_or_cleaned_on_both_codecs(
     """Generated frames (NaN/inf, zero/negative prices and sizes, times far in the past/future, mismatched
     columns) encoded on the wire, sometimes truncated or with a wrong version: ``accept`` (the sink) and
     the worker's row rules keep no bad row, and give a reason for every refusal."""
+    # Left out on purpose, a known gap (reported in #21): ``accept`` has no symbol set and no per-symbol
+    # state, so the sink still stores a frame of an unknown symbol and rows the worker's plausibility bounds
+    # refuse (a 2100-01-01 trade, a trade id of 9e18). Only the stateless row rules are asserted here.
     ftype, spec = (TRADE_FRAME, TRADES) if trade else (BOOK_FRAME, BOOK)
     cols = data.draw(frame_cols(ftype))
     try:
