@@ -954,3 +954,29 @@ def test_a_parquet_book_file_with_no_usable_time_gives_bad_rows(tmp_path: Path) 
     bad = [b for c in chunks for b in c.bad]
     assert sum(len(c) for c in chunks) == 0
     assert [b.reason for b in bad] == ["event_time is missing or not a number"] * 2
+
+
+def test_a_parquet_file_with_text_or_list_columns_gives_bad_rows(tmp_path: Path) -> None:
+    """Found by the fuzzer: a text ``buyer_maker`` column crashed the reader (polars cannot cast text to
+    Boolean); now true/false text is read as in the CSV files, anything else is a bad row with a reason,
+    and so is a column polars cannot cast at all (a list)."""
+    path = tmp_path / "BTCUSDT-trades.parquet"
+    pl.DataFrame(
+        {
+            "trade_id": [1, 2, 3],
+            "price": [[1.0], [2.0], [3.0]],
+            "qty": [1.0, 1.0, 1.0],
+            "trade_time": [T0, T0 + 1, T0 + 2],
+            "buyer_maker": ["true", "FALSE", "maybe"],
+        }
+    ).write_parquet(path)
+    bad = [b.reason for c in iter_file(path) for b in c.bad]
+    assert bad == ["price is missing or not a number"] * 3
+    pl.DataFrame(
+        {"trade_id": [1, 2, 3], "price": [1.0] * 3, "qty": [1.0] * 3, "trade_time": [T0, T0 + 1, T0 + 2]}
+        | {"buyer_maker": ["true", "FALSE", "maybe"]}
+    ).write_parquet(path)
+    chunks = list(iter_file(path))
+    assert [b.reason for c in chunks for b in c.bad] == ["buyer_maker is missing or not a number"]
+    (good,) = [c for c in chunks if len(c)]
+    assert good.cols["buyer_maker"].tolist() == [True, False]  # type: ignore[union-attr]
