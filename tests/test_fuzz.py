@@ -980,3 +980,20 @@ def test_a_parquet_file_with_text_or_list_columns_gives_bad_rows(tmp_path: Path)
     assert [b.reason for c in chunks for b in c.bad] == ["buyer_maker is missing or not a number"]
     (good,) = [c for c in chunks if len(c)]
     assert good.cols["buyer_maker"].tolist() == [True, False]  # type: ignore[union-attr]
+
+
+def test_a_carriage_return_inside_a_csv_line_is_a_bad_row_or_a_format_error(tmp_path: Path) -> None:
+    """Found by the fuzzer: a lone ``\\r`` inside a line made :mod:`csv` raise ``csv.Error`` out of the
+    reader (and out of format detection on the first line)."""
+    path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    path.write_bytes(b"1,2,3,4,1723075200000,true,true\n1,2,3\r4,1723075200000,true,true\n")
+    chunks = list(iter_file(path))
+    assert sum(len(c) for c in chunks) == 1
+    assert [b.reason for c in chunks for b in c.bad] == ["not a CSV row (a carriage return or NUL inside the line)"]
+    path.write_bytes(b"\x00\r\x00")
+    try:
+        list(iter_file(path))
+    except SourceFormatError as e:
+        assert "first line is not a CSV row" in _one_line(e)
+    else:
+        raise AssertionError("a binary first line was read")
