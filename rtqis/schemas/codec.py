@@ -129,7 +129,8 @@ def decode(value: bytes | None, headers: Any = None, default_schema: str | None 
 
 def _check_version(name: str, schema: str, version: str | None) -> None:
     if version is not None and version != str(schema_version(schema)):
-        raise DecodeError(f"{name}: unsupported version {version} (this build reads {schema_version(schema)})")
+        shown = version if version.isprintable() else repr(version)  # a header is untrusted: keep one line
+        raise DecodeError(f"{name}: unsupported version {shown} (this build reads {schema_version(schema)})")
 
 
 def _load(name: str, value: bytes, codec: CodecName) -> Any:

@@ -188,7 +188,10 @@ class CsvReader(Reader):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise bf.BadMessage("line is not valid UTF-8 text") from None
-        row = next(csv.reader([text]), [])
+        try:
+            row = next(csv.reader([text]), [])
+        except csv.Error:
+            raise bf.BadMessage("not a CSV row (a carriage return or NUL inside the line)") from None
         return bc.parse_csv_fields(self.layout, row, self.col_index, self.width)
 
     def _parse_slow(self, first_line: int, block: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, list[BadRow]]:

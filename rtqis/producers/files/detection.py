@@ -159,7 +159,10 @@ def inspect_file(path: str | Path, *, symbol: str | None = None) -> FileInfo:
         raise _fail(p, "binary data, not text") from None
     if CAPTURE_LINE.match(line):
         return FileInfo(p, FileFormat.RAW_WS_CAPTURE, sym, compression, member)
-    row = next(csv.reader([text]))
+    try:
+        row = next(csv.reader([text]))
+    except csv.Error:
+        raise _fail(p, f"first line is not a CSV row: {text[:80]!r}") from None
     lay = bc.layout_for_row(row)
     has_header = False
     if lay is None:

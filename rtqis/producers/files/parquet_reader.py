@@ -91,10 +91,22 @@ class ParquetReader(Reader):
                 continue
             dtype = df.schema[src]
             c = pl.col(src)
-            if f.endswith("_time"):
+            if not (dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null) or isinstance(dtype, pl.Datetime)):
+                # lists, structs, binary ...: polars cannot cast them, so every value is "not a number"
+                lit_type = (
+                    pl.Boolean if f == "buyer_maker" else pl.Int64 if f.endswith(("_time", "_id")) else pl.Float64
+                )
+                e = pl.lit(None, dtype=lit_type)
+            elif f.endswith("_time"):
                 e = c.dt.epoch("ms") if isinstance(dtype, pl.Datetime) else c.cast(pl.Int64, strict=False)
             elif f.endswith("_id"):
                 e = c.cast(pl.Int64, strict=False)
+            elif f == "buyer_maker" and dtype == pl.String:  # true/false in any case, as in the CSV files
+                e = (
+                    c.str.strip_chars()
+                    .str.to_lowercase()
+                    .replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean)
+                )
             elif f == "buyer_maker":
                 e = c.cast(pl.Boolean, strict=False)
             else:
@@ -113,7 +125,8 @@ class ParquetReader(Reader):
                 v[f] = None
                 continue
             s = out[f]
-            if f == "event_time" and self.kind == "book" and s.null_count() == n:
+            if f == "event_time" and self.kind == "book" and s.null_count() == n and "recv_time" in out.columns:
+                # a spot book ticker has no event time; with no recv_time either, every row is unread
                 v[f] = None
                 continue
             if s.null_count():
