@@ -63,6 +63,7 @@ N = {  # examples per test: the total is the number of generated inputs per run
     "files_capture": 250,
     "candles_csv": 500,
     "worker": 400,
+    "sink_symbols": 300,
 }
 
 SCALE = float(os.environ.get("RTQIS_FUZZ_SCALE", "1"))  # e.g. 0.05 while developing, 10 for a long run
@@ -228,6 +229,42 @@ def test_codec_decodes_or_refuses_raw_bytes_with_any_headers(
             _reason(a.reason)
 
 
+@fuzz("sink_symbols")
+@given(
+    symbol=st.one_of(
+        st.sampled_from(["BTCUSDT", "ETHUSDT", "ethusdt", "DOGEUSDT", "=HYPERLINK(1)", "BTC'; DROP TABLE trades;--"]),
+        st.text(min_size=1, max_size=12),
+    ),
+    codec=st.sampled_from(["json", "avro"]),
+)
+def test_the_sink_never_stores_a_frame_of_an_unknown_symbol(symbol: str, codec: str) -> None:
+    """A well-formed trade frame of any symbol: the sink (``accept`` with the configured symbols) stores it
+    only for a configured symbol, and refuses any other with one reason line naming it."""
+    configured = ["BTCUSDT", "ETHUSDT"]
+    n = 3
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    cols = {
+        "trade_id": ids,
+        "price": np.full(n, 100.0),
+        "qty": np.ones(n),
+        "buyer_maker": np.zeros(n, dtype=bool),
+        "trade_time": T0 + ids,
+        "event_time": T0 + ids,
+        "recv_time": T0 + ids,
+    }
+    try:
+        value, headers = encode(Frame.build(TRADE_FRAME, symbol, cols), codec)  # type: ignore[arg-type]
+    except RtqisError as e:  # e.g. an empty symbol: refused before it is ever sent
+        _one_line(e)
+        return
+    a = accept(TRADES, value, headers, configured)
+    if symbol in configured:
+        assert a.reason is None and isinstance(a.value, Frame) and len(a.value) == n
+    else:
+        assert a.value is None and a.invalid_rows == n
+        assert a.reason is not None and "unknown symbol" in a.reason and "\n" not in a.reason
+
+
 @fuzz("codec_frames")
 @given(data=st.data(), codec=st.sampled_from(["json", "avro"]), trade=st.booleans(), cut=st.integers(0, 40))
 def test_frames_with_bad_values_are_refused_or_cleaned_on_both_codecs(
@@ -236,9 +273,9 @@ def test_frames_with_bad_values_are_refused_or_cleaned_on_both_codecs(
     """Generated frames (NaN/inf, zero/negative prices and sizes, times far in the past/future, mismatched
     columns) encoded on the wire, sometimes truncated or with a wrong version: ``accept`` (the sink) and
     the worker's row rules keep no bad row, and give a reason for every refusal."""
-    # Left out on purpose, a known gap (reported in #21): ``accept`` has no symbol set and no per-symbol
-    # state, so the sink still stores a frame of an unknown symbol and rows the worker's plausibility bounds
-    # refuse (a 2100-01-01 trade, a trade id of 9e18). Only the stateless row rules are asserted here.
+    # Left out on purpose, a known gap (#21): ``accept`` has no per-symbol state, so the sink still stores
+    # rows the worker's plausibility bounds refuse (a 2100-01-01 trade, a trade id of 9e18). Unknown
+    # symbols: test_the_sink_never_stores_a_frame_of_an_unknown_symbol. Only the row rules are asserted here.
     ftype, spec = (TRADE_FRAME, TRADES) if trade else (BOOK_FRAME, BOOK)
     cols = data.draw(frame_cols(ftype))
     try:
