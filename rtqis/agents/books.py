@@ -25,6 +25,7 @@ from rtqis.analytics.pair_model import PairModel, PairParams
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.intervals import interval_ms
 from rtqis.schemas import models as m
+from rtqis.schemas.frames import unknown_symbol_reason
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ALERTS, PAIR
 
@@ -139,7 +140,8 @@ class SymbolBook:
         ``stored`` state (``ids`` None: no id bound), at wall-clock ``now_ms`` (default: now)."""
         n = len(times)
         if sym not in self.symbols:
-            return [(i, f"unknown symbol {sym!r} (configured: {', '.join(self.symbols)})") for i in range(n)]
+            why = unknown_symbol_reason(sym, self.symbols)
+            return [(i, why) for i in range(n)]
         _, states, sampler, _ = self._states(sym, stored)
         clocks = [st.max_time for st in states.values() if st.max_time is not None]
         high = [st.max_trade_id for st in states.values() if st.max_trade_id is not None]

@@ -18,7 +18,7 @@ from rtqis.agents.outputs import Outputs
 from rtqis.errors import DecodeError
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
-from rtqis.schemas.frames import Frame, validate_book_frame, validate_trade_frame
+from rtqis.schemas.frames import Frame, invalid_rows_reason, validate_book_frame, validate_trade_frame
 from rtqis.topics import BOOK, LEGS, TICKER, TRADES, TopicSpec
 
 __all__ = ["BookHandler", "LegsHandler", "TradesHandler"]
@@ -54,8 +54,7 @@ async def valid_frame(
             keep[[i for i, _ in refused]] = False
             frame = frame.take(keep)
     if bad:
-        reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
-        await outputs.dead_letter(event, f"{len(bad)} invalid rows: {reasons}", event.value, stage)
+        await outputs.dead_letter(event, invalid_rows_reason(bad), event.value, stage)
     return frame if len(frame) else None
 
 

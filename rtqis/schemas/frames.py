@@ -21,7 +21,15 @@ from rtqis.schemas import models as m
 from rtqis.schemas.registry import FRAME_TYPES, FrameType
 from rtqis.schemas.rows import check_columns
 
-__all__ = ["BOOK_FRAME", "TRADE_FRAME", "Frame", "validate_book_frame", "validate_trade_frame"]
+__all__ = [
+    "BOOK_FRAME",
+    "TRADE_FRAME",
+    "Frame",
+    "invalid_rows_reason",
+    "unknown_symbol_reason",
+    "validate_book_frame",
+    "validate_trade_frame",
+]
 
 TRADE_FRAME = FRAME_TYPES["rtqis.TradeFrame"]
 BOOK_FRAME = FRAME_TYPES["rtqis.BookTickerFrame"]
@@ -153,3 +161,14 @@ def validate_book_frame(f: Frame) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Vectorised checks of a book-ticker frame (:mod:`rtqis.schemas.rows`): finite positive prices and
     quantities, ids >= 0, times > 0, bid < ask."""
     return check_columns("book", f.cols, len(f))
+
+
+def unknown_symbol_reason(symbol: str, symbols: Sequence[str]) -> str:
+    """Why every row of ``symbol`` is refused when it is not one of the configured ``symbols``."""
+    return f"unknown symbol {symbol!r} (configured: {', '.join(symbols)})"
+
+
+def invalid_rows_reason(bad: Sequence[tuple[int, str]]) -> str:
+    """The dead-letter reason of a frame's refused ``(row, reason)`` pairs, the same for the worker and the
+    sink: their count, then the first ten of them."""
+    return f"{len(bad)} invalid rows: " + "; ".join(f"row {i}: {r}" for i, r in bad[:10])

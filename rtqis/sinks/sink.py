@@ -37,7 +37,15 @@ from rtqis.kafka.offsets import partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.deadletters import bounded_dead_letter
-from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
+from rtqis.schemas.frames import (
+    BOOK_FRAME,
+    TRADE_FRAME,
+    Frame,
+    invalid_rows_reason,
+    unknown_symbol_reason,
+    validate_book_frame,
+    validate_trade_frame,
+)
 from rtqis.settings import Settings
 from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
@@ -116,14 +124,12 @@ def accept(
         return Accepted(None, f"expected a {spec.value_schema} on {spec.name}, got {obj.schema_name}")
     if isinstance(obj, Frame):
         if symbols is not None and obj.symbol not in symbols:
-            why = f"unknown symbol {obj.symbol!r} (configured: {', '.join(symbols)})"
-            reasons = "; ".join(f"row {i}: {why}" for i in range(min(len(obj), 10)))
-            return Accepted(None, f"{len(obj)} invalid rows: {reasons}", len(obj))
+            why = unknown_symbol_reason(obj.symbol, symbols)
+            return Accepted(None, invalid_rows_reason([(i, why) for i in range(len(obj))]), len(obj))
         good, bad = ROW_RULES[obj.type.name](obj)
         if bad:
-            reasons = "; ".join(f"row {i}: {r}" for i, r in bad[:10])
             kept = obj.take(good)
-            return Accepted(kept if len(kept) else None, f"{len(bad)} invalid rows: {reasons}", len(bad))
+            return Accepted(kept if len(kept) else None, invalid_rows_reason(bad), len(bad))
     return Accepted(obj)
 
 
