@@ -231,6 +231,17 @@ def test_missing_inputs_exit_2(env: dict[str, Path], capsys: pytest.CaptureFixtu
     assert code == 2 and len(err) == 1 and "absent.toml" in err[0]
 
 
+def test_stale_database_is_noted_not_failed(env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _write(env, _advisory("PYSEC-2099-1", events=[{"introduced": "0"}, {"fixed": "1.0"}]))
+    (env["advisories"] / "SOURCE.md").write_text("- Source commit date: 2099-01-01T10:00:00+00:00\n")
+    code, out, err = _run(env, capsys, "--today", "2099-04-01")  # 90 days: fresh enough
+    assert (code, err) == (0, []) and " as of 2099-01-01 " in out[-1]
+    code, out, err = _run(env, capsys, "--today", "2099-04-02")
+    assert code == 0
+    assert err == ["audit: note: the advisory database is from 2099-01-01 (91 days old): "
+                   "refresh it with deploy/audit/refresh.py"]
+
+
 def test_script_exit_status(env: dict[str, Path]) -> None:
     """The script itself, as `make audit` runs it: exit 1 on a finding, output on stdout."""
     _write(env, _advisory("PYSEC-2099-1", events=[{"introduced": "0"}, {"fixed": "1.5.0"}]))

@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_IGNORE",
     "DEFAULT_LOCK",
     "ECOSYSTEM",
+    "STALE_AFTER_DAYS",
     "Advisory",
     "Affected",
     "AuditInputError",
@@ -43,6 +45,7 @@ __all__ = [
     "IgnoreEntry",
     "Pin",
     "audit",
+    "database_date",
     "load_advisories",
     "load_advisory",
     "main",
@@ -57,6 +60,8 @@ DEFAULT_LOCK = HERE.parents[1] / "requirements.lock"
 DEFAULT_ADVISORIES = HERE / "advisories"
 DEFAULT_IGNORE = HERE / "ignore.toml"
 ECOSYSTEM = "PyPI"
+# Past this age (days) of the database's source commit, the audit notes (without failing) that it is stale.
+STALE_AFTER_DAYS = 90
 
 # Range types whose events are package versions; GIT ranges name commits and are covered by `versions`.
 _VERSION_RANGES = frozenset({"ECOSYSTEM", "SEMVER"})
@@ -449,6 +454,16 @@ def read_ignore(path: Path, required: bool = False) -> list[IgnoreEntry]:
     return entries
 
 
+def database_date(directory: Path) -> dt.date | None:
+    """The source commit date recorded in `directory`/SOURCE.md by refresh.py, or None (e.g. a full database)."""
+    try:
+        text = (directory / "SOURCE.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r"^- Source commit date: (\d{4}-\d{2}-\d{2})", text, re.MULTILINE)
+    return dt.date.fromisoformat(match.group(1)) if match else None
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
@@ -492,8 +507,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"audit: note: ignore entry {entry.id} matches no finding: remove it\n")
     failing = sum(finding.counts for finding in findings)
     withdrawn = sum(advisory.withdrawn for advisory in advisories)
+    as_of = database_date(args.advisories)
+    if as_of is not None and (today - as_of).days > STALE_AFTER_DAYS:
+        sys.stderr.write(f"audit: note: the advisory database is from {as_of} ({(today - as_of).days} days old):"
+                         " refresh it with deploy/audit/refresh.py\n")
     out.write(f"audit: {len(pins)} pins, {len(advisories) - withdrawn} advisories from {args.advisories}"
-              f" ({withdrawn} withdrawn skipped): {failing} finding(s), {len(findings) - failing} ignored\n")
+              f"{f' as of {as_of}' if as_of else ''} ({withdrawn} withdrawn skipped):"
+              f" {failing} finding(s), {len(findings) - failing} ignored\n")
     return 1 if failing else 0
 
 
