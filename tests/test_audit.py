@@ -242,6 +242,15 @@ def test_stale_database_is_noted_not_failed(env: dict[str, Path], capsys: pytest
                    "refresh it with deploy/audit/refresh.py"]
 
 
+def test_pins_the_database_does_not_cover_are_noted(env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _write(env, _advisory("PYSEC-2099-1", events=[{"introduced": "0"}, {"fixed": "1.0"}]))
+    (env["advisories"] / "SOURCE.md").write_text("# x\n\n## Packages covered\n\nsome text\n\n- demo-pkg\n")
+    code, _, err = _run(env, capsys)
+    assert code == 0
+    assert err == ["audit: note: 1 locked package(s) not covered by the advisory database, "
+                   "refresh it with deploy/audit/refresh.py: other"]
+
+
 def test_script_exit_status(env: dict[str, Path]) -> None:
     """The script itself, as `make audit` runs it: exit 1 on a finding, output on stdout."""
     _write(env, _advisory("PYSEC-2099-1", events=[{"introduced": "0"}, {"fixed": "1.5.0"}]))
@@ -266,6 +275,8 @@ def test_vendored_database_parses_whole_and_matches_source_md() -> None:
     assert "CC-BY 4.0" in source
     per_package = dict(re.findall(r"^\| ([a-z0-9-]+) \| (\d+) \|$", source, re.M))
     assert per_package == {d.name: str(len(list(d.glob("*.json")))) for d in vendored.iterdir() if d.is_dir()}
+    as_of, covered = audit.database_source(vendored)
+    assert as_of is not None and covered is not None and set(per_package) <= covered
     ids = [advisory.id for advisory in advisories]
     assert len(set(ids)) == len(ids)
     for advisory in advisories:
@@ -339,6 +350,7 @@ def test_refresh_builds_the_subset_the_audit_reads(env: dict[str, Path], capsys:
     assert record["modified"] == "2099-01-02T00:00:00Z" and record["affected"][0]["versions"] == ["1.4", "1.4.0"]
     source_md = (out / refresh.SOURCE_FILE).read_text()
     assert "- Advisory files: 2" in source_md
+    assert audit.database_source(out)[1] == frozenset({"demo-pkg", "other"})
     assert bool(re.search(r"^- Source commit: [0-9a-f]{40}$", source_md, re.M)) is as_git
     env["advisories"] = out
     code, out_lines, _ = _run(env, capsys)

@@ -45,7 +45,7 @@ __all__ = [
     "IgnoreEntry",
     "Pin",
     "audit",
-    "database_date",
+    "database_source",
     "load_advisories",
     "load_advisory",
     "main",
@@ -454,14 +454,20 @@ def read_ignore(path: Path, required: bool = False) -> list[IgnoreEntry]:
     return entries
 
 
-def database_date(directory: Path) -> dt.date | None:
-    """The source commit date recorded in `directory`/SOURCE.md by refresh.py, or None (e.g. a full database)."""
+def database_source(directory: Path) -> tuple[dt.date | None, frozenset[str] | None]:
+    """What refresh.py recorded in `directory`/SOURCE.md: the source commit date and the package names
+    covered; (None, None) for a database without it (e.g. a full OSV dump, which covers every package)."""
     try:
         text = (directory / "SOURCE.md").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return None
+        return None, None
     match = re.search(r"^- Source commit date: (\d{4}-\d{2}-\d{2})", text, re.MULTILINE)
-    return dt.date.fromisoformat(match.group(1)) if match else None
+    date = dt.date.fromisoformat(match.group(1)) if match else None
+    covered = None
+    if "\n## Packages covered\n" in text:
+        section = text.split("\n## Packages covered\n", 1)[1]
+        covered = frozenset(line[2:].strip() for line in section.splitlines() if line.startswith("- "))
+    return date, covered
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -507,10 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"audit: note: ignore entry {entry.id} matches no finding: remove it\n")
     failing = sum(finding.counts for finding in findings)
     withdrawn = sum(advisory.withdrawn for advisory in advisories)
-    as_of = database_date(args.advisories)
+    as_of, covered = database_source(args.advisories)
     if as_of is not None and (today - as_of).days > STALE_AFTER_DAYS:
         sys.stderr.write(f"audit: note: the advisory database is from {as_of} ({(today - as_of).days} days old):"
                          " refresh it with deploy/audit/refresh.py\n")
+    missing = sorted({pin.name for pin in pins} - covered) if covered is not None else []
+    if missing:
+        sys.stderr.write(f"audit: note: {len(missing)} locked package(s) not covered by the advisory database,"
+                         f" refresh it with deploy/audit/refresh.py: {', '.join(missing)}\n")
     out.write(f"audit: {len(pins)} pins, {len(advisories) - withdrawn} advisories from {args.advisories}"
               f"{f' as of {as_of}' if as_of else ''} ({withdrawn} withdrawn skipped):"
               f" {failing} finding(s), {len(findings) - failing} ignored\n")

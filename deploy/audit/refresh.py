@@ -146,13 +146,14 @@ def select(records: Iterator[tuple[str, dict[str, Any]]], names: frozenset[str])
 
 
 def _source_md(repo: str, commit: str, committed: str, licence: str, selected: dict[str, dict[str, Any]],
-               lock: Path, pins: int, note: str) -> str:
+               lock: Path, names: frozenset[str], note: str) -> str:
     per_package = Counter(path.split("/", 1)[0] for path in selected)
     rows = "\n".join(f"| {name} | {count} |" for name, count in sorted(per_package.items()))
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    covered = "\n".join(f"- {name}" for name in sorted(names))
     return f"""# Vendored OSV advisories
 
-The advisories of the packages pinned in `{lock.name}` ({pins} pins), as OSV JSON, read by
+The advisories of the packages pinned in `{lock.name}` ({len(names)} packages), as OSV JSON, read by
 `deploy/audit/audit.py`. Rebuilt by `deploy/audit/refresh.py --from <checkout or git dir>`; do not edit
 by hand.
 
@@ -171,6 +172,12 @@ database) before trusting a clean audit.
 | package | advisories |
 |---|---|
 {rows}
+
+## Packages covered
+
+The pins of the lock at refresh time (audit.py notes pins missing here: refresh after `make lock`).
+
+{covered}
 """
 
 
@@ -191,7 +198,7 @@ def refresh(source: Path, out: Path, lock: Path, repo: str, licence: str, note: 
         target = out / path
         target.parent.mkdir(exist_ok=True)
         target.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / SOURCE_FILE).write_text(_source_md(repo, commit, committed, licence, selected, lock, len(pins), note),
+    (out / SOURCE_FILE).write_text(_source_md(repo, commit, committed, licence, selected, lock, names, note),
                                    encoding="utf-8")
     loaded = load_advisories(out, names)  # the audit must read every file it will be given
     if len(loaded) != len(selected):
