@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock browser run test lint bench clean
+.PHONY: help setup lock browser run test lint audit bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -35,13 +35,18 @@ run: setup  ## set up and run the whole system on the embedded broker
 browser:  ## install Debian's chromium for the browser tests, if missing (apt-get, as root)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: lint browser  ## set up, lint (ruff, mypy, import contract) and run the test suite
+test: lint audit browser  ## set up, lint (ruff, mypy, import contract) and run the test suite
 	$(BIN)/python -m pytest
 
 lint: setup  ## ruff, mypy and the import-layer contract (pyproject.toml [tool.importlinter])
-	$(BIN)/ruff check rtqis tests bench
+	$(BIN)/ruff check rtqis tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+
+# Offline: the pins of requirements.lock against a vendored subset of the PyPA advisory database (deploy/audit/).
+# After `make lock`, refresh the subset: deploy/audit/refresh.py --from <advisory-db checkout>.
+audit: setup  ## audit requirements.lock against the vendored OSV advisories, offline (deploy/audit/)
+	$(BIN)/python deploy/audit/audit.py
 
 bench: setup  ## run the benchmarks (writes bench/results/*.json)
 	$(BIN)/rtqis bench
