@@ -27,6 +27,8 @@ from rtqis.kafka.clients import MessageProducer
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, Frame
 from rtqis.settings import Settings
+from rtqis.topics import ALERTS as _ALERTS
+from rtqis.topics import BOOK, PAIR
 from tests.conftest import ROOT, env_of, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -55,10 +57,6 @@ def _publish_alerts(settings: Settings, n: int, first: int = 0) -> None:
     for i in range(first, first + n):
         p.send(_ALERTS, _alert(i), key=PAIR_NAME, timestamp_ms=T0 + 1000 * i)
     assert p.flush() == 0
-
-
-from rtqis.topics import ALERTS as _ALERTS  # noqa: E402  (kept next to its only helper)
-from rtqis.topics import BOOK, PAIR  # noqa: E402
 
 
 def _zs(items: list[Any]) -> list[int]:
@@ -240,9 +238,11 @@ def test_an_undecodable_message_is_skipped_logged_and_counted(
     assert raw.flush(10) == 0
     del raw  # no client left reconnecting after the session's broker stops
     _publish_alerts(settings, 2, first=2)
-    with caplog.at_level("WARNING", logger="rtqis.client"):
-        with subscribe("alerts", since="earliest", settings=settings, stop_at_end=True) as sub:
-            got = list(sub)
+    with (
+        caplog.at_level("WARNING", logger="rtqis.client"),
+        subscribe("alerts", since="earliest", settings=settings, stop_at_end=True) as sub,
+    ):
+        got = list(sub)
     assert _zs(got) == [0, 1, 2, 3]
     assert sub.stats.skipped == 2 and sub.stats.yielded == 4 and sub.stats.received == 6
     assert "Invalid JSON" in caplog.text and "pair: Field required" in sub.stats.last_skip_reason
@@ -344,9 +344,8 @@ def test_the_paper_bot_pnl_equals_the_backtest_engine_on_the_same_series(setting
     assert sum(line.startswith("trade ") for line in lines) == ref.round_trips
     assert f"{ref.net_pnl:.4f}" in lines[-1]
     # a fee change changes the net only: the cost model is the engine's, not a copy of it
-    assert bot.run(settings, since="earliest", fee_bps=0.0, stop_at_end=True, out=lambda _: None).result().gross_pnl == (
-        pytest.approx(ref.gross_pnl, abs=1e-9)
-    )
+    free = bot.run(settings, since="earliest", fee_bps=0.0, stop_at_end=True, out=lambda _: None).result()
+    assert free.gross_pnl == pytest.approx(ref.gross_pnl, abs=1e-9) and free.fees == 0.0
 
 
 def test_the_paper_bot_runs_as_a_script_and_stops_cleanly_on_ctrl_c(settings: Settings, tmp_path: Path) -> None:
