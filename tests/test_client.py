@@ -258,11 +258,11 @@ def test_a_subscription_to_a_topic_that_does_not_exist_fails_clearly(settings: S
 # --- the paper bot ---------------------------------------------------------------------------------
 
 
-def _load_paper_bot() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("paper_bot", ROOT / "examples" / "paper_bot.py")
+def _load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["paper_bot"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -292,7 +292,14 @@ def _publish_series(settings: Settings, s: dict[str, Any]) -> None:
     p = MessageProducer(settings)
     for i, ti in enumerate(s["t"].tolist()):
         sig = m.PairSignal(
-            time=ti, pair=PAIR_NAME, x=float(s["x"][i]), y=float(s["y"][i]), n_obs=i, hedge=float(s["hedge"][i])
+            time=ti,
+            pair=PAIR_NAME,
+            x=float(s["x"][i]),
+            y=float(s["y"][i]),
+            n_obs=i,
+            hedge=float(s["hedge"][i]),
+            zscore=None,
+            innovation_z=None,
         )
         p.send(PAIR, sig, key=PAIR_NAME, timestamp_ms=ti)
     for r, k in zip(s["alert_rows"].tolist(), s["kinds"], strict=True):
@@ -326,7 +333,7 @@ def _engine(s: dict[str, Any], fee_bps: float) -> Any:
 
 
 def test_the_paper_bot_pnl_equals_the_backtest_engine_on_the_same_series(settings: Settings) -> None:
-    bot = _load_paper_bot()
+    bot = _load_example("paper_bot")
     s = _series()
     _publish_series(settings, s)
     fee = 7.5
@@ -375,3 +382,47 @@ def test_the_paper_bot_runs_as_a_script_and_stops_cleanly_on_ctrl_c(settings: Se
 
 def test_subscription_type_is_both_iterators() -> None:
     assert hasattr(Subscription, "__iter__") and hasattr(Subscription, "__aiter__")
+
+
+# --- any Kafka client: the plain confluent-kafka + fastavro example ---------------------------------
+
+
+def test_plain_confluent_kafka_reads_both_codecs_with_the_published_avsc(settings: Settings) -> None:
+    plain = _load_example("plain_kafka")
+    imports = [
+        ln
+        for ln in (ROOT / "examples" / "plain_kafka.py").read_text().splitlines()
+        if ln.startswith(("import", "from"))
+    ]
+    assert imports and not any("rtqis" in ln for ln in imports)
+    _publish_alerts(settings, 2)  # JSON, the default codec
+    _publish_alerts(settings.model_copy(update={"codec": "avro"}), 2, first=2)
+    frame = Frame.build(
+        BOOK_FRAME,
+        "BTCUSDT",
+        {
+            "update_id": np.arange(3, dtype=np.int64),
+            "bid_price": np.array([1.0, 2.0, 3.0]),
+            "bid_qty": np.ones(3),
+            "ask_price": np.array([1.5, 2.5, 3.5]),
+            "ask_qty": np.ones(3),
+            "event_time": None,
+            "recv_time": np.array([T0, T0 + 1, T0 + 2], dtype=np.int64),
+        },
+    )
+    avro = MessageProducer(settings.model_copy(update={"codec": "avro"}))
+    avro.send(BOOK, frame, key="BTCUSDT")
+    assert avro.flush() == 0
+
+    got = list(
+        plain.read(
+            settings.bootstrap, "alerts", namespace=settings.namespace, from_beginning=True, limit=4, idle_timeout_s=20
+        )
+    )
+    assert [name for name, _ in got] == ["rtqis.Alert"] * 4
+    assert [m.Alert(**rec) for _, rec in got] == [_alert(i) for i in range(4)]
+    ((name, rec),) = plain.read(
+        settings.bootstrap, "ticks.book", namespace=settings.namespace, from_beginning=True, limit=1, idle_timeout_s=20
+    )
+    assert name == "rtqis.BookTickerFrame" and rec["symbol"] == "BTCUSDT"
+    assert rec["ask_price"] == [1.5, 2.5, 3.5] and rec["event_time"] is None
