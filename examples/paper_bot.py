@@ -77,6 +77,7 @@ class PaperBook:
         self.alert_kind: list[str] = []
         self.quotes = {x: _Quotes(), y: _Quotes()}
         self.printed = 0  # trades printed so far
+        self._announced = -1  # entry time of the open position printed last
         self._unsettled: int | None = None  # earliest alert time whose fill quotes are not in yet
 
     # --- events ------------------------------------------------------------------------------------
@@ -166,14 +167,19 @@ class PaperBook:
                 f"final {self.pair}: {done} round trips, gross {res.gross_pnl:.4f} spread {res.spread_cost:.4f} "
                 f"fees {res.fees:.4f} ({self.fee_bps:g} bp/leg/side) net {res.net_pnl:.4f}"
             )
-        elif done > self.printed:
-            self.printed = done
-            held = {1: "long spread", -1: "short spread", 0: "flat"}[int(np.sign(res.trades["side"][-1]))]
-            now = held if int(tr["exit_time"][-1]) >= int(res.time[-1]) and len(tr["exit_time"]) > done else "flat"
-            out(
-                f"pnl {self.pair}: {done} round trips closed, gross {float(np.sum(tr['gross'][:done])):.4f} "
-                f"net {float(np.sum(tr['net'][:done])):.4f} ({self.fee_bps:g} bp/leg/side); now {now}"
-            )
+        else:
+            if done > self.printed:
+                self.printed = done
+                out(
+                    f"pnl {self.pair}: {done} round trips closed, gross {float(np.sum(tr['gross'][:done])):.4f} "
+                    f"net {float(np.sum(tr['net'][:done])):.4f} ({self.fee_bps:g} bp/leg/side)"
+                )
+            if len(tr["entry_time"]) > done:  # a position is open (the engine closes it at the data's end)
+                entry = int(tr["entry_time"][-1])
+                if entry != self._announced and entry <= self.filled_until():
+                    self._announced = entry
+                    side = "long " if tr["side"][-1] > 0 else "short"
+                    out(f"open  {side} spread {_iso(entry)} hedge {tr['hedge'][-1]:.6g} y {tr['entry_y'][-1]:.6g}")
         return res
 
 

@@ -60,11 +60,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rtqis.errors import BrokerError, DecodeError, RtqisError
 from rtqis.kafka.clients import consumer_config
-from rtqis.kafka.offsets import offsets_at_time, topic_offsets
+from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import Frame
@@ -157,6 +157,24 @@ def _since_ms(since: Since) -> int | None:
     return None
 
 
+def _partitions(settings: Settings, names: list[str]) -> list[tuple[str, int]]:
+    """(topic, partition) of every partition of ``names``; :class:`BrokerError` for a missing topic."""
+    c = Consumer(consumer_config(settings))
+    try:
+        md = c.list_topics(timeout=_TIMEOUT_S)
+    except KafkaException:
+        raise BrokerError(f"no broker answers at {settings.bootstrap}: start one with `rtqis up`") from None
+    finally:
+        c.close()
+    out: list[tuple[str, int]] = []
+    for t in names:
+        tm = md.topics.get(t)
+        if tm is None or tm.error is not None:
+            raise BrokerError(f"unknown topic {t!r} (not created on {settings.bootstrap})")
+        out.extend((t, p) for p in sorted(tm.partitions))
+    return out
+
+
 def _resolve(topics: TopicArg | Sequence[TopicArg]) -> list[TopicSpec]:
     """Registry specs of the requested topics; one clear error naming the valid ones otherwise."""
     items: Iterable[TopicArg] = [topics] if isinstance(topics, str | TopicSpec) else topics
@@ -214,15 +232,22 @@ class Subscription:
         self._pending: _Polled | None = None  # polled by a cancelled await, not yet handed out
 
         names = list(self._schema)
-        rows = topic_offsets(settings, names)  # raises BrokerError naming a topic that does not exist
-        self._ends = {(r.topic, r.partition): r.end for r in rows}
-        if since == "latest":
-            self._start = dict(self._ends)
-        elif since == "earliest":
-            self._start = {(r.topic, r.partition): r.earliest for r in rows}
+        self._ends: dict[tuple[str, int], int] = {}  # true end offsets, looked up only when needed
+        if since == "earliest" and not stop_at_end:
+            # the consumer resolves "the beginning" itself: no offset lookup (the true end of a busy tick
+            # topic is the slow part of one)
+            self._start = {k: OFFSET_BEGINNING for k in _partitions(settings, names)}
         else:
-            assert since_ms is not None
-            self._start = offsets_at_time(settings, names, since_ms)
+            # one lookup: partitions, true ends and, for a time, the first offset at or after it
+            # (:func:`rtqis.kafka.offsets.offsets_at_time`'s own machinery)
+            rows = topic_offsets(settings, names, at_time_ms=since_ms)  # BrokerError names a missing topic
+            self._ends = {(r.topic, r.partition): r.end for r in rows}
+            if since == "latest":
+                self._start = dict(self._ends)
+            elif since == "earliest":
+                self._start = {(r.topic, r.partition): r.earliest for r in rows}
+            else:
+                self._start = {(r.topic, r.partition): r.end if r.at_time is None else r.at_time for r in rows}
         self._stop_at_end = stop_at_end
         self._position: dict[tuple[str, int], int] = {}  # next offset to read, per partition read so far
         self._assigned: set[tuple[str, int]] | None = None  # None until the group assigned partitions
@@ -242,7 +267,7 @@ class Subscription:
             self._c.close()
             raise
         log.info(
-            "subscribed to %s (since %s, group %s, %d partitions)", ", ".join(names), since, group, len(self._ends)
+            "subscribed to %s (since %s, group %s, %d partitions)", ", ".join(names), since, group, len(self._start)
         )
 
     # --- group rebalances (run inside poll) ----------------------------------------------------------
@@ -250,7 +275,7 @@ class Subscription:
         committed = c.committed(partitions, timeout=_TIMEOUT_S)
         for tp, got in zip(partitions, committed, strict=True):
             k = (tp.topic, tp.partition)
-            tp.offset = got.offset if got.offset >= 0 else self._start.get(k, self._ends.get(k, 0))
+            tp.offset = got.offset if got.offset >= 0 else self._start.get(k, OFFSET_BEGINNING)
             self._position.setdefault(k, tp.offset)
         c.assign(partitions)
         self._assigned = (self._assigned or set()) | {(tp.topic, tp.partition) for tp in partitions}
@@ -260,7 +285,7 @@ class Subscription:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(sync=True, only=gone)
         if self._assigned is not None:
-            self._assigned -= gone
+            self._assigned = self._assigned - gone  # a new set: the async worker thread may be reading it
         for k in gone:
             self._position.pop(k, None)
 
