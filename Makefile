@@ -39,7 +39,7 @@ test: lint audit browser  ## set up, lint (ruff, mypy, import contract) and run 
 	$(BIN)/python -m pytest
 
 lint: setup  ## ruff, mypy and the import-layer contract (pyproject.toml [tool.importlinter])
-	$(BIN)/ruff check rtqis tests bench deploy
+	$(BIN)/ruff check rtqis tests bench deploy examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
