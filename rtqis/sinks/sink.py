@@ -3,8 +3,15 @@
 Consumes ``candles.1m``, ``candles.5m``, ``analytics.pair``, ``analytics.adf``, ``alerts`` and the tick
 topics (the tick archive). Each message is decoded and validated once (:func:`accept`) and the validated
 models and frames are what is written. Tick rows go through the worker's own row rules
-(:data:`ROW_RULES`): a row the worker dead-letters never reaches DuckDB; it goes to the ``deadletter``
-topic with the reason (the message's good rows are still stored) and is counted.
+(:data:`ROW_RULES`): a row the worker dead-letters never reaches DuckDB (the message's good rows are
+still stored).
+
+Each bad message is dead-lettered ONCE, by the stage that owns its topic. The worker owns the dead
+letters of the tick topics it consumes (``ticks.trade``, and ``ticks.book`` with
+``RTQIS_PAIR_PRICE=mid``): the sink still refuses such messages and rows (never stores them) and counts
+them (:class:`SinkStats` ``refused`` and ``invalid_rows``), but sends no second dead letter. The sink
+dead-letters (stage ``sink``) what only it consumes: the analytics and candle topics, and ``ticks.book``
+when the worker does not read it (:func:`dead_letter_topics`).
 
 Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB transaction together
 with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
@@ -56,6 +63,7 @@ __all__ = [
     "Accepted",
     "SinkStats",
     "accept",
+    "dead_letter_topics",
     "open_for_writing",
     "resume_offsets",
     "run_sink",
@@ -76,14 +84,17 @@ def sink_paths(settings: Settings) -> tuple[Path, Path]:
 @dataclass
 class SinkStats:
     """What a :func:`run_sink` run did: ``rows`` written (DuckDB's count), ``dead_lettered`` messages sent
-    to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows) and
-    ``invalid_rows``, the tick rows among them that were dropped. ``offset_resets``: partitions started
+    to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows, on the topics
+    the sink owns the dead letters of: :func:`dead_letter_topics`), ``refused`` such messages on the
+    worker's topics (refused, not stored, dead-lettered by the worker) and ``invalid_rows``, the tick rows
+    among both that were dropped. ``offset_resets``: partitions started
     again from their beginning because the broker's log went back below the stored offset (a new broker
     or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored."""
 
     batches: int = 0
     rows: int = 0
     dead_lettered: int = 0
+    refused: int = 0
     invalid_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
     offset_resets: int = 0
@@ -107,9 +118,15 @@ class Accepted:
     invalid_rows: int = 0
 
 
-def accept(
-    spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None
-) -> Accepted:
+def dead_letter_topics(settings: Settings) -> frozenset[str]:
+    """Names (unqualified) of the sink topics whose bad messages the SINK dead-letters: those the worker
+    does not consume. The worker reads ``ticks.trade`` always and ``ticks.book`` only for mid-price legs
+    (``RTQIS_PAIR_PRICE=mid``), and dead-letters their bad messages itself (see the module docstring)."""
+    worker = {TRADES.name} | ({BOOK.name} if settings.pair_price == "mid" else set())
+    return frozenset(spec.name for spec in SINK_TOPICS if spec.name not in worker)
+
+
+def accept(spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None) -> Accepted:
     """Decode one message of the sink topic ``spec`` and validate it, once, as the worker does.
 
     Models are validated by decoding (pydantic); a message of another schema than the topic's is refused;
@@ -213,6 +230,7 @@ def run_sink(
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
+    ours = dead_letter_topics(settings)  # the topics whose bad messages the sink dead-letters
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
     stored = store.load_offsets()
 
@@ -237,10 +255,17 @@ def run_sink(
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 if topic is None or partition is None or offset is None:  # only error events lack them
                     continue
-                got = accept(names[topic], msg.value(), msg.headers(), symbols)
+                spec = names[topic]
+                got = accept(spec, msg.value(), msg.headers(), symbols)
                 if got.reason is not None:
-                    _dead_letter(dlq, msg, got.reason)
-                    stats.dead_lettered += 1
+                    if spec.name in ours:
+                        _dead_letter(dlq, msg, got.reason)
+                        stats.dead_lettered += 1
+                    else:  # the worker dead-letters it: refused here, counted, not sent twice
+                        stats.refused += 1
+                        log.debug(
+                            "refused %s[%s]@%s (the worker dead-letters it): %s", topic, partition, offset, got.reason
+                        )
                     stats.invalid_rows += got.invalid_rows
                 if got.value is not None:
                     batch.add(got.value)
