@@ -21,25 +21,31 @@ moment neither loses nor duplicates rows: at-least-once delivery plus idempotent
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
 new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
-old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
-dashboard and the CLI (DuckDB allows one writing process per file).
+old one. A new broker whose log already passed the stored offset is told apart by a fingerprint stored
+with each offset (the last stored message's timestamp and a hash of its key and value,
+:func:`fingerprint`): the broker's message at that offset minus one must be the same one, or the
+partition is read again from its earliest offset, with the same warning and counter.
+
+Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the dashboard and
+the CLI (DuckDB allows one writing process per file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rtqis.errors import BrokerError, DecodeError
-from rtqis.kafka.clients import MessageProducer, consumer_config
+from rtqis.kafka.clients import MessageProducer, consumer_config, new_consumer
 from rtqis.kafka.offsets import partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
@@ -64,6 +70,7 @@ __all__ = [
     "SinkStats",
     "accept",
     "dead_letter_topics",
+    "fingerprint",
     "open_for_writing",
     "resume_offsets",
     "run_sink",
@@ -161,6 +168,7 @@ class _Batch:
         self.adf: list[m.AdfResult] = []
         self.alerts: list[m.Alert] = []
         self.offsets: dict[tuple[str, int], int] = {}
+        self.last: dict[tuple[str, int], Message] = {}  # the message at each offset - 1 (its fingerprint)
         self.rows = 0
         self.started = time.monotonic()
 
@@ -192,7 +200,12 @@ class _Batch:
             adf=self.adf,
             alerts=self.alerts,
             offsets=self.offsets,
+            fingerprints=self.fingerprints(),
         )
+
+    def fingerprints(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The :func:`fingerprint` of the message at each of :attr:`offsets` minus one."""
+        return {k: fingerprint(msg) for k, msg in self.last.items()}
 
 
 def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0, *, memory_mb: int | None = None) -> Store:
@@ -233,10 +246,11 @@ def run_sink(
     ours = dead_letter_topics(settings)  # the topics whose bad messages the sink dead-letters
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
     stored = store.load_offsets()
+    prints = store.load_fingerprints()
 
     def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
         # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
-        resume_offsets(settings, parts, stored, stats)
+        resume_offsets(settings, parts, stored, stats, fingerprints=prints)
         c.assign(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
@@ -270,10 +284,12 @@ def run_sink(
                 if got.value is not None:
                     batch.add(got.value)
                 batch.offsets[(topic, partition)] = offset + 1
+                batch.last[(topic, partition)] = msg
             due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
             if due:
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
+                prints.update(batch.fingerprints())
                 batch = _Batch()
             if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
                 publish_snapshot(store, snap_path)
@@ -295,6 +311,10 @@ def resume_offsets(
     stored: dict[tuple[str, int], int],
     stats: SinkStats,
     bounds: Callable[[Settings, list[tuple[str, int]]], dict[tuple[str, int], tuple[int, int]]] = partition_bounds,
+    *,
+    fingerprints: dict[tuple[str, int], tuple[int, str]] | None = None,
+    read_prints: Callable[[Settings, Mapping[tuple[str, int], int]], dict[tuple[str, int], tuple[int, str]]]
+    | None = None,
 ) -> None:
     """Set each assigned partition's start to its ``stored`` offset (from DuckDB), checked against the
     broker's log: its earliest offset and true end (``bounds``, :func:`partition_bounds`).
@@ -306,9 +326,15 @@ def resume_offsets(
     - stored below the earliest: retention deleted what was not stored yet; start at the earliest, with a
       warning naming how many messages were lost (``stats.lost_to_retention``).
 
-    ``stored`` is updated in place, so a later rebalance starts from the same place. Partitions without
-    a stored offset are left to ``auto.offset.reset``. If the broker does not answer the look-up, the
-    stored offsets are used as they are (the previous behaviour), with a warning.
+    - stored within the log, with a ``fingerprints`` entry (the :func:`fingerprint` of the message stored
+      last, at the stored offset minus one): the broker's message at that offset (``read_prints``,
+      :func:`fingerprints_at`) must have the same fingerprint. Another one means another log (a new
+      broker whose log already passed the stored offset): restart from the earliest offset as above,
+      with the same warning and counter, instead of skipping the new log's beginning silently.
+
+    ``stored`` and ``fingerprints`` are updated in place, so a later rebalance starts from the same place.
+    Partitions without a stored offset are left to ``auto.offset.reset``. If the broker does not answer
+    a look-up, the stored offsets are used as they are (the previous behaviour), with a warning.
     """
     known = [(tp.topic, tp.partition) for tp in parts if (tp.topic, tp.partition) in stored]
     try:
@@ -316,6 +342,8 @@ def resume_offsets(
     except BrokerError as e:
         log.warning("could not check the stored offsets against the broker (%s): resuming from them as stored", e)
         found = {}
+    prints = fingerprints if fingerprints is not None else {}
+    differ = _other_logs(settings, found, stored, prints, read_prints or fingerprints_at)
     for tp in parts:
         key = (tp.topic, tp.partition)
         off = stored.get(key)
@@ -323,18 +351,24 @@ def resume_offsets(
             continue
         if key in found:
             low, end = found[key]
-            if off > end:
+            if off > end or key in differ:
+                why = (
+                    f"is beyond the broker's end {end}"
+                    if off > end
+                    else f"is within the broker's log (end {end}) but its message at {off - 1} is not the one stored"
+                )
                 log.warning(
-                    "%s[%d]: the stored offset %d is beyond the broker's end %d (a new broker or a recreated "
-                    "topic): reading this partition again from its beginning (offset %d)",
+                    "%s[%d]: the stored offset %d %s (a new broker or a recreated topic): "
+                    "reading this partition again from its beginning (offset %d)",
                     tp.topic,
                     tp.partition,
                     off,
-                    end,
+                    why,
                     low,
                 )
                 stats.offset_resets += 1
                 off = low
+                prints.pop(key, None)
             elif off < low:
                 log.warning(
                     "%s[%d]: %d messages were lost to retention (stored offset %d, earliest %d): resuming at %d",
@@ -347,8 +381,68 @@ def resume_offsets(
                 )
                 stats.lost_to_retention += low - off
                 off = low
+                prints.pop(key, None)
             stored[key] = off
         tp.offset = off
+
+
+def fingerprint(msg: Message) -> tuple[int, str]:
+    """(Kafka timestamp ms, hex BLAKE2b-128 of key and value) of a consumed message: what the sink stores
+    with an offset to recognise the message at that offset minus one in the broker's log later."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (msg.key(), msg.value()):
+        h.update(b"\xff" * 8 if part is None else len(part).to_bytes(8, "big"))  # None differs from b""
+        h.update(part or b"")
+    return int(msg.timestamp()[1]), h.hexdigest()
+
+
+def fingerprints_at(
+    settings: Settings, wanted: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(topic, partition): fingerprint}`` of the broker's message at each ``wanted`` offset (missing:
+    another message is there first, or none within 10 s). Raises :class:`BrokerError` on a broker error."""
+    if not wanted:
+        return {}
+    c = new_consumer(settings, None, **{"fetch.wait.max.ms": 10})
+    out: dict[tuple[str, int], tuple[int, str]] = {}
+    pending = dict(wanted)
+    try:
+        c.assign([TopicPartition(t, p, off) for (t, p), off in wanted.items()])
+        deadline = time.monotonic() + 10.0
+        while pending and time.monotonic() < deadline:
+            for msg in c.consume(100, 0.2):
+                if msg.error() is not None:
+                    continue
+                key = (msg.topic() or "", msg.partition() or 0)
+                if key not in pending:
+                    continue
+                if msg.offset() == pending.pop(key):
+                    out[key] = fingerprint(msg)
+                c.incremental_unassign([TopicPartition(*key)])
+    except KafkaException as e:
+        raise BrokerError(f"reading the stored offsets' messages failed: {e}") from None
+    finally:
+        c.close()
+    return out
+
+
+def _other_logs(
+    settings: Settings,
+    found: Mapping[tuple[str, int], tuple[int, int]],
+    stored: Mapping[tuple[str, int], int],
+    prints: Mapping[tuple[str, int], tuple[int, str]],
+    read_prints: Callable[[Settings, Mapping[tuple[str, int], int]], dict[tuple[str, int], tuple[int, str]]],
+) -> set[tuple[str, int]]:
+    """The partitions whose message at the stored offset minus one is not the one stored (fingerprint)."""
+    wanted = {
+        k: stored[k] - 1 for k, (low, end) in found.items() if k in prints and k in stored and low < stored[k] <= end
+    }
+    try:
+        seen = read_prints(settings, wanted)
+    except BrokerError as e:
+        log.warning("could not check the stored offsets' last messages (%s): resuming from the offsets", e)
+        return set()
+    return {k for k in wanted if seen.get(k) != prints[k]}
 
 
 def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:
