@@ -33,6 +33,7 @@ __all__ = [
     "PRODUCER_MESSAGE_TIMEOUT_MS",
     "PRODUCER_QUEUE_MAX_KBYTES",
     "PRODUCER_QUEUE_MAX_MESSAGES",
+    "STOP_FLUSH_S",
     "MessageProducer",
     "ProducerStats",
     "consumer_config",
@@ -48,6 +49,9 @@ PRODUCER_QUEUE_MAX_KBYTES = 256 * 1024
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
 #: how long a produced message may wait for the broker (queued or retried) before it fails (ms)
 PRODUCER_MESSAGE_TIMEOUT_MS = 120_000
+#: how long a producer stopped by a signal waits for its queue to drain (s): its parent kills it after
+#: 15 s (8 s once the broker died), and a dead broker never takes them
+STOP_FLUSH_S = 5.0
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -185,6 +189,19 @@ class MessageProducer:
         while left and time.monotonic() < deadline:
             left = self._p.flush(0.5)
         return int(left)
+
+    def finish(self, *, stopped: bool) -> int:
+        """Flush at the end of a run: 30 s when the source ended, :data:`STOP_FLUSH_S` when it was
+        ``stopped`` (a signal). Logs how many messages stay undelivered (lost, counted) and returns it."""
+        timeout_s = STOP_FLUSH_S if stopped else 30.0
+        left = self.flush(timeout_s)
+        if left:
+            log.error(
+                "%d messages undelivered at shutdown: the broker did not take them within %.0f s (lost)",
+                left,
+                timeout_s,
+            )
+        return left
 
     def close(self) -> None:
         left = self.flush()
