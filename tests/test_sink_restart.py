@@ -26,7 +26,7 @@ from rtqis.kafka.offsets import partition_bounds
 from rtqis.process import free_port
 from rtqis.settings import Settings
 from rtqis.sinks.schema import MIGRATIONS
-from rtqis.sinks.sink import SinkStats, resume_offsets, sink_paths
+from rtqis.sinks.sink import NO_MESSAGE, SinkStats, resume_offsets, sink_paths
 from rtqis.sinks.store import Store
 from tests.conftest import Procs, env_of, make_settings, wait_until
 from tests.test_candles_pipeline import UM_ETH
@@ -208,29 +208,34 @@ def _prints(found: dict[tuple[str, int], tuple[int, str]]) -> Callable[..., dict
 
 
 def test_resume_offsets_compares_the_last_stored_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Within the log: same fingerprint at offset - 1 -> as stored; another one, or another message first
-    -> earliest and a reset; no fingerprint, or the stored offset at the earliest -> as stored, unread."""
+    """Within the log: same fingerprint at offset - 1 -> as stored; another one, or no message there
+    -> earliest and a reset; no fingerprint, or the stored offset at the earliest -> as stored, unread;
+    no answer in time -> as stored, with a warning."""
     s = make_settings("127.0.0.1:1", tmp_path)
-    stored = {("a", 0): 5, ("a", 1): 7, ("a", 2): 9, ("a", 3): 4, ("a", 4): 2}
+    stored = {("a", 0): 5, ("a", 1): 7, ("a", 2): 9, ("a", 3): 4, ("a", 4): 2, ("a", 5): 6}
     found = {k: (0, 20) for k in stored} | {("a", 4): (2, 20)}
-    prints = {("a", 0): (1, "x"), ("a", 1): (1, "y"), ("a", 2): (1, "z"), ("a", 4): (1, "w")}
+    prints = {("a", 0): (1, "x"), ("a", 1): (1, "y"), ("a", 2): (1, "z"), ("a", 4): (1, "w"), ("a", 5): (1, "v")}
     asked: list[dict[tuple[str, int], int]] = []
 
     def read(_s: Settings, wanted: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, str]]:
         asked.append(dict(wanted))
-        return _prints({("a", 0): (1, "x"), ("a", 1): (1, "other")})(_s, wanted)  # a[2]: nothing at 8
+        # a[2]: the first message is after 8; a[5]: no answer
+        return _prints({("a", 0): (1, "x"), ("a", 1): (1, "other"), ("a", 2): NO_MESSAGE})(_s, wanted)
 
-    parts = [TopicPartition("a", p) for p in range(5)]
+    parts = [TopicPartition("a", p) for p in range(6)]
     stats = SinkStats()
     with caplog.at_level(logging.WARNING, logger="rtqis.sinks.sink"):
         resume_offsets(s, parts, stored, stats, bounds=_bounds(found), fingerprints=prints, read_prints=read)
-    assert asked == [{("a", 0): 4, ("a", 1): 6, ("a", 2): 8}]  # a[3] has no fingerprint, a[4] is at the start
-    assert [tp.offset for tp in parts] == [5, 0, 0, 4, 2]
+    # a[3] has no fingerprint, a[4] is at the start: not read
+    assert asked == [{("a", 0): 4, ("a", 1): 6, ("a", 2): 8, ("a", 5): 5}]
+    assert [tp.offset for tp in parts] == [5, 0, 0, 4, 2, 6]
     assert stats.offset_resets == 2 and stats.lost_to_retention == 0
-    assert stored == {("a", 0): 5, ("a", 1): 0, ("a", 2): 0, ("a", 3): 4, ("a", 4): 2}
-    assert set(prints) == {("a", 0), ("a", 4)}  # a reset partition's fingerprint is gone with its offset
+    assert stored == {("a", 0): 5, ("a", 1): 0, ("a", 2): 0, ("a", 3): 4, ("a", 4): 2, ("a", 5): 6}
+    assert set(prints) == {("a", 0), ("a", 4), ("a", 5)}  # a reset partition's fingerprint is gone with its offset
     msgs = [r.getMessage() for r in caplog.records]
-    assert len(msgs) == 2
+    assert len(msgs) == 3
+    assert "could not read the last stored message of [('a', 5)]" in msgs[0]
+    msgs = msgs[1:]
     assert msgs[0].startswith("a[1]: the stored offset 7 is within the broker's log (end 20) but its message at 6")
     assert "reading this partition again from its beginning (offset 0)" in msgs[0]
 

@@ -65,6 +65,7 @@ from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
 __all__ = [
+    "NO_MESSAGE",
     "ROW_RULES",
     "Accepted",
     "SinkStats",
@@ -325,7 +326,6 @@ def resume_offsets(
       idempotent by key); the next batch stores the new offset with its rows, in one transaction.
     - stored below the earliest: retention deleted what was not stored yet; start at the earliest, with a
       warning naming how many messages were lost (``stats.lost_to_retention``).
-
     - stored within the log, with a ``fingerprints`` entry (the :func:`fingerprint` of the message stored
       last, at the stored offset minus one): the broker's message at that offset (``read_prints``,
       :func:`fingerprints_at`) must have the same fingerprint. Another one means another log (a new
@@ -386,6 +386,10 @@ def resume_offsets(
         tp.offset = off
 
 
+#: what :func:`fingerprints_at` reports where the log has no message at the offset (another log)
+NO_MESSAGE: tuple[int, str] = (-1, "")
+
+
 def fingerprint(msg: Message) -> tuple[int, str]:
     """(Kafka timestamp ms, hex BLAKE2b-128 of key and value) of a consumed message: what the sink stores
     with an offset to recognise the message at that offset minus one in the broker's log later."""
@@ -399,8 +403,9 @@ def fingerprint(msg: Message) -> tuple[int, str]:
 def fingerprints_at(
     settings: Settings, wanted: Mapping[tuple[str, int], int]
 ) -> dict[tuple[str, int], tuple[int, str]]:
-    """``{(topic, partition): fingerprint}`` of the broker's message at each ``wanted`` offset (missing:
-    another message is there first, or none within 10 s). Raises :class:`BrokerError` on a broker error."""
+    """``{(topic, partition): fingerprint}`` of the broker's message at each ``wanted`` offset; where the
+    first message is at a later offset (none at that one), :data:`NO_MESSAGE`; missing: no answer within
+    10 s. Raises :class:`BrokerError` on a broker error."""
     if not wanted:
         return {}
     c = new_consumer(settings, None, **{"fetch.wait.max.ms": 10})
@@ -416,8 +421,7 @@ def fingerprints_at(
                 key = (msg.topic() or "", msg.partition() or 0)
                 if key not in pending:
                     continue
-                if msg.offset() == pending.pop(key):
-                    out[key] = fingerprint(msg)
+                out[key] = fingerprint(msg) if msg.offset() == pending.pop(key) else NO_MESSAGE
                 c.incremental_unassign([TopicPartition(*key)])
     except KafkaException as e:
         raise BrokerError(f"reading the stored offsets' messages failed: {e}") from None
@@ -433,7 +437,8 @@ def _other_logs(
     prints: Mapping[tuple[str, int], tuple[int, str]],
     read_prints: Callable[[Settings, Mapping[tuple[str, int], int]], dict[tuple[str, int], tuple[int, str]]],
 ) -> set[tuple[str, int]]:
-    """The partitions whose message at the stored offset minus one is not the one stored (fingerprint)."""
+    """The partitions whose message at the stored offset minus one is not the one stored (fingerprint).
+    A partition the broker did not answer for in time is not among them (kept as stored, with a warning)."""
     wanted = {
         k: stored[k] - 1 for k, (low, end) in found.items() if k in prints and k in stored and low < stored[k] <= end
     }
@@ -442,7 +447,10 @@ def _other_logs(
     except BrokerError as e:
         log.warning("could not check the stored offsets' last messages (%s): resuming from the offsets", e)
         return set()
-    return {k for k in wanted if seen.get(k) != prints[k]}
+    unread = sorted(k for k in wanted if k not in seen)
+    if unread:
+        log.warning("could not read the last stored message of %s: resuming from the stored offsets", unread)
+    return {k for k in wanted if k in seen and seen[k] != prints[k]}
 
 
 def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:
