@@ -4,7 +4,13 @@ child process, watched. A child that dies stops the whole system with its exit c
 Ctrl-C (SIGINT) or SIGTERM stops the services in reverse order, then the broker, each with SIGTERM and
 SIGKILL after a timeout. If `up` itself is killed without a chance to do that (SIGKILL, a crash), the
 kernel sends every child SIGTERM (Linux: :func:`rtqis.process.die_with_parent`), so nothing keeps
-running or holds the ports for the next `up`."""
+running or holds the ports for the next `up`.
+
+If the embedded broker dies, `up` does not restart it: it is memory only, so everything it held is gone
+with it (ticks the sink had not stored yet, the worker's table changelogs, outputs not stored yet) and a
+new broker could not give the worker its state back. `up` stops the services (all at once, bounded by
+:data:`_BROKER_LOSS_STOP_S`), says in one line what was lost and what DuckDB keeps (the latest stored
+trade time), and exits with :data:`BROKER_LOST_EXIT`; `rtqis up` again starts fresh on the same data."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +30,16 @@ from rtqis.kafka.embedded import EmbeddedBroker
 from rtqis.process import ChildProcess, rtqis_argv
 from rtqis.settings import Settings
 
-__all__ = ["Supervisor"]
+__all__ = ["BROKER_LOST_EXIT", "Supervisor", "latest_stored_trade_ms"]
 
 log = logging.getLogger(__name__)
 
 #: how long a service has to stop after SIGTERM before it is killed (s)
 _STOP_TIMEOUT_S = 15.0
+#: how long the services have to stop once the broker died (s): they have nothing left to deliver
+_BROKER_LOSS_STOP_S = 8.0
+#: exit code of `rtqis up` when the embedded broker died
+BROKER_LOST_EXIT = 3
 
 
 def _service(name: str, log_path: Path, *args: str) -> ChildProcess:
@@ -141,13 +152,36 @@ class Supervisor:
                     self.say(child.tail())
                     return code or 1
             if self.broker is not None and not self.broker.alive():
-                self.say("\nthe embedded broker died; see " + str(self.broker.log_path))
-                return 1
+                return self._broker_lost()
             if time.monotonic() >= next_mem:
                 self.report_memory()
                 next_mem += self.memory_report_s
         self.say("\nstopping ...")
         return 0
+
+    def _broker_lost(self) -> int:
+        """The embedded broker died: stop the services at once, say in one line what is lost, exit code."""
+        assert self.broker is not None
+        code = self.broker.proc.poll() if self.broker.proc is not None else None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        self._stop_children(_BROKER_LOSS_STOP_S)  # the sink stores what it holds first
+        ms = latest_stored_trade_ms(self.settings)
+        kept = f"up to trade time {_iso(ms)}" if ms is not None else "(no trade stored yet)"
+        self.say(
+            f"\nthe embedded broker died ({how}; log {self.broker.log_path}): it kept everything in memory only, "
+            "so the ticks the sink had not stored, the worker's table changelogs and the outputs not yet stored "
+            f"are lost; DuckDB ({self.settings.data_dir}) keeps everything the sink stored, {kept}; "
+            "`rtqis up` again starts fresh"
+        )
+        return BROKER_LOST_EXIT
+
+    def _stop_children(self, timeout_s: float) -> None:
+        """Stop every child at the same time (SIGTERM, SIGKILL after ``timeout_s``) and wait for all."""
+        threads = [threading.Thread(target=c.stop, args=(timeout_s,), daemon=True) for c in self.children]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout_s + 10)
 
     def report_memory(self) -> None:
         parts = [f"{c.name} {c.rss_mb():.0f} MB" for c in self.children]
@@ -170,3 +204,27 @@ class Supervisor:
         if self.broker is not None:
             self.broker.stop()
         self.say("stopped")
+
+
+def latest_stored_trade_ms(settings: Settings) -> int | None:
+    """The latest ``trade_time`` (epoch ms) in the tick archive of DuckDB; None if none or unreadable.
+
+    Reads the live database when no sink holds it (after the sink stopped), else the sink's snapshot."""
+    import duckdb
+
+    from rtqis.sinks.sink import sink_paths
+
+    for path in sink_paths(settings):
+        if not path.exists():
+            continue
+        try:
+            with duckdb.connect(str(path), read_only=True) as con:
+                row = con.execute("SELECT max(trade_time) FROM trades").fetchone()
+        except duckdb.Error:
+            continue  # held by a sink (read the snapshot) or not a store yet
+        return int(row[0]) if row and row[0] is not None else None
+    return None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

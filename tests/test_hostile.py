@@ -67,9 +67,7 @@ def _stored_trades(s: object) -> int:
 
 @pytest.mark.broker
 @pytest.mark.integration
-def test_huge_random_messages_are_dead_lettered_once_per_stage_as_excerpts(
-    bootstrap: str, tmp_path: Path, procs: Procs
-) -> None:
+def test_huge_random_messages_are_dead_lettered_once_as_excerpts(bootstrap: str, tmp_path: Path, procs: Procs) -> None:
     s = make_settings(bootstrap, tmp_path, candle_grace_ms=0)
     create_topics(s)
     topic = TRADES.full_name(s.namespace)
@@ -84,7 +82,7 @@ def test_huge_random_messages_are_dead_lettered_once_per_stage_as_excerpts(
     worker = procs.start(s, "worker", name="worker")
     sink = procs.start(s, "sink", name="sink")
     wait_until(lambda: _stored_trades(s) == 5, 90, "the 5 good trades in DuckDB")
-    dls = collect(s, DEADLETTER.name, lambda rows: len(rows) >= 4)
+    dls = collect(s, DEADLETTER.name, lambda rows: len(rows) >= 2)
     collect(s, DEADLETTER.name, lambda rows: False, until_end=True, timeout_s=5)  # settle
     dls = collect(s, DEADLETTER.name, lambda rows: False, until_end=True)
     assert worker.poll() is None, procs.log_of(worker)
@@ -92,7 +90,8 @@ def test_huge_random_messages_are_dead_lettered_once_per_stage_as_excerpts(
     by_stage: dict[str, list[dict[str, object]]] = {}
     for d in dls:
         by_stage.setdefault(str(d["stage"]), []).append(d)
-    assert sorted(by_stage) == ["sink", "worker.trades"]
+    # once in total: the worker owns ticks.trade's dead letters; the sink refuses the messages, sends none
+    assert sorted(by_stage) == ["worker.trades"]
     for stage, rows in by_stage.items():
         assert [(r["offset"], r["payload_size"]) for r in rows] == [(0, big), (1, mid)], stage  # once each
         for r in rows:

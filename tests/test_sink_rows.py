@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.clients import MessageProducer
@@ -181,14 +182,26 @@ def test_a_message_of_another_schema_is_dead_lettered() -> None:
 
 @pytest.mark.broker
 @pytest.mark.integration
-def test_the_running_sink_stores_good_rows_and_dead_letters_bad_ones(bootstrap: str, tmp_path: Path) -> None:
+def test_the_running_sink_refuses_bad_tick_rows_and_dead_letters_only_its_own_topics(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """Bad rows on ticks.trade are refused (never stored) and counted but not dead-lettered: the worker
+    owns that topic's dead letters (each bad message dead-lettered once in total). An undecodable message
+    on a topic only the sink consumes (analytics.pair, and ticks.book without mid-price legs) is."""
     s: Settings = make_settings(bootstrap, tmp_path, codec="avro")  # Avro carries a NaN price as it is
     create_topics(s)
+    assert sink_mod.dead_letter_topics(s) >= {PAIR.name, BOOK.name} and TRADES.name not in sink_mod.dead_letter_topics(
+        s
+    )
     frames = [spoiled_frame(case, first_id=1 + 10 * k) for k, case in enumerate(SPOILERS)]
     p = MessageProducer(s)
     for f in frames:
         p.send(TRADES, f, key=f.symbol)
     assert p.flush() == 0
+    raw = Producer({"bootstrap.servers": s.bootstrap})
+    raw.produce(PAIR.full_name(s.namespace), value=b"{not json")
+    raw.produce(BOOK.full_name(s.namespace), value=b"\x00 not a frame")
+    assert raw.flush(30) == 0
     good = sorted(int(i) for f in frames for i in f.cols["trade_id"][np.arange(N) != BAD])  # type: ignore[index]
     bad = sorted(int(f.cols["trade_id"][BAD]) for f in frames)  # type: ignore[index]
 
@@ -203,14 +216,15 @@ def test_the_running_sink_stores_good_rows_and_dead_letters_bad_ones(bootstrap: 
             return stored_trade_ids(snap) if snap.exists() else []
 
         wait_until(lambda: stored() == good, 60, "the good trade rows in DuckDB")
-        dls = collect(s, DEADLETTER.name, lambda rows: len(rows) >= len(frames), timeout_s=30)
+        collect(s, DEADLETTER.name, lambda rows: len(rows) >= 2, timeout_s=30)
     finally:
         stop.set()
         t.join(30)
     assert not t.is_alive()
     assert stored_trade_ids(sink_paths(s)[0]) == good  # and none of the bad ones
     assert not set(bad) & set(stored_trade_ids(sink_paths(s)[0]))
-    assert {d["stage"] for d in dls} == {"sink"}
-    assert sorted(d["reason"] for d in dls) == sorted(workers_reason(f) for f in frames)
-    assert {d["source_topic"] for d in dls} == {TRADES.full_name(s.namespace)}
-    assert out and out[0].dead_lettered == len(frames) and out[0].invalid_rows == len(frames)
+    dls = collect(s, DEADLETTER.name, lambda rows: False, until_end=True)
+    assert len(dls) == 2 and {d["stage"] for d in dls} == {"sink"}
+    assert sorted(d["source_topic"] for d in dls) == sorted([PAIR.full_name(s.namespace), BOOK.full_name(s.namespace)])
+    assert out and out[0].dead_lettered == 2
+    assert out[0].refused == len(frames) and out[0].invalid_rows == len(frames)

@@ -3,6 +3,13 @@
 Every producer compresses (``RTQIS_COMPRESSION``, zstd by default: the embedded broker keeps every
 batch in memory), counts delivery failures in a callback, applies back-pressure when its queue is full
 and flushes on close. Every consumer on the live path uses ``RTQIS_FETCH_MAX_WAIT_MS``.
+
+While the broker is unreachable a producer keeps what it sends in its local queue, within two bounds:
+its size, :data:`PRODUCER_QUEUE_MAX_KBYTES` of unsent data or :data:`PRODUCER_QUEUE_MAX_MESSAGES` (then
+:meth:`MessageProducer.send` blocks, polling, until deliveries free room: back-pressure on the source,
+counted in :class:`ProducerStats` ``queue_full_waits`` / ``blocked_s`` and logged once per episode), and
+:data:`PRODUCER_MESSAGE_TIMEOUT_MS` per message (then the message fails: counted in ``failed``, logged,
+never dropped silently). A broker away for less than the timeout loses nothing (tests/test_outage.py).
 """
 
 from __future__ import annotations
@@ -22,10 +29,29 @@ from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings
 from rtqis.topics import TopicSpec
 
-__all__ = ["MessageProducer", "ProducerStats", "consumer_config", "producer_config"]
+__all__ = [
+    "PRODUCER_MESSAGE_TIMEOUT_MS",
+    "PRODUCER_QUEUE_MAX_KBYTES",
+    "PRODUCER_QUEUE_MAX_MESSAGES",
+    "STOP_FLUSH_S",
+    "MessageProducer",
+    "ProducerStats",
+    "consumer_config",
+    "producer_config",
+]
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("rtqis.librdkafka")
+
+#: the producer's back-pressure point: unsent data its local queue may hold (KiB; 256 MB)
+PRODUCER_QUEUE_MAX_KBYTES = 256 * 1024
+#: ... and messages it may hold (librdkafka's default, made explicit): frames are few and large
+PRODUCER_QUEUE_MAX_MESSAGES = 100_000
+#: how long a produced message may wait for the broker (queued or retried) before it fails (ms)
+PRODUCER_MESSAGE_TIMEOUT_MS = 120_000
+#: how long a producer stopped by a signal waits for its queue to drain (s): its parent kills it after
+#: 15 s (8 s once the broker died), and a dead broker never takes them
+STOP_FLUSH_S = 5.0
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -39,8 +65,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             # produced back to back (5 ms cost the live paths ~5 ms of latency for no memory saved)
             "linger.ms": settings.producer_linger_ms,
             "batch.num.messages": 10_000,
-            "queue.buffering.max.kbytes": 256 * 1024,  # back-pressure point: 256 MB of unsent data
-            "message.timeout.ms": 120_000,  # retry while the broker is briefly away
+            "queue.buffering.max.kbytes": PRODUCER_QUEUE_MAX_KBYTES,  # back-pressure points
+            "queue.buffering.max.messages": PRODUCER_QUEUE_MAX_MESSAGES,
+            "message.timeout.ms": PRODUCER_MESSAGE_TIMEOUT_MS,  # retry while the broker is briefly away
             "logger": _librdkafka_log,
         }
     )
@@ -75,12 +102,18 @@ def consumer_config(settings: Settings, group: str | None = None, **overrides: A
 
 @dataclass
 class ProducerStats:
+    """What a :class:`MessageProducer` did: messages ``sent`` (queued), ``delivered`` and ``failed``
+    (acknowledged or not by the broker, e.g. past :data:`PRODUCER_MESSAGE_TIMEOUT_MS`), ``queue_full_waits``
+    (sends that had to wait for a full local queue) and ``blocked_s``, the seconds they waited."""
+
     sent: int = 0
     delivered: int = 0
     failed: int = 0
     dead_lettered: int = 0
     last_error: str = ""
     by_topic: dict[str, int] = field(default_factory=dict)
+    queue_full_waits: int = 0
+    blocked_s: float = 0.0
 
 
 class MessageProducer:
@@ -97,7 +130,8 @@ class MessageProducer:
         if err is not None:
             self.stats.failed += 1
             self.stats.last_error = str(err)
-            log.warning("delivery to %s failed: %s", msg.topic(), err)
+            if self.stats.failed == 1 or self.stats.failed % 1000 == 0:  # every failure is counted
+                log.warning("delivery to %s failed (%d failures so far): %s", msg.topic(), self.stats.failed, err)
         else:
             self.stats.delivered += 1
             if then is not None:
@@ -112,8 +146,9 @@ class MessageProducer:
         partition: int | None = None,
         on_delivered: Callable[[], None] | None = None,
     ) -> None:
-        """Produce one message; blocks (polling) while the local queue is full instead of growing.
-        ``on_delivered`` runs (in a later :meth:`poll` or send) once the broker has acknowledged it."""
+        """Produce one message; blocks (polling) while the local queue is full instead of growing or
+        dropping it (counted in ``stats.queue_full_waits`` and ``stats.blocked_s``). ``on_delivered`` runs
+        (in a later :meth:`poll` or send) once the broker has acknowledged it."""
         value, headers = encode(obj, self.codec)
         name = topic.full_name(self.namespace)
         kwargs: dict[str, Any] = {"key": key.encode() if key is not None else None, "value": value, "headers": headers}
@@ -121,13 +156,25 @@ class MessageProducer:
             kwargs["timestamp"] = int(timestamp_ms)
         if partition is not None:
             kwargs["partition"] = partition
+        cb = self._on_delivery if on_delivered is None else partial(self._on_delivery, then=on_delivered)
+        blocked_since: float | None = None
         while True:
             try:
-                cb = self._on_delivery if on_delivered is None else partial(self._on_delivery, then=on_delivered)
                 self._p.produce(name, on_delivery=cb, **kwargs)
                 break
             except BufferError:
-                self._p.poll(0.05)  # back-pressure: wait for deliveries to free the queue
+                if blocked_since is None:
+                    blocked_since = time.monotonic()
+                    self.stats.queue_full_waits += 1
+                    log.warning(
+                        "local queue full (%d messages queued): waiting for the broker to take them",
+                        len(self._p),
+                    )
+                self._p.poll(0.05)  # back-pressure: wait for deliveries (or timeouts) to free the queue
+        if blocked_since is not None:
+            waited = time.monotonic() - blocked_since
+            self.stats.blocked_s += waited
+            log.info("local queue has room again after %.1f s", waited)
         self.stats.sent += 1
         self.stats.by_topic[topic.name] = self.stats.by_topic.get(topic.name, 0) + 1
         self._p.poll(0)
@@ -142,6 +189,19 @@ class MessageProducer:
         while left and time.monotonic() < deadline:
             left = self._p.flush(0.5)
         return int(left)
+
+    def finish(self, *, stopped: bool) -> int:
+        """Flush at the end of a run: 30 s when the source ended, :data:`STOP_FLUSH_S` when it was
+        ``stopped`` (a signal). Logs how many messages stay undelivered (lost, counted) and returns it."""
+        timeout_s = STOP_FLUSH_S if stopped else 30.0
+        left = self.flush(timeout_s)
+        if left:
+            log.error(
+                "%d messages undelivered at shutdown: the broker did not take them within %.0f s (lost)",
+                left,
+                timeout_s,
+            )
+        return left
 
     def close(self) -> None:
         left = self.flush()

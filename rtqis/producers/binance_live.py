@@ -150,6 +150,7 @@ class _Feed:
                 if f is not None:
                     self.send_frame(f)
         finally:
+            stopped = stop.is_set()  # by a signal, not by the end of the stream
             stop.set()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -160,9 +161,7 @@ class _Feed:
                 self.send_frame(f)
             if self.rest is not None:
                 await self.rest.aclose()
-            left = self.producer.flush()
-            if left:
-                log.error("%d messages undelivered at shutdown", left)
+            self.producer.finish(stopped=stopped)
             log.info("binance feed stopped: %s; stream %s", self.stats, self.stream.stats)
         return self.stats
 

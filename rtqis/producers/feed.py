@@ -174,9 +174,7 @@ def run_synthetic(
             if (limit is not None and stats.trades >= limit) or (duration_s is not None and now - t0 >= duration_s):
                 break
     finally:
-        left = producer.flush()
-        if left:
-            log.error("%d messages undelivered at shutdown", left)
+        producer.finish(stopped=stop.is_set())
         log.info("synthetic feed stopped: %s, %d delivery failures", stats, producer.stats.failed)
     return stats
 
@@ -327,8 +325,6 @@ def run_files(
             if on_progress is not None:
                 on_progress(stats, progress["done"], progress["total"])
     finally:
-        left = producer.flush()
-        if left:
-            log.error("%d messages undelivered at shutdown", left)
+        producer.finish(stopped=stop.is_set())
     log.info("file feed done: %s, %d delivery failures", stats, producer.stats.failed)
     return stats

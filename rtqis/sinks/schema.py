@@ -42,6 +42,9 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     ``updated_at``. Written in the same transaction as the rows those messages carried
     (:meth:`rtqis.sinks.store.Store.write_batch`), so rows and offsets are durable together or not at
     all: a crash can neither lose rows (offset ahead of rows) nor, thanks to the upserts, duplicate them.
+    ``last_timestamp`` (the message's Kafka timestamp, epoch ms) and ``last_digest`` (a hash of its key
+    and value) fingerprint the message at ``next_offset - 1`` (v4, #21; NULL when unknown): the sink
+    compares them with the broker's message at that offset to tell the same log from a new one.
 ``schema_version`` [version]
     One row per applied migration (``version``, ``applied_at`` epoch ms, ``description``).
 
@@ -184,6 +187,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 f"ALTER TABLE alerts ADD COLUMN {c} DOUBLE"
                 for c in ("spread_bp", "expected_reversion_bp", "round_trip_cost_bp", "hedge", "fee_bps")
             ),
+        ),
+    ),
+    Migration(
+        4,
+        "fingerprint of the last stored message of each consumer offset (#21)",
+        (
+            "ALTER TABLE consumer_offsets ADD COLUMN last_timestamp BIGINT",
+            "ALTER TABLE consumer_offsets ADD COLUMN last_digest VARCHAR",
         ),
     ),
 )
@@ -347,6 +358,11 @@ SAVE_OFFSETS_SQL = (
     'INSERT INTO consumer_offsets (topic, "partition", next_offset, updated_at) VALUES (?, ?, ?, ?) '
     'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset, '
     "updated_at = excluded.updated_at"
+)
+
+#: the fingerprint of the message at ``next_offset - 1`` (NULL: unknown), set right after its offset
+SAVE_FINGERPRINTS_SQL = (
+    'UPDATE consumer_offsets SET last_timestamp = ?, last_digest = ? WHERE topic = ? AND "partition" = ?'
 )
 
 

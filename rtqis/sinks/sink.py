@@ -3,8 +3,15 @@
 Consumes ``candles.1m``, ``candles.5m``, ``analytics.pair``, ``analytics.adf``, ``alerts`` and the tick
 topics (the tick archive). Each message is decoded and validated once (:func:`accept`) and the validated
 models and frames are what is written. Tick rows go through the worker's own row rules
-(:data:`ROW_RULES`): a row the worker dead-letters never reaches DuckDB; it goes to the ``deadletter``
-topic with the reason (the message's good rows are still stored) and is counted.
+(:data:`ROW_RULES`): a row the worker dead-letters never reaches DuckDB (the message's good rows are
+still stored).
+
+Each bad message is dead-lettered ONCE, by the stage that owns its topic. The worker owns the dead
+letters of the tick topics it consumes (``ticks.trade``, and ``ticks.book`` with
+``RTQIS_PAIR_PRICE=mid``): the sink still refuses such messages and rows (never stores them) and counts
+them (:class:`SinkStats` ``refused`` and ``invalid_rows``), but sends no second dead letter. The sink
+dead-letters (stage ``sink``) what only it consumes: the analytics and candle topics, and ``ticks.book``
+when the worker does not read it (:func:`dead_letter_topics`).
 
 Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB transaction together
 with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
@@ -14,25 +21,31 @@ moment neither loses nor duplicates rows: at-least-once delivery plus idempotent
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
 new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
-old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
-dashboard and the CLI (DuckDB allows one writing process per file).
+old one. A new broker whose log already passed the stored offset is told apart by a fingerprint stored
+with each offset (the last stored message's timestamp and a hash of its key and value,
+:func:`fingerprint`): the broker's message at that offset minus one must be the same one, or the
+partition is read again from its earliest offset, with the same warning and counter.
+
+Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the dashboard and
+the CLI (DuckDB allows one writing process per file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rtqis.errors import BrokerError, DecodeError
-from rtqis.kafka.clients import MessageProducer, consumer_config
+from rtqis.kafka.clients import MessageProducer, consumer_config, new_consumer
 from rtqis.kafka.offsets import partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
@@ -52,10 +65,13 @@ from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
 __all__ = [
+    "NO_MESSAGE",
     "ROW_RULES",
     "Accepted",
     "SinkStats",
     "accept",
+    "dead_letter_topics",
+    "fingerprint",
     "open_for_writing",
     "resume_offsets",
     "run_sink",
@@ -76,14 +92,17 @@ def sink_paths(settings: Settings) -> tuple[Path, Path]:
 @dataclass
 class SinkStats:
     """What a :func:`run_sink` run did: ``rows`` written (DuckDB's count), ``dead_lettered`` messages sent
-    to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows) and
-    ``invalid_rows``, the tick rows among them that were dropped. ``offset_resets``: partitions started
+    to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows, on the topics
+    the sink owns the dead letters of: :func:`dead_letter_topics`), ``refused`` such messages on the
+    worker's topics (refused, not stored, dead-lettered by the worker) and ``invalid_rows``, the tick rows
+    among both that were dropped. ``offset_resets``: partitions started
     again from their beginning because the broker's log went back below the stored offset (a new broker
     or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored."""
 
     batches: int = 0
     rows: int = 0
     dead_lettered: int = 0
+    refused: int = 0
     invalid_rows: int = 0
     by_table: dict[str, int] = field(default_factory=dict)
     offset_resets: int = 0
@@ -107,9 +126,15 @@ class Accepted:
     invalid_rows: int = 0
 
 
-def accept(
-    spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None
-) -> Accepted:
+def dead_letter_topics(settings: Settings) -> frozenset[str]:
+    """Names (unqualified) of the sink topics whose bad messages the SINK dead-letters: those the worker
+    does not consume. The worker reads ``ticks.trade`` always and ``ticks.book`` only for mid-price legs
+    (``RTQIS_PAIR_PRICE=mid``), and dead-letters their bad messages itself (see the module docstring)."""
+    worker = {TRADES.name} | ({BOOK.name} if settings.pair_price == "mid" else set())
+    return frozenset(spec.name for spec in SINK_TOPICS if spec.name not in worker)
+
+
+def accept(spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None) -> Accepted:
     """Decode one message of the sink topic ``spec`` and validate it, once, as the worker does.
 
     Models are validated by decoding (pydantic); a message of another schema than the topic's is refused;
@@ -144,6 +169,7 @@ class _Batch:
         self.adf: list[m.AdfResult] = []
         self.alerts: list[m.Alert] = []
         self.offsets: dict[tuple[str, int], int] = {}
+        self.last: dict[tuple[str, int], Message] = {}  # the message at each offset - 1 (its fingerprint)
         self.rows = 0
         self.started = time.monotonic()
 
@@ -175,7 +201,12 @@ class _Batch:
             adf=self.adf,
             alerts=self.alerts,
             offsets=self.offsets,
+            fingerprints=self.fingerprints(),
         )
+
+    def fingerprints(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The :func:`fingerprint` of the message at each of :attr:`offsets` minus one."""
+        return {k: fingerprint(msg) for k, msg in self.last.items()}
 
 
 def open_for_writing(path: Path, stop: threading.Event, wait_s: float = 30.0, *, memory_mb: int | None = None) -> Store:
@@ -213,12 +244,14 @@ def run_sink(
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
+    ours = dead_letter_topics(settings)  # the topics whose bad messages the sink dead-letters
     group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
     stored = store.load_offsets()
+    prints = store.load_fingerprints()
 
     def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
         # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
-        resume_offsets(settings, parts, stored, stats)
+        resume_offsets(settings, parts, stored, stats, fingerprints=prints)
         c.assign(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
@@ -237,18 +270,27 @@ def run_sink(
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 if topic is None or partition is None or offset is None:  # only error events lack them
                     continue
-                got = accept(names[topic], msg.value(), msg.headers(), symbols)
+                spec = names[topic]
+                got = accept(spec, msg.value(), msg.headers(), symbols)
                 if got.reason is not None:
-                    _dead_letter(dlq, msg, got.reason)
-                    stats.dead_lettered += 1
+                    if spec.name in ours:
+                        _dead_letter(dlq, msg, got.reason)
+                        stats.dead_lettered += 1
+                    else:  # the worker dead-letters it: refused here, counted, not sent twice
+                        stats.refused += 1
+                        log.debug(
+                            "refused %s[%s]@%s (the worker dead-letters it): %s", topic, partition, offset, got.reason
+                        )
                     stats.invalid_rows += got.invalid_rows
                 if got.value is not None:
                     batch.add(got.value)
                 batch.offsets[(topic, partition)] = offset + 1
+                batch.last[(topic, partition)] = msg
             due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
             if due:
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
+                prints.update(batch.fingerprints())
                 batch = _Batch()
             if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
                 publish_snapshot(store, snap_path)
@@ -270,6 +312,10 @@ def resume_offsets(
     stored: dict[tuple[str, int], int],
     stats: SinkStats,
     bounds: Callable[[Settings, list[tuple[str, int]]], dict[tuple[str, int], tuple[int, int]]] = partition_bounds,
+    *,
+    fingerprints: dict[tuple[str, int], tuple[int, str]] | None = None,
+    read_prints: Callable[[Settings, Mapping[tuple[str, int], int]], dict[tuple[str, int], tuple[int, str]]]
+    | None = None,
 ) -> None:
     """Set each assigned partition's start to its ``stored`` offset (from DuckDB), checked against the
     broker's log: its earliest offset and true end (``bounds``, :func:`partition_bounds`).
@@ -280,10 +326,15 @@ def resume_offsets(
       idempotent by key); the next batch stores the new offset with its rows, in one transaction.
     - stored below the earliest: retention deleted what was not stored yet; start at the earliest, with a
       warning naming how many messages were lost (``stats.lost_to_retention``).
+    - stored within the log, with a ``fingerprints`` entry (the :func:`fingerprint` of the message stored
+      last, at the stored offset minus one): the broker's message at that offset (``read_prints``,
+      :func:`fingerprints_at`) must have the same fingerprint. Another one means another log (a new
+      broker whose log already passed the stored offset): restart from the earliest offset as above,
+      with the same warning and counter, instead of skipping the new log's beginning silently.
 
-    ``stored`` is updated in place, so a later rebalance starts from the same place. Partitions without
-    a stored offset are left to ``auto.offset.reset``. If the broker does not answer the look-up, the
-    stored offsets are used as they are (the previous behaviour), with a warning.
+    ``stored`` and ``fingerprints`` are updated in place, so a later rebalance starts from the same place.
+    Partitions without a stored offset are left to ``auto.offset.reset``. If the broker does not answer
+    a look-up, the stored offsets are used as they are (the previous behaviour), with a warning.
     """
     known = [(tp.topic, tp.partition) for tp in parts if (tp.topic, tp.partition) in stored]
     try:
@@ -291,6 +342,8 @@ def resume_offsets(
     except BrokerError as e:
         log.warning("could not check the stored offsets against the broker (%s): resuming from them as stored", e)
         found = {}
+    prints = fingerprints if fingerprints is not None else {}
+    differ = _other_logs(settings, found, stored, prints, read_prints or fingerprints_at)
     for tp in parts:
         key = (tp.topic, tp.partition)
         off = stored.get(key)
@@ -298,18 +351,24 @@ def resume_offsets(
             continue
         if key in found:
             low, end = found[key]
-            if off > end:
+            if off > end or key in differ:
+                why = (
+                    f"is beyond the broker's end {end}"
+                    if off > end
+                    else f"is within the broker's log (end {end}) but its message at {off - 1} is not the one stored"
+                )
                 log.warning(
-                    "%s[%d]: the stored offset %d is beyond the broker's end %d (a new broker or a recreated "
-                    "topic): reading this partition again from its beginning (offset %d)",
+                    "%s[%d]: the stored offset %d %s (a new broker or a recreated topic): "
+                    "reading this partition again from its beginning (offset %d)",
                     tp.topic,
                     tp.partition,
                     off,
-                    end,
+                    why,
                     low,
                 )
                 stats.offset_resets += 1
                 off = low
+                prints.pop(key, None)
             elif off < low:
                 log.warning(
                     "%s[%d]: %d messages were lost to retention (stored offset %d, earliest %d): resuming at %d",
@@ -322,8 +381,76 @@ def resume_offsets(
                 )
                 stats.lost_to_retention += low - off
                 off = low
+                prints.pop(key, None)
             stored[key] = off
         tp.offset = off
+
+
+#: what :func:`fingerprints_at` reports where the log has no message at the offset (another log)
+NO_MESSAGE: tuple[int, str] = (-1, "")
+
+
+def fingerprint(msg: Message) -> tuple[int, str]:
+    """(Kafka timestamp ms, hex BLAKE2b-128 of key and value) of a consumed message: what the sink stores
+    with an offset to recognise the message at that offset minus one in the broker's log later."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (msg.key(), msg.value()):
+        h.update(b"\xff" * 8 if part is None else len(part).to_bytes(8, "big"))  # None differs from b""
+        h.update(part or b"")
+    return int(msg.timestamp()[1]), h.hexdigest()
+
+
+def fingerprints_at(
+    settings: Settings, wanted: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(topic, partition): fingerprint}`` of the broker's message at each ``wanted`` offset; where the
+    first message is at a later offset (none at that one), :data:`NO_MESSAGE`; missing: no answer within
+    10 s. Raises :class:`BrokerError` on a broker error."""
+    if not wanted:
+        return {}
+    c = new_consumer(settings, None, **{"fetch.wait.max.ms": 10})
+    out: dict[tuple[str, int], tuple[int, str]] = {}
+    pending = dict(wanted)
+    try:
+        c.assign([TopicPartition(t, p, off) for (t, p), off in wanted.items()])
+        deadline = time.monotonic() + 10.0
+        while pending and time.monotonic() < deadline:
+            for msg in c.consume(100, 0.2):
+                if msg.error() is not None:
+                    continue
+                key = (msg.topic() or "", msg.partition() or 0)
+                if key not in pending:
+                    continue
+                out[key] = fingerprint(msg) if msg.offset() == pending.pop(key) else NO_MESSAGE
+                c.incremental_unassign([TopicPartition(*key)])
+    except KafkaException as e:
+        raise BrokerError(f"reading the stored offsets' messages failed: {e}") from None
+    finally:
+        c.close()
+    return out
+
+
+def _other_logs(
+    settings: Settings,
+    found: Mapping[tuple[str, int], tuple[int, int]],
+    stored: Mapping[tuple[str, int], int],
+    prints: Mapping[tuple[str, int], tuple[int, str]],
+    read_prints: Callable[[Settings, Mapping[tuple[str, int], int]], dict[tuple[str, int], tuple[int, str]]],
+) -> set[tuple[str, int]]:
+    """The partitions whose message at the stored offset minus one is not the one stored (fingerprint).
+    A partition the broker did not answer for in time is not among them (kept as stored, with a warning)."""
+    wanted = {
+        k: stored[k] - 1 for k, (low, end) in found.items() if k in prints and k in stored and low < stored[k] <= end
+    }
+    try:
+        seen = read_prints(settings, wanted)
+    except BrokerError as e:
+        log.warning("could not check the stored offsets' last messages (%s): resuming from the offsets", e)
+        return set()
+    unread = sorted(k for k in wanted if k not in seen)
+    if unread:
+        log.warning("could not read the last stored message of %s: resuming from the stored offsets", unread)
+    return {k for k in wanted if k in seen and seen[k] != prints[k]}
 
 
 def _dead_letter(dlq: MessageProducer, msg: Message, reason: str) -> None:

@@ -37,6 +37,7 @@ from rtqis.sinks.schema import (
     BOOK_TICKERS,
     CANDLES,
     COUNTED,
+    SAVE_FINGERPRINTS_SQL,
     SAVE_OFFSETS_SQL,
     SIGNALS,
     TRADES,
@@ -158,6 +159,7 @@ class Store:
         adf: Sequence[Mapping[str, Any] | m.AdfResult] | None = None,
         alerts: Sequence[Mapping[str, Any] | m.Alert] | None = None,
         offsets: Mapping[tuple[str, int], int] | None = None,
+        fingerprints: Mapping[tuple[str, int], tuple[int, str]] | None = None,
         source: str | None = None,
     ) -> int:
         """Write everything given, and the consumer ``offsets``, in ONE transaction; return rows written.
@@ -167,6 +169,8 @@ class Store:
         it, nothing (no row, no offset) is stored and :class:`StoreError` is raised. ``source`` overrides
         the ``source`` of every candle (default: each candle's own, ``'stream'`` if absent). The count is
         DuckDB's: rows inserted or replaced (a replayed alert or a protected stream candle counts 0).
+        ``fingerprints`` ``{(topic, partition): (timestamp_ms, digest)}`` of the message at each offset
+        minus one go with the offsets (an offset given without one stores NULL: unknown).
         """
         self.require_writable()
         work: list[tuple[Table, pl.DataFrame]] = []
@@ -193,6 +197,7 @@ class Store:
                         written += self._upsert_df(table, df)
                     if offset_params:
                         self._save_offsets_tx(offset_params)
+                        self._save_fingerprints_tx(offset_params, fingerprints or {})
             except duckdb.Error as e:
                 raise StoreError(f"write to {self.path} failed, nothing was written: {e}") from e
         return written
@@ -208,6 +213,15 @@ class Store:
 
     def _save_offsets_tx(self, rows: list[tuple[str, int, int, int]]) -> None:
         self._c.executemany(SAVE_OFFSETS_SQL, rows)
+
+    def _save_fingerprints_tx(
+        self, rows: list[tuple[str, int, int, int]], prints: Mapping[tuple[str, int], tuple[int, str]]
+    ) -> None:
+        params = []
+        for topic, part, _, _ in rows:
+            ts, digest = prints.get((topic, part), (None, None))
+            params.append((ts, digest, topic, part))
+        self._c.executemany(SAVE_FINGERPRINTS_SQL, params)
 
     def upsert_candles(
         self, rows: pl.DataFrame | Sequence[Mapping[str, Any] | m.Candle], *, source: str | None = None
@@ -244,6 +258,16 @@ class Store:
         with self._lock:
             rows = self._c.execute('SELECT topic, "partition", next_offset FROM consumer_offsets').fetchall()
         return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+    def load_fingerprints(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """``{(topic, partition): (timestamp_ms, digest)}`` of the message at each stored offset minus
+        one, where known (see ``consumer_offsets`` in :mod:`rtqis.sinks.schema`)."""
+        with self._lock:
+            rows = self._c.execute(
+                'SELECT topic, "partition", last_timestamp, last_digest FROM consumer_offsets'
+                " WHERE last_timestamp IS NOT NULL AND last_digest IS NOT NULL"
+            ).fetchall()
+        return {(str(t), int(p)): (int(ts), str(d)) for t, p, ts, d in rows}
 
     @contextmanager
     def checkpointed(self) -> Iterator[int]:

@@ -1,0 +1,51 @@
+"""Broker loss (#21): the embedded broker of a running `rtqis up` is SIGKILLed. It is memory only, so `up`
+cannot give the worker its state back: it stops every service, says in one line what was lost and what
+DuckDB keeps (the latest stored trade time), and exits non-zero, leaving no process behind."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtqis.supervisor import BROKER_LOST_EXIT
+from tests.conftest import alive_pids, wait_until
+from tests.test_orphans import _Rtqis, _up_env, _wait_up, runner  # noqa: F401 - runner is a fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.broker]
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+
+
+@linux_only
+def test_up_says_what_was_lost_when_the_broker_dies(tmp_path: Path, runner: _Rtqis) -> None:  # noqa: F811
+    p, log = runner.start("up", "up", **_up_env(tmp_path))
+    _wait_up(p, log, tmp_path)
+    snapshot = tmp_path / "var" / "rtqis-snapshot.duckdb"
+    wait_until(snapshot.exists, 60, "the sink's first snapshot")
+    time.sleep(6)  # a snapshot with stored trades
+    kids = runner.tree(p)
+    broker = next(k for k in kids if "tansu" in " ".join(k.cmdline()))
+    others = [k.pid for k in kids if k.pid != broker.pid]
+    assert len(others) >= 4  # producer, worker, sink, dashboard
+    broker.kill()
+    t0 = time.monotonic()
+    code = p.wait(30)
+    took = time.monotonic() - t0
+    text = log.read_text(errors="replace")
+    assert code == BROKER_LOST_EXIT != 0, text
+    assert took < 15, f"`up` took {took:.1f} s to exit"
+    lines = [line for line in text.splitlines() if line.startswith("the embedded broker died")]
+    assert len(lines) == 1, text
+    line = lines[0]
+    assert "killed by signal 9" in line
+    for what in ("ticks the sink had not stored", "changelogs", "outputs not yet stored", "`rtqis up` again"):
+        assert what in line, line
+    assert "up to trade time 20" in line, line  # the latest stored trade, e.g. 2026-12-06 19:30:01 UTC
+    assert text.rstrip().endswith("stopped")
+    assert "did not stop within" not in text  # every service stopped by itself (none killed)
+    producer_log = (tmp_path / "var" / "logs" / "producer.log").read_text(errors="replace")
+    assert "messages undelivered at shutdown" in producer_log  # the producer's lost ticks are counted
+    wait_until(lambda: not alive_pids(others), 10, f"the children {alive_pids(others)} of `up` to exit")
