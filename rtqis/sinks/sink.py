@@ -21,6 +21,7 @@ dashboard and the CLI (DuckDB allows one writing process per file).
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -54,8 +56,10 @@ from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, 
 __all__ = [
     "ROW_RULES",
     "Accepted",
+    "WRITE_RETRY_S",
     "SinkStats",
     "accept",
+    "free_bytes",
     "open_for_writing",
     "resume_offsets",
     "run_sink",
@@ -65,6 +69,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SINK_TOPICS: tuple[TopicSpec, ...] = (CANDLES_1M, CANDLES_5M, PAIR, ADF, ALERTS, TRADES, BOOK)
+#: seconds between two tries of a write the disk refused
+WRITE_RETRY_S = 2.0
+#: what a write or snapshot refused by the disk raises (DuckDB's IO/Fatal errors come wrapped or bare)
+_DISK_ERRORS = (StoreError, OSError, duckdb.Error)
 
 
 def sink_paths(settings: Settings) -> tuple[Path, Path]:
@@ -205,11 +213,22 @@ def run_sink(
     flush_ms: int = 500,
     flush_rows: int = 10_000,
     snapshot_s: float = 5.0,
+    retry_s: float = WRITE_RETRY_S,
 ) -> SinkStats:
-    """Run until ``stop`` is set; flushes what it holds before returning."""
+    """Run until ``stop`` is set; flushes what it holds before returning.
+
+    A batch is written once it holds ``flush_rows`` rows (checked after every message, so it never holds
+    more than ``flush_rows`` plus one message) or is ``flush_ms`` old. A write the disk refuses (full,
+    read-only, I/O error) holds the batch and stops consuming, see :class:`_Writer`. A data directory that
+    cannot be created or written at start raises :class:`StoreError` (one line from the CLI)."""
     db_path, snap_path = sink_paths(settings)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the data directory {db_path.parent}: {e.strerror or e}") from None
+    writer = _Writer(db_path, open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb), settings, retry_s)
+    store = writer.store
+    assert store is not None
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
@@ -220,11 +239,20 @@ def run_sink(
         # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
         resume_offsets(settings, parts, stored, stats)
         c.assign(parts)
+        if writer.held:  # a rebalance must not start consuming again while a write is held
+            c.pause(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
     batch = _Batch()
+
+    def flush() -> None:
+        nonlocal batch
+        if writer.flush(c, batch, stats):
+            stored.update(batch.offsets)
+            batch = _Batch()
+
     last_snapshot = 0.0
     try:
         while not stop.is_set():
@@ -245,23 +273,160 @@ def run_sink(
                 if got.value is not None:
                     batch.add(got.value)
                 batch.offsets[(topic, partition)] = offset + 1
-            due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
-            if due:
-                _flush(store, c, batch, stats)
-                stored.update(batch.offsets)
-                batch = _Batch()
-            if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
-                publish_snapshot(store, snap_path)
+                if batch.rows >= flush_rows and writer.ready():  # the batch stays bounded by flush_rows
+                    flush()
+            due = batch.offsets and (
+                writer.held or batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms
+            )
+            if due and writer.ready():
+                flush()
+            if snapshot_s and not writer.held and time.monotonic() - last_snapshot >= snapshot_s:
+                writer.snapshot(snap_path)
                 last_snapshot = time.monotonic()
     finally:
-        if batch.offsets:
-            _flush(store, c, batch, stats)
-        publish_snapshot(store, snap_path)
-        store.close()
+        if batch.offsets and not writer.flush(c, batch, stats, last=True):
+            log.error(
+                "%d rows were not stored (%s refuses writes): their offsets were not committed, the next "
+                "start reads them again",
+                batch.rows,
+                db_path,
+            )
+        if not writer.held:
+            writer.snapshot(snap_path)
+        writer.close()
         c.close()
         dlq.flush()
         log.info("sink stopped: %s", stats)
     return stats
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the filesystem of ``path`` (its nearest existing parent); None if unknown."""
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+class _Writer:
+    """The sink's store, and what happens when the disk refuses a write (full, read-only, I/O error).
+
+    The failed batch is held as it is (rows and offsets: nothing is committed to Kafka or DuckDB), the
+    consumer's partitions are paused (memory stays bounded, the group membership stays alive) and ONE
+    error line says what, where and how many bytes are free. The write is tried again every ``retry_s``;
+    when DuckDB invalidated its connection (a failed checkpoint is fatal to it) the store is reopened
+    first. Once a write succeeds, one line says so and consumption resumes where it stopped: nothing
+    is lost or stored twice (the batch's offsets are stored with its rows, as always).
+    """
+
+    def __init__(self, path: Path, store: Store, settings: Settings, retry_s: float) -> None:
+        self.path = path
+        self.store: Store | None = store
+        self.memory_mb = settings.sink_memory_mb
+        self.retry_s = retry_s
+        self.failing_since: float | None = None
+        self.next_try = 0.0
+        self.snapshot_error: str | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while a write is held because the disk refused it."""
+        return self.failing_since is not None
+
+    def ready(self) -> bool:
+        """Whether a write may be tried now (always, unless one is held and its retry is not due)."""
+        return self.failing_since is None or time.monotonic() >= self.next_try
+
+    def flush(self, c: Consumer, batch: _Batch, stats: SinkStats, *, last: bool = False) -> bool:
+        """Write ``batch`` and commit its offsets; False (batch held, consumer paused) if the disk refused."""
+        try:
+            _flush(self._open(), c, batch, stats)
+        except _DISK_ERRORS as e:
+            self._failed(e, c, batch, last)
+            return False
+        if self.failing_since is not None:
+            log.warning(
+                "%s accepts writes again after %.0f s: the held %d rows are stored, consuming again",
+                self.path,
+                time.monotonic() - self.failing_since,
+                batch.rows,
+            )
+            self.failing_since = None
+            if not last:
+                c.resume(c.assignment())
+        return True
+
+    def snapshot(self, snap_path: Path) -> None:
+        """Publish the readers' snapshot; a refused one is logged once (until one succeeds), never fatal."""
+        if self.store is None:
+            return
+        try:
+            publish_snapshot(self.store, snap_path)
+        except _DISK_ERRORS as e:
+            why = _one_line(e)
+            if why != self.snapshot_error:
+                log.warning(
+                    "snapshot %s not published (readers see the previous one): %s; %s bytes free",
+                    snap_path,
+                    why,
+                    free_bytes(snap_path.parent),
+                )
+            self.snapshot_error = why
+            self._check_connection()
+            return
+        if self.snapshot_error is not None:
+            log.info("snapshot %s published again", snap_path)
+            self.snapshot_error = None
+
+    def close(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.close()
+            except duckdb.Error as e:  # closing checkpoints: a full disk refuses it, the WAL keeps the rows
+                log.warning("closing %s: %s (the write-ahead log keeps what was committed)", self.path, _one_line(e))
+            self.store = None
+
+    def _open(self) -> Store:
+        if self.store is None:
+            self.store = Store(self.path, memory_mb=self.memory_mb)
+        return self.store
+
+    def _check_connection(self) -> None:
+        """Drop the store if DuckDB invalidated its connection (it is reopened before the next write)."""
+        if self.store is None:
+            return
+        try:
+            self.store.load_offsets()
+        except _DISK_ERRORS:
+            log.info("reopening %s: DuckDB invalidated its connection", self.path)
+            self.close()
+
+    def _failed(self, e: BaseException, c: Consumer, batch: _Batch, last: bool) -> None:
+        now = time.monotonic()
+        self.next_try = now + self.retry_s
+        self._check_connection()
+        if self.failing_since is not None:
+            log.debug("write to %s refused again: %s", self.path, _one_line(e))
+            return
+        self.failing_since = now
+        log.error(
+            "cannot write %d rows to %s: %s; %s bytes free there: holding them, not consuming and not "
+            "committing offsets, trying again every %.0f s",
+            batch.rows,
+            self.path,
+            _one_line(e),
+            free_bytes(self.path.parent),
+            self.retry_s,
+        )
+        if not last:
+            c.pause(c.assignment())
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def resume_offsets(
