@@ -69,6 +69,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SINK_TOPICS: tuple[TopicSpec, ...] = (CANDLES_1M, CANDLES_5M, PAIR, ADF, ALERTS, TRADES, BOOK)
+#: messages taken from the consumer per call: with frames of up to 500 ticks (~50 KB in JSON) the
+#: messages in hand stay under ~10 MB, on top of librdkafka's bounded queue (rtqis.kafka.clients)
+CONSUME_MAX = 200
 #: seconds between two tries of a write the disk refused
 WRITE_RETRY_S = 2.0
 #: what a write or snapshot refused by the disk raises (DuckDB's IO/Fatal errors come wrapped or bare)
@@ -256,7 +259,9 @@ def run_sink(
     last_snapshot = 0.0
     try:
         while not stop.is_set():
-            for msg in c.consume(1000, 0.05):
+            for msg in c.consume(CONSUME_MAX, 0.05):
+                if stop.is_set():  # what is left of this call is not in the batch: read again on restart
+                    break
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
