@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -22,6 +23,10 @@ from rtqis.kafka.offsets import topic_offsets
 from rtqis.process import die_with_parent
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, TRADES
+from rtqis.ui import panels as pl
+from rtqis.ui import session as ss
+from rtqis.ui import tables as tb
+from rtqis.ui.hub import Batch, LiveHub, SinkLag, _Staging
 from tests.conftest import env_of, make_settings, wait_until
 from tests.test_cli import run_cli
 
@@ -136,3 +141,159 @@ def test_group_lag_uses_true_end_offsets(settings: Settings) -> None:
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if "partition=0 " in x)
     assert "end=10" in line and "committed=3" in line and "lag=7" in line, line
+
+
+# ------------------------------------------------------------------------------------------ the dashboard
+
+
+def _hub_settings(tmp_path: Path) -> Settings:
+    from rtqis.settings import load_settings
+
+    return load_settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1")
+
+
+def _publish_trades(hub: LiveHub, n_batches: int, rows: int = 100) -> None:
+    """``n_batches`` hub batches of ``rows`` BTC trades each, as the hub thread publishes them."""
+
+    for i in range(n_batches):
+        st = _Staging()
+        t = np.arange(i * rows, (i + 1) * rows, dtype=np.int64)
+        st.trades["BTCUSDT"] = [
+            {"t": t, "price": np.ones(rows), "qty": np.ones(rows), "buyer_maker": np.zeros(rows, bool), "trade_id": t}
+        ]
+        st.count = rows
+        hub._publish(st)
+
+
+def test_a_session_that_does_not_drain_keeps_a_bounded_inbox(tmp_path: Path) -> None:
+
+    hub = LiveHub(_hub_settings(tmp_path))
+    inbox = ss.Inbox(maxlen=50)
+    _, unsubscribe = hub.subscribe(inbox.put)
+    _publish_trades(hub, 400)
+    assert len(inbox) == 50 and inbox.dropped == 350  # the oldest dropped, counted
+    got = inbox.take()
+    assert [b.seq for b in got] == list(range(351, 401)) and len(inbox) == 0
+    assert tb.length(hub.snapshot().trades["BTCUSDT"]) == hub.caps["trades"]  # the hub's own buffer is capped
+    unsubscribe()
+    _publish_trades(hub, 10)
+    assert len(inbox) == 0
+
+
+def test_chart_queues_and_loading_views_are_bounded() -> None:
+
+    q = ss.ChartQueues({"book": 900})
+    for i in range(20):
+        t = np.arange(i * 500, (i + 1) * 500)
+        q.queue("book", {"t": t, "bid": t * 1.0}, "t")
+        q.queue("other", {"t": t, "bid": t * 1.0}, "t")
+    assert q.pending["book"]["t"].tolist() == list(range(10_000 - 900, 10_000))  # the newest, as drawn
+    assert tb.length(q.pending["other"]) == ss.QUEUE_ROWS
+    v = ss.ViewLoad(maxlen=5)
+    v.start_loading()
+    for seq in range(1, 13):
+        v.keep(Batch(seq=seq))
+    assert v.pending is not None and [b.seq for b in v.pending] == [8, 9, 10, 11, 12] and v.dropped == 7
+
+
+@pytest.mark.filterwarnings("ignore:Widget.name is deprecated:PendingDeprecationWarning")  # the page as served
+def test_a_stalled_tab_neither_draws_nor_grows_and_reloads_after_drops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtqis.ui.page import Dashboard
+
+    s = _hub_settings(tmp_path)
+    hub = LiveHub(s)
+    d = Dashboard(s, hub)
+    _, unsubscribe = hub.subscribe(d.inbox.put)  # what the page's load does
+    reloads: list[int] = []
+    monkeypatch.setattr(d, "_resync", lambda: reloads.append(1))
+    backlog = [ss.SOCKET_BACKLOG_BYTES + 1]
+    monkeypatch.setattr(ss, "socket_backlog", lambda _doc: backlog[0])
+    d.candles_view.pending = d.signals_view.pending = None  # history loaded
+    _publish_trades(hub, ss.INBOX_BATCHES + 40)
+    for _ in range(5):
+        d._on_turn()  # the browser does not read: nothing taken, nothing drawn
+    assert len(d.inbox) == ss.INBOX_BATCHES and d.dropped == 40 and "trades" not in d.queues
+    assert reloads == []
+    backlog[0] = 0  # it reads again
+    d._on_turn()
+    assert reloads == [1] and len(d.inbox) == 0  # dropped batches: the views are loaded again
+    _publish_trades(hub, 3)
+    d._on_turn()
+    assert reloads == [1] and len(d.inbox) == 0
+    assert tb.length(d.queues.pending["trades"]) == 300
+
+    assert "this tab fell behind: 40 updates dropped" in pl.status_html(hub.stats, 0, dropped=d.dropped)
+    unsubscribe()
+
+
+def test_socket_backlog_reads_tornados_unsent_bytes() -> None:
+    """Bokeh session -> connection -> WSHandler -> IOStream: the bytes a browser has not read yet."""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from tornado.iostream import IOStream
+
+    async def run() -> int:
+        a, b = socket.socketpair()
+        stream = IOStream(a)
+        try:
+            stream.write(b"x" * (8 << 20))  # nobody reads b: most of it stays in Tornado's buffer
+            conn = SimpleNamespace(_socket=SimpleNamespace(ws_connection=SimpleNamespace(stream=stream)))
+            doc = SimpleNamespace(
+                session_context=SimpleNamespace(_session=SimpleNamespace(_subscribed_connections=[conn]))
+            )
+            return ss.socket_backlog(doc)
+        finally:
+            stream.close()
+            b.close()
+
+    assert asyncio.run(run()) > 4 << 20
+    assert ss.socket_backlog(None) == 0 and ss.socket_backlog(SimpleNamespace(session_context=None)) == 0
+
+
+def test_sink_lag_in_messages_and_seconds() -> None:
+
+    lag = SinkLag(keep=3)
+    a, b = ("t", 0), ("t", 1)
+    assert lag.lag(0, {}) == (0, 0.0)
+    lag.sample(1_000, {a: 10, b: 5})
+    lag.sample(6_000, {a: 20, b: 5})
+    lag.sample(11_000, {a: 30, b: 8})
+    assert lag.lag(12_000, {a: 30, b: 8}) == (0, 0.0)
+    assert lag.lag(12_000, {a: 20, b: 5}) == (13, 6.0)  # where the ends were at 6 s
+    assert lag.lag(12_000, {a: 12, b: 5}) == (21, 11.0)
+    lag.sample(16_000, {a: 40, b: 8})  # the 1 s sample is no longer kept
+    assert lag.lag(17_000, {a: 12, b: 5}) == (31, None)
+    assert lag.lag(17_000, {a: 40}) == (8, None)  # a partition never committed counts from 0
+    assert pl.sink_lag_html(None, None) == ""
+    assert "up to date" in pl.sink_lag_html(0, 0.0)
+    ok, late, unknown = pl.sink_lag_html(13, 6.0), pl.sink_lag_html(13, 45.0), pl.sink_lag_html(31, None)
+    assert "13</b> msgs" in ok and "6 s" in ok and pl.BAD not in ok
+    assert pl.BAD in late and pl.BAD in unknown and "over the measured window" in unknown
+
+
+@pytest.mark.broker
+def test_the_dashboard_shows_the_sinks_lag(settings: Settings) -> None:
+    """Ten records in one batch (the embedded broker would answer an end of 1), the sink group committed
+    at 3: the hub reports 7 messages behind, from its own fetches' ends."""
+
+    topic = TRADES.full_name(settings.namespace)
+    p = Producer({**settings.kafka_client_config(), "linger.ms": 200})
+    for i in range(10):
+        p.produce(topic, value=b"x%d" % i, partition=0)
+    assert p.flush(10) == 0
+    c = Consumer(consumer_config(settings, f"rtqis-sink-{settings.namespace}"))
+    hub = LiveHub(settings, batch_ms=100, lag_every_s=0.5).start()
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+        wait_until(lambda: hub.stats.sink_lag == 7, 30, "the hub to report the sink 7 messages behind")
+        assert hub.stats.sink_lag_s is None  # behind since before the hub measured: "over the window"
+        c.commit(offsets=[TopicPartition(topic, 0, 10)], asynchronous=False)
+        wait_until(lambda: hub.stats.sink_lag == 0, 30, "the hub to report the sink up to date")
+        assert hub.stats.sink_lag_s == 0.0
+    finally:
+        hub.stop()
+        c.close()

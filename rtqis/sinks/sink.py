@@ -63,6 +63,7 @@ __all__ = [
     "open_for_writing",
     "resume_offsets",
     "run_sink",
+    "sink_group",
     "sink_paths",
 ]
 
@@ -82,6 +83,11 @@ def sink_paths(settings: Settings) -> tuple[Path, Path]:
     """(live database written by the sink, read-only snapshot for readers)."""
     name = f"rtqis-{settings.namespace}" if settings.namespace else "rtqis"
     return settings.data_dir / f"{name}.duckdb", settings.data_dir / f"{name}-snapshot.duckdb"
+
+
+def sink_group(settings: Settings) -> str:
+    """The sink's consumer group (its committed offsets give its lag: ``rtqis topics offsets --group``)."""
+    return f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
 
 
 @dataclass
@@ -235,7 +241,7 @@ def run_sink(
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
-    group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
+    group = sink_group(settings)
     stored = store.load_offsets()
 
     def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
