@@ -22,7 +22,9 @@ from rtqis.kafka.clients import consumer_config
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.process import die_with_parent
 from rtqis.settings import Settings
+from rtqis.sinks.sink import sink_group
 from rtqis.topics import BOOK, TRADES
+from rtqis.topics.registry import app_id
 from rtqis.ui import panels as pl
 from rtqis.ui import session as ss
 from rtqis.ui import tables as tb
@@ -53,9 +55,7 @@ RSS_GROWTH_BOUND_MB = 80
 
 def _sink_lag(s: Settings) -> tuple[int, int]:
     """(sum of true end offsets, sum of the sink group's lag) over the tick topics."""
-    rows = topic_offsets(
-        s, [TRADES.full_name(s.namespace), BOOK.full_name(s.namespace)], group=f"rtqis-sink-{s.namespace}"
-    )
+    rows = topic_offsets(s, [TRADES.full_name(s.namespace), BOOK.full_name(s.namespace)], group=sink_group(s))
     return sum(r.end for r in rows), sum(r.lag or 0 for r in rows)
 
 
@@ -129,7 +129,7 @@ def test_group_lag_uses_true_end_offsets(settings: Settings) -> None:
     for i in range(10):
         p.produce(topic, value=b"x%d" % i, partition=0)
     assert p.flush(10) == 0
-    group = f"rtqis-worker-{settings.namespace}"  # any group: the worker's, the sink's, a tool's
+    group = app_id(settings.namespace)  # the worker's group (Faust's app id); the sink's is the same case
     c = Consumer(consumer_config(settings, group))
     try:
         c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
@@ -285,7 +285,7 @@ def test_the_dashboard_shows_the_sinks_lag(settings: Settings) -> None:
     for i in range(10):
         p.produce(topic, value=b"x%d" % i, partition=0)
     assert p.flush(10) == 0
-    c = Consumer(consumer_config(settings, f"rtqis-sink-{settings.namespace}"))
+    c = Consumer(consumer_config(settings, sink_group(settings)))
     hub = LiveHub(settings, batch_ms=100, lag_every_s=0.5).start()
     try:
         c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)

@@ -22,7 +22,7 @@ from rtqis.kafka.admin import create_topics
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.settings import Settings
 from rtqis.sinks.history import open_history
-from rtqis.sinks.sink import sink_paths
+from rtqis.sinks.sink import sink_group, sink_paths
 from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import TRADES
@@ -119,7 +119,7 @@ def test_sink_holds_on_a_full_disk_and_resumes_losing_nothing(bootstrap: str, tm
             assert sink.poll() is None
             assert procs.log_of(sink).count("cannot write") == 1
             assert "Traceback" not in procs.log_of(sink)
-            rows = topic_offsets(s, [TRADES.full_name(s.namespace)], group=f"rtqis-sink-{s.namespace}")
+            rows = topic_offsets(s, [TRADES.full_name(s.namespace)], group=sink_group(s))
             assert all(r.committed is None for r in rows), rows  # no offset committed while held
             assert sum(r.lag or 0 for r in rows) > 0
             filler.unlink()
@@ -127,10 +127,7 @@ def test_sink_holds_on_a_full_disk_and_resumes_losing_nothing(bootstrap: str, tm
             assert _stored_trades(s) == N_TRADES
             assert "accepts writes again" in procs.log_of(sink)
             wait_until(
-                lambda: all(
-                    r.lag == 0
-                    for r in topic_offsets(s, [TRADES.full_name(s.namespace)], group=f"rtqis-sink-{s.namespace}")
-                ),
+                lambda: all(r.lag == 0 for r in topic_offsets(s, [TRADES.full_name(s.namespace)], group=sink_group(s))),
                 30,
                 "the sink's lag back to 0",
             )

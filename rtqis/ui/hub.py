@@ -498,7 +498,7 @@ class LiveHub:
         try:
             if self._lag_consumer is None:
                 self._lag_consumer = new_consumer(self.settings, sink_group(self.settings))
-            got = self._lag_consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=2.0)
+            got = self._lag_consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=1.0)
         except (KafkaException, RuntimeError) as e:
             log.debug("sink lag: committed offsets not read: %s", e)
             return
