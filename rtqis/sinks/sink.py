@@ -16,20 +16,25 @@ new memory-only broker, a recreated topic) or below its start (retention) restar
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
 old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
 dashboard and the CLI (DuckDB allows one writing process per file).
+
+Bounded when slow or refused: the consumer's prefetch is bounded (:mod:`rtqis.kafka.clients`), the
+batch holds at most ``flush_rows`` rows plus one message, and a write the disk refuses (full,
+read-only, I/O error) holds the batch, pauses consumption and commits nothing until a retry succeeds
+(:class:`~rtqis.sinks.writer.StoreWriter`): nothing is lost or stored twice. Lag: ``rtqis topics offsets --group`` with
+:func:`sink_group`, and the dashboard's status bar.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -49,17 +54,15 @@ from rtqis.schemas.frames import (
     validate_trade_frame,
 )
 from rtqis.settings import Settings
-from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
+from rtqis.sinks.writer import WRITE_RETRY_S, StoreWriter
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
 __all__ = [
     "ROW_RULES",
     "Accepted",
-    "WRITE_RETRY_S",
     "SinkStats",
     "accept",
-    "free_bytes",
     "open_for_writing",
     "resume_offsets",
     "run_sink",
@@ -73,10 +76,6 @@ SINK_TOPICS: tuple[TopicSpec, ...] = (CANDLES_1M, CANDLES_5M, PAIR, ADF, ALERTS,
 #: messages taken from the consumer per call: with frames of up to 500 ticks (~50 KB in JSON) the
 #: messages in hand stay under ~10 MB, on top of librdkafka's bounded queue (rtqis.kafka.clients)
 CONSUME_MAX = 200
-#: seconds between two tries of a write the disk refused
-WRITE_RETRY_S = 2.0
-#: what a write or snapshot refused by the disk raises (DuckDB's IO/Fatal errors come wrapped or bare)
-_DISK_ERRORS = (StoreError, OSError, duckdb.Error)
 
 
 def sink_paths(settings: Settings) -> tuple[Path, Path]:
@@ -228,16 +227,16 @@ def run_sink(
 
     A batch is written once it holds ``flush_rows`` rows (checked after every message, so it never holds
     more than ``flush_rows`` plus one message) or is ``flush_ms`` old. A write the disk refuses (full,
-    read-only, I/O error) holds the batch and stops consuming, see :class:`_Writer`. A data directory that
-    cannot be created or written at start raises :class:`StoreError` (one line from the CLI)."""
+    read-only, I/O error) holds the batch and stops consuming (:class:`~rtqis.sinks.writer.StoreWriter`).
+    A data directory that cannot be created or written at start raises :class:`StoreError` (one line
+    from the CLI)."""
     db_path, snap_path = sink_paths(settings)
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create the data directory {db_path.parent}: {e.strerror or e}") from None
-    writer = _Writer(db_path, open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb), settings, retry_s)
-    store = writer.store
-    assert store is not None
+    store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
+    writer = StoreWriter(db_path, store, settings.sink_memory_mb, retry_s)
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
@@ -258,7 +257,7 @@ def run_sink(
 
     def flush() -> None:
         nonlocal batch
-        if writer.flush(c, batch, stats):
+        if writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows):
             stored.update(batch.offsets)
             batch = _Batch()
 
@@ -295,7 +294,7 @@ def run_sink(
                 writer.snapshot(snap_path)
                 last_snapshot = time.monotonic()
     finally:
-        if batch.offsets and not writer.flush(c, batch, stats, last=True):
+        if batch.offsets and not writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows, last=True):
             log.error(
                 "%d rows were not stored (%s refuses writes): their offsets were not committed, the next "
                 "start reads them again",
@@ -309,135 +308,6 @@ def run_sink(
         dlq.flush()
         log.info("sink stopped: %s", stats)
     return stats
-
-
-def free_bytes(path: Path) -> int | None:
-    """Free bytes on the filesystem of ``path`` (its nearest existing parent); None if unknown."""
-    for p in (path, *path.parents):
-        if p.exists():
-            try:
-                return shutil.disk_usage(p).free
-            except OSError:
-                return None
-    return None
-
-
-class _Writer:
-    """The sink's store, and what happens when the disk refuses a write (full, read-only, I/O error).
-
-    The failed batch is held as it is (rows and offsets: nothing is committed to Kafka or DuckDB), the
-    consumer's partitions are paused (memory stays bounded, the group membership stays alive) and ONE
-    error line says what, where and how many bytes are free. The write is tried again every ``retry_s``;
-    when DuckDB invalidated its connection (a failed checkpoint is fatal to it) the store is reopened
-    first. Once a write succeeds, one line says so and consumption resumes where it stopped: nothing
-    is lost or stored twice (the batch's offsets are stored with its rows, as always).
-    """
-
-    def __init__(self, path: Path, store: Store, settings: Settings, retry_s: float) -> None:
-        self.path = path
-        self.store: Store | None = store
-        self.memory_mb = settings.sink_memory_mb
-        self.retry_s = retry_s
-        self.failing_since: float | None = None
-        self.next_try = 0.0
-        self.snapshot_error: str | None = None
-
-    @property
-    def held(self) -> bool:
-        """True while a write is held because the disk refused it."""
-        return self.failing_since is not None
-
-    def ready(self) -> bool:
-        """Whether a write may be tried now (always, unless one is held and its retry is not due)."""
-        return self.failing_since is None or time.monotonic() >= self.next_try
-
-    def flush(self, c: Consumer, batch: _Batch, stats: SinkStats, *, last: bool = False) -> bool:
-        """Write ``batch`` and commit its offsets; False (batch held, consumer paused) if the disk refused."""
-        try:
-            _flush(self._open(), c, batch, stats)
-        except _DISK_ERRORS as e:
-            self._failed(e, c, batch, last)
-            return False
-        if self.failing_since is not None:
-            log.warning(
-                "%s accepts writes again after %.0f s: the held %d rows are stored, consuming again",
-                self.path,
-                time.monotonic() - self.failing_since,
-                batch.rows,
-            )
-            self.failing_since = None
-            if not last:
-                c.resume(c.assignment())
-        return True
-
-    def snapshot(self, snap_path: Path) -> None:
-        """Publish the readers' snapshot; a refused one is logged once (until one succeeds), never fatal."""
-        if self.store is None:
-            return
-        try:
-            publish_snapshot(self.store, snap_path)
-        except _DISK_ERRORS as e:
-            why = _one_line(e)
-            if why != self.snapshot_error:
-                log.warning(
-                    "snapshot %s not published (readers see the previous one): %s; %s bytes free",
-                    snap_path,
-                    why,
-                    free_bytes(snap_path.parent),
-                )
-            self.snapshot_error = why
-            self._check_connection()
-            return
-        if self.snapshot_error is not None:
-            log.info("snapshot %s published again", snap_path)
-            self.snapshot_error = None
-
-    def close(self) -> None:
-        if self.store is not None:
-            try:
-                self.store.close()
-            except duckdb.Error as e:  # closing checkpoints: a full disk refuses it, the WAL keeps the rows
-                log.warning("closing %s: %s (the write-ahead log keeps what was committed)", self.path, _one_line(e))
-            self.store = None
-
-    def _open(self) -> Store:
-        if self.store is None:
-            self.store = Store(self.path, memory_mb=self.memory_mb)
-        return self.store
-
-    def _check_connection(self) -> None:
-        """Drop the store if DuckDB invalidated its connection (it is reopened before the next write)."""
-        if self.store is None:
-            return
-        try:
-            self.store.load_offsets()
-        except _DISK_ERRORS:
-            log.info("reopening %s: DuckDB invalidated its connection", self.path)
-            self.close()
-
-    def _failed(self, e: BaseException, c: Consumer, batch: _Batch, last: bool) -> None:
-        now = time.monotonic()
-        self.next_try = now + self.retry_s
-        self._check_connection()
-        if self.failing_since is not None:
-            log.debug("write to %s refused again: %s", self.path, _one_line(e))
-            return
-        self.failing_since = now
-        log.error(
-            "cannot write %d rows to %s: %s; %s bytes free there: holding them, not consuming and not "
-            "committing offsets, trying again every %.0f s",
-            batch.rows,
-            self.path,
-            _one_line(e),
-            free_bytes(self.path.parent),
-            self.retry_s,
-        )
-        if not last:
-            c.pause(c.assignment())
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def resume_offsets(
