@@ -11,11 +11,11 @@ broker), decodes every message once, and every ``batch_ms`` (200 ms) turns what 
   the latest ADF result per pair, and alerts (``live`` once the consumer has caught up with the end
   offsets it saw at start, so old alerts never pop up as new).
 
-The batch updates the hub's own bounded buffers (the live part every new session starts from) and is then
-handed to each subscriber's callback, which schedules it into its session with
-``doc.add_next_tick_callback``. Arrays are shared, never modified after publication; Bokeh models stay
-in their session. Bounded everywhere: buffers keep the last N rows per series; each session keeps what
-it has not taken yet in its own bounded inbox (:class:`rtqis.ui.session.Inbox`).
+The batch updates the hub's own bounded buffers (the live part every new session starts from) and is
+then handed to each subscriber's callback, which keeps it for its session (a session's bounded
+:class:`~rtqis.ui.session.Inbox`, drained by the session's own 100 ms turn). Arrays are shared, never
+modified after publication; Bokeh models stay in their session. Bounded everywhere: buffers keep the
+last N rows per series, and a session that does not take its batches costs at most its inbox.
 
 Every ``lag_every_s`` (5 s) the hub also measures the sink's lag (:class:`SinkLag`): the sink group's
 committed offsets against the end offsets of the sink topics the hub reads (the high watermarks of its
@@ -281,7 +281,7 @@ class LiveHub:
         """Register ``callback`` (called on the hub thread with every batch after the returned snapshot).
 
         Returns the snapshot and a function that unsubscribes. The callback must not block: it should only
-        schedule the batch into its session (``doc.add_next_tick_callback``).
+        keep the batch for its session, in bounded memory (:meth:`rtqis.ui.session.Inbox.put`).
         """
         with self._lock:
             sid = self._next_sub

@@ -7,11 +7,12 @@
 - :mod:`rtqis.ui.actions` runs the ADF on demand, the CSV downloads and the candle upload.
 
 The session's document is captured when the page is built (``pn.state.curdoc``: other threads cannot see
-it); every change from another thread reaches the page through ``doc.add_next_tick_callback``, and the
-changes of one callback go out in one websocket message (``pn.io.hold``). The hub's batches wait in the
-session's bounded :class:`~rtqis.ui.session.Inbox` and the 100 ms turn takes them, unless the browser
-stopped reading its websocket (a stalled tab): then the session neither draws nor drains, its buffers
-stay bounded, and when it reads again after batches were dropped its views are loaded again.
+it); every change from another thread (history reads, ADF runs) reaches the page through
+``doc.add_next_tick_callback``, and the changes of one callback go out in one websocket message
+(``pn.io.hold``). The hub's batches wait in the session's bounded :class:`~rtqis.ui.session.Inbox` and
+the 100 ms turn takes them, unless the browser stopped reading its websocket (a stalled tab): then the
+session neither draws nor drains, its buffers stay bounded, and when it reads again after batches were
+dropped its views are loaded again.
 
 Thresholds on the page decide where the z-score bands are drawn and which alerts pop up as toasts: an
 entry alert toasts when its |z| is at least the page's entry threshold, an exit alert when its |z| is at

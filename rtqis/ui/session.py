@@ -3,7 +3,7 @@
 Life of a session (wired by :class:`rtqis.ui.page.Dashboard`):
 
 1. on load it subscribes to the process's :class:`~rtqis.ui.hub.LiveHub` (a snapshot of its live buffers
-   plus every later batch, scheduled with ``doc.add_next_tick_callback``) and reads history from DuckDB in
+   plus every later batch, kept in its :class:`Inbox` for the next turn) and reads history from DuckDB in
    a thread of :data:`IO_POOL`; batches arriving meanwhile are kept by the view's :class:`ViewLoad`;
 2. the charts are filled with history upserted with the live snapshot and the kept batches by time key
    (:func:`candle_rows`, :func:`signal_rows`: no gap, no duplicate at the seam), then every new batch is
