@@ -30,6 +30,8 @@ from rtqis.settings import Settings
 from rtqis.topics import TopicSpec
 
 __all__ = [
+    "CONSUMER_FETCH_MAX_BYTES",
+    "CONSUMER_QUEUE_KB",
     "PRODUCER_MESSAGE_TIMEOUT_MS",
     "PRODUCER_QUEUE_MAX_KBYTES",
     "PRODUCER_QUEUE_MAX_MESSAGES",
@@ -75,6 +77,14 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+#: KB of prefetched messages a consumer keeps at most (librdkafka's default: 64 MB). 16 MB is ~3 s of a
+#: full-speed replay (about 200k ticks) and an hour of live Binance ticks: the queue never runs dry, and
+#: a stalled consumer's memory stays bounded (measured in tests/test_backpressure.py).
+CONSUMER_QUEUE_KB = 16 * 1024
+#: bytes one fetch may bring (librdkafka's default: 50 MB); two partitions' worth of max.partition.fetch.bytes
+CONSUMER_FETCH_MAX_BYTES = 16 * 2**20
+
+
 def consumer_config(settings: Settings, group: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A consumer config. Without ``group`` the consumer only assigns partitions and never commits."""
     conf: dict[str, Any] = settings.kafka_client_config()
@@ -88,6 +98,11 @@ def consumer_config(settings: Settings, group: str | None = None, **overrides: A
             "fetch.queue.backoff.ms": 10,  # librdkafka's default of 1 s halves throughput past 100k queued
             # the embedded broker holds every fetch for the full wait: take more per fetch
             "max.partition.fetch.bytes": 8 * 2**20,
+            # a consumer that stops reading (a slow sink write, a held batch) must not grow: librdkafka
+            # prefetches up to this many KB per consumer (default 64 MB, on top of what the app holds),
+            # and asks for at most fetch.max.bytes per fetch (default 50 MB). See CONSUMER_QUEUE_KB.
+            "queued.max.messages.kbytes": CONSUMER_QUEUE_KB,
+            "fetch.max.bytes": CONSUMER_FETCH_MAX_BYTES,
             "fetch.error.backoff.ms": 50,
             # the embedded broker holds a group join for about the session timeout (measured: the
             # default 45 s -> 23 s before the first message, 6 s -> 3 s); 6 s is Kafka's own minimum

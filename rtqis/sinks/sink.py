@@ -28,6 +28,12 @@ partition is read again from its earliest offset, with the same warning and coun
 
 Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the dashboard and
 the CLI (DuckDB allows one writing process per file).
+
+Bounded when slow or refused: the consumer's prefetch is bounded (:mod:`rtqis.kafka.clients`), the
+batch holds at most ``flush_rows`` rows plus one message, and a write the disk refuses (full,
+read-only, I/O error) holds the batch, pauses consumption and commits nothing until a retry succeeds
+(:class:`~rtqis.sinks.writer.StoreWriter`): nothing is lost or stored twice. Lag: ``rtqis topics offsets --group`` with
+:func:`sink_group`, and the dashboard's status bar.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +67,8 @@ from rtqis.schemas.frames import (
     validate_trade_frame,
 )
 from rtqis.settings import Settings
-from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
+from rtqis.sinks.writer import WRITE_RETRY_S, StoreWriter
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
 __all__ = [
@@ -75,18 +82,27 @@ __all__ = [
     "open_for_writing",
     "resume_offsets",
     "run_sink",
+    "sink_group",
     "sink_paths",
 ]
 
 log = logging.getLogger(__name__)
 
 SINK_TOPICS: tuple[TopicSpec, ...] = (CANDLES_1M, CANDLES_5M, PAIR, ADF, ALERTS, TRADES, BOOK)
+#: messages taken from the consumer per call: with frames of up to 500 ticks (~50 KB in JSON) the
+#: messages in hand stay under ~10 MB, on top of librdkafka's bounded queue (rtqis.kafka.clients)
+CONSUME_MAX = 200
 
 
 def sink_paths(settings: Settings) -> tuple[Path, Path]:
     """(live database written by the sink, read-only snapshot for readers)."""
     name = f"rtqis-{settings.namespace}" if settings.namespace else "rtqis"
     return settings.data_dir / f"{name}.duckdb", settings.data_dir / f"{name}-snapshot.duckdb"
+
+
+def sink_group(settings: Settings) -> str:
+    """The sink's consumer group (its committed offsets give its lag: ``rtqis topics offsets --group``)."""
+    return f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
 
 
 @dataclass
@@ -236,16 +252,27 @@ def run_sink(
     flush_ms: int = 500,
     flush_rows: int = 10_000,
     snapshot_s: float = 5.0,
+    retry_s: float = WRITE_RETRY_S,
 ) -> SinkStats:
-    """Run until ``stop`` is set; flushes what it holds before returning."""
+    """Run until ``stop`` is set; flushes what it holds before returning.
+
+    A batch is written once it holds ``flush_rows`` rows (checked after every message, so it never holds
+    more than ``flush_rows`` plus one message) or is ``flush_ms`` old. A write the disk refuses (full,
+    read-only, I/O error) holds the batch and stops consuming (:class:`~rtqis.sinks.writer.StoreWriter`).
+    A data directory that cannot be created or written at start raises :class:`StoreError` (one line
+    from the CLI)."""
     db_path, snap_path = sink_paths(settings)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the data directory {db_path.parent}: {e.strerror or e}") from None
     store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
+    writer = StoreWriter(db_path, store, settings.sink_memory_mb, retry_s)
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
     ours = dead_letter_topics(settings)  # the topics whose bad messages the sink dead-letters
-    group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
+    group = sink_group(settings)
     stored = store.load_offsets()
     prints = store.load_fingerprints()
 
@@ -253,15 +280,27 @@ def run_sink(
         # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
         resume_offsets(settings, parts, stored, stats, fingerprints=prints)
         c.assign(parts)
+        if writer.held:  # a rebalance must not start consuming again while a write is held
+            c.pause(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
     batch = _Batch()
+
+    def flush() -> None:
+        nonlocal batch
+        if writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows):
+            stored.update(batch.offsets)
+            prints.update(batch.fingerprints())
+            batch = _Batch()
+
     last_snapshot = 0.0
     try:
         while not stop.is_set():
-            for msg in c.consume(1000, 0.05):
+            for msg in c.consume(CONSUME_MAX, 0.05):
+                if stop.is_set():  # what is left of this call is not in the batch: read again on restart
+                    break
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
@@ -286,20 +325,27 @@ def run_sink(
                     batch.add(got.value)
                 batch.offsets[(topic, partition)] = offset + 1
                 batch.last[(topic, partition)] = msg
-            due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
-            if due:
-                _flush(store, c, batch, stats)
-                stored.update(batch.offsets)
-                prints.update(batch.fingerprints())
-                batch = _Batch()
-            if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
-                publish_snapshot(store, snap_path)
+                if batch.rows >= flush_rows and writer.ready():  # the batch stays bounded by flush_rows
+                    flush()
+            due = batch.offsets and (
+                writer.held or batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms
+            )
+            if due and writer.ready():
+                flush()
+            if snapshot_s and not writer.held and time.monotonic() - last_snapshot >= snapshot_s:
+                writer.snapshot(snap_path)
                 last_snapshot = time.monotonic()
     finally:
-        if batch.offsets:
-            _flush(store, c, batch, stats)
-        publish_snapshot(store, snap_path)
-        store.close()
+        if batch.offsets and not writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows, last=True):
+            log.error(
+                "%d rows were not stored (%s refuses writes): their offsets were not committed, the next "
+                "start reads them again",
+                batch.rows,
+                db_path,
+            )
+        if not writer.held:
+            writer.snapshot(snap_path)
+        writer.close()
         c.close()
         dlq.flush()
         log.info("sink stopped: %s", stats)

@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
+import duckdb
+
 from rtqis.sinks.store import Store, StoreError
 
-__all__ = ["open_snapshot", "publish_snapshot"]
+__all__ = ["MIN_FREE_AFTER_SNAPSHOT", "open_snapshot", "publish_snapshot"]
 
 log = logging.getLogger(__name__)
+
+#: bytes that must stay free on the snapshot's filesystem after the copy (room for the live database)
+MIN_FREE_AFTER_SNAPSHOT = 1 << 20
 
 
 def publish_snapshot(store: Store, dst_path: str | Path) -> Path:
@@ -34,6 +40,11 @@ def publish_snapshot(store: Store, dst_path: str | Path) -> Path:
     ``dst_path`` while holding the write lock (no write can interleave), fsync, open the copy once to
     check it, then ``os.replace`` it over ``dst_path``: readers see the old or the new snapshot, never
     a partial one. Writes wait while the file is copied (about 0.1 s per 50 MB on a local disk).
+
+    A copy that would leave less than :data:`MIN_FREE_AFTER_SNAPSHOT` bytes free is not started (the
+    live database needs that room more than readers need a fresh copy); a full or read-only disk raises
+    :class:`StoreError` in one line and leaves no partial file. On a full disk the checkpoint itself can
+    fail, and DuckDB then invalidates the store's connection: the writer reopens it (see the sink).
     """
     store.require_writable()
     dst = Path(dst_path)
@@ -44,16 +55,34 @@ def publish_snapshot(store: Store, dst_path: str | Path) -> Path:
     t0 = time.perf_counter()
     try:
         with store.checkpointed() as fd:
+            _check_room(fd, dst.parent)
             _copy_fd_to(fd, tmp)
         with Store(tmp, read_only=True):
             pass
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full or read-only disk: one line, the partial copy removed
+            raise StoreError(f"snapshot {dst} not written: {e.strerror or e}") from None
+        if isinstance(e, duckdb.Error):  # the checkpoint failed (on a full disk DuckDB drops the connection)
+            raise StoreError(f"snapshot {dst} not written: checkpoint of {store.path} failed: {e}") from None
         raise
     _fsync_dir(dst.parent)
     log.debug("snapshot %s published in %.3f s", dst, time.perf_counter() - t0)
     return dst
+
+
+def _check_room(src_fd: int, dst_dir: Path) -> None:
+    """Raise :class:`StoreError` if copying the file behind ``src_fd`` into ``dst_dir`` would leave less
+    than :data:`MIN_FREE_AFTER_SNAPSHOT` bytes free (a copy replacing an older snapshot frees that one
+    only after the rename, so the whole size is needed)."""
+    size = os.fstat(src_fd).st_size
+    free = shutil.disk_usage(dst_dir).free
+    if free - size < MIN_FREE_AFTER_SNAPSHOT:
+        raise StoreError(
+            f"snapshot not written: it needs {size} bytes and {free} are free in {dst_dir} "
+            f"(at least {MIN_FREE_AFTER_SNAPSHOT} must stay free for the database)"
+        )
 
 
 def open_snapshot(path: str | Path) -> Store:

@@ -11,10 +11,16 @@ broker), decodes every message once, and every ``batch_ms`` (200 ms) turns what 
   the latest ADF result per pair, and alerts (``live`` once the consumer has caught up with the end
   offsets it saw at start, so old alerts never pop up as new).
 
-The batch updates the hub's own bounded buffers (the live part every new session starts from) and is then
-handed to each subscriber's callback, which schedules it into its session with
-``doc.add_next_tick_callback``. Arrays are shared, never modified after publication; Bokeh models stay
-in their session. Bounded everywhere: buffers keep the last N rows per series.
+The batch updates the hub's own bounded buffers (the live part every new session starts from) and is
+then handed to each subscriber's callback, which keeps it for its session (a session's bounded
+:class:`~rtqis.ui.session.Inbox`, drained by the session's own 100 ms turn). Arrays are shared, never
+modified after publication; Bokeh models stay in their session. Bounded everywhere: buffers keep the
+last N rows per series, and a session that does not take its batches costs at most its inbox.
+
+Every ``lag_every_s`` (5 s) the hub also measures the sink's lag (:class:`SinkLag`): the sink group's
+committed offsets against the end offsets of the sink topics the hub reads (the high watermarks of its
+own fetches, which are right even on the embedded broker, see :mod:`rtqis.kafka.offsets`), in messages
+and in seconds (how long ago the ends were where the sink is now).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.settings import Settings
+from rtqis.sinks.sink import SINK_TOPICS, sink_group
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, DEPTH, PAIR, TRADES, TopicSpec
 from rtqis.ui import tables as tb
 
@@ -53,6 +60,7 @@ __all__ = [
     "HubSnapshot",
     "HubStats",
     "LiveHub",
+    "SinkLag",
     "get_hub",
 ]
 
@@ -122,6 +130,8 @@ class HubStats:
     deadletters: int = 0
     sessions: int = 0
     messages: int = 0
+    sink_lag: int | None = None  # messages the sink has not stored yet (None: unknown)
+    sink_lag_s: float | None = None  # how long ago the broker's end was where the sink is (None: longer)
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,34 @@ class HubSnapshot:
     alerts: tuple[AlertEvent, ...]
 
 
+class SinkLag:
+    """The sink's lag from samples of end offsets: pure, fed by the hub thread.
+
+    :meth:`sample` records the ends seen at a wall time (the last ``keep`` samples); :meth:`lag` gives,
+    for the sink's committed offsets, the messages behind and the seconds behind: now minus the latest
+    sample whose every end the sink has passed (None when no kept sample qualifies: longer than kept)."""
+
+    def __init__(self, keep: int = 720) -> None:
+        self.samples: deque[tuple[int, dict[tuple[str, int], int]]] = deque(maxlen=keep)
+
+    def sample(self, now_ms: int, ends: dict[tuple[str, int], int]) -> None:
+        self.samples.append((now_ms, dict(ends)))
+
+    def lag(self, now_ms: int, committed: dict[tuple[str, int], int]) -> tuple[int, float | None]:
+        """(messages behind, seconds behind) against the newest sample; partitions without a commit count
+        from 0 (the sink has stored nothing of them)."""
+        if not self.samples:
+            return 0, 0.0
+        _, ends = self.samples[-1]
+        behind = sum(max(0, end - committed.get(k, 0)) for k, end in ends.items())
+        if behind == 0:
+            return 0, 0.0
+        for t, old in reversed(self.samples):
+            if all(committed.get(k, 0) >= end for k, end in old.items()):
+                return behind, max(0.0, (now_ms - t) / 1000.0)
+        return behind, None
+
+
 class _Staging:
     """Messages received since the last batch, by series."""
 
@@ -178,6 +216,7 @@ class LiveHub:
         tick_lookback_ms: int = 60_000,
         book_bucket_ms: int = 100,
         caps: dict[str, int] | None = None,
+        lag_every_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.batch_s = batch_ms / 1000.0
@@ -217,6 +256,10 @@ class LiveHub:
         self._ticks = 0
         self._deadletters = 0
         self._last_msg_wall_ms: int | None = None
+        self.lag_every_s = lag_every_s
+        self._sink_lag = SinkLag()
+        self._sink_topics = {spec.full_name(ns) for spec in SINK_TOPICS}
+        self._lag_consumer: Consumer | None = None
 
     # ------------------------------------------------------------------------------ public (any thread)
 
@@ -230,12 +273,15 @@ class LiveHub:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._lag_consumer is not None:
+            self._lag_consumer.close()
+            self._lag_consumer = None
 
     def subscribe(self, callback: Callable[[Batch], None]) -> tuple[HubSnapshot, Callable[[], None]]:
         """Register ``callback`` (called on the hub thread with every batch after the returned snapshot).
 
         Returns the snapshot and a function that unsubscribes. The callback must not block: it should only
-        schedule the batch into its session (``doc.add_next_tick_callback``).
+        keep the batch for its session, in bounded memory (:meth:`rtqis.ui.session.Inbox.put`).
         """
         with self._lock:
             sid = self._next_sub
@@ -342,6 +388,7 @@ class LiveHub:
         staging = _Staging()
         next_batch = time.monotonic() + self.batch_s
         last_probe = time.monotonic()
+        next_lag = time.monotonic() + min(1.0, self.lag_every_s)
         while not self._stop.is_set():
             msgs = c.consume(2000, 0.05)
             now = time.monotonic()
@@ -365,6 +412,9 @@ class LiveHub:
                         self._set(connected=True, state="live" if self._live else "catching up")
                 except KafkaException as e:
                     self._set(connected=False, state=f"broker unreachable ({e})")
+            if self.lag_every_s and now >= next_lag:
+                self._measure_sink_lag(c)
+                next_lag = now + self.lag_every_s
             if now >= next_batch:
                 self._update_rates(now)
                 if staging.count:
@@ -430,6 +480,36 @@ class LiveHub:
                 st.adf[obj.pair] = obj
         elif isinstance(obj, m.Alert):
             st.alerts.append(AlertEvent(obj, live=live))
+
+    def _measure_sink_lag(self, c: Consumer) -> None:
+        """Sample the ends of the sink topics this hub reads (its fetches' high watermarks) and read the
+        sink group's committed offsets (a second consumer with that group id that never joins it)."""
+        parts = [tp for tp in c.assignment() if tp.topic in self._sink_topics]
+        ends: dict[tuple[str, int], int] = {}
+        for tp in parts:
+            try:
+                lo, hi = c.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if hi >= 0:
+                ends[(tp.topic, tp.partition)] = hi
+        if not ends:
+            return
+        try:
+            if self._lag_consumer is None:
+                self._lag_consumer = new_consumer(self.settings, sink_group(self.settings))
+            got = self._lag_consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=1.0)
+        except (KafkaException, RuntimeError) as e:
+            log.debug("sink lag: committed offsets not read: %s", e)
+            return
+        committed = {(tp.topic, tp.partition): tp.offset for tp in got if tp.offset >= 0}
+        now_ms = int(time.time() * 1000)
+        self._sink_lag.sample(now_ms, ends)
+        if not committed:  # no sink has committed in this namespace: say nothing rather than "behind"
+            self._set(sink_lag=None, sink_lag_s=None)
+            return
+        behind, seconds = self._sink_lag.lag(now_ms, committed)
+        self._set(sink_lag=behind, sink_lag_s=seconds)
 
     def _update_rates(self, now: float) -> None:
         self._rate_window.append((now, self._msgs, self._ticks))

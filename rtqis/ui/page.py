@@ -7,8 +7,12 @@
 - :mod:`rtqis.ui.actions` runs the ADF on demand, the CSV downloads and the candle upload.
 
 The session's document is captured when the page is built (``pn.state.curdoc``: other threads cannot see
-it); every change from another thread reaches the page through ``doc.add_next_tick_callback``, and the
-changes of one callback go out in one websocket message (``pn.io.hold``).
+it); every change from another thread (history reads, ADF runs) reaches the page through
+``doc.add_next_tick_callback``, and the changes of one callback go out in one websocket message
+(``pn.io.hold``). The hub's batches wait in the session's bounded :class:`~rtqis.ui.session.Inbox` and
+the 100 ms turn takes them, unless the browser stopped reading its websocket (a stalled tab): then the
+session neither draws nor drains, its buffers stay bounded, and when it reads again after batches were
+dropped its views are loaded again.
 
 Thresholds on the page decide where the z-score bands are drawn and which alerts pop up as toasts: an
 entry alert toasts when its |z| is at least the page's entry threshold, an exit alert when its |z| is at
@@ -74,7 +78,13 @@ class Dashboard:
         self._closed = False
         self.state = ss.PageState(pair=settings.pairs[0])
         self.candles_view, self.signals_view = ss.ViewLoad(), ss.ViewLoad()
-        self.queues = ss.ChartQueues()
+        self.inbox = ss.Inbox()
+        self._dropped_seen = 0  # inbox and view drops already answered by loading the views again
+        self._stalled = False
+        self.queues = ss.ChartQueues(
+            {"candles": ss.CANDLE_ROLLOVER, "book": ss.BOOK_ROLLOVER, "trades": ss.TRADE_ROLLOVER}
+            | dict.fromkeys(ch.SIGNAL_CHARTS, ss.SIGNAL_ROLLOVER)
+        )
         self.turns = ss.Turns()
 
         self.controls = c = build_controls(settings, self.default_entry, self.default_exit)
@@ -115,7 +125,7 @@ class Dashboard:
     # ---------------------------------------------------------------------------------------- life cycle
 
     def _on_load(self) -> None:
-        snap, self._unsubscribe = self.hub.subscribe(self._from_hub)
+        snap, self._unsubscribe = self.hub.subscribe(self.inbox.put)
         sym, iv, pair = self.controls.symbol.value, self.controls.interval.value, self.pair
         end = max(
             _now_ms(), ss.newest(snap.candles.get((sym, iv)), "open_time"), ss.newest(snap.signals.get(pair), "time")
@@ -137,11 +147,10 @@ class Dashboard:
             self._unsubscribe()
             self._unsubscribe = None
 
-    def _from_hub(self, batch: Batch) -> None:
-        """Hub thread: hand the batch to this session's event loop (the only thread-safe way in)."""
-        if self._closed or self.doc is None:
-            return
-        self.doc.add_next_tick_callback(partial(self._on_batch, batch))
+    @property
+    def dropped(self) -> int:
+        """Hub batches this session dropped because it did not take them in time (bounded buffers)."""
+        return self.inbox.dropped + self.candles_view.dropped + self.signals_view.dropped
 
     def _on_history(self, snap: HubSnapshot, key: tuple[str, str], pair: str, fut: Future[data.History]) -> None:
         try:
@@ -220,20 +229,23 @@ class Dashboard:
         if self._closed:
             return
         with pn.io.hold(self.doc):
-            if self.candles_view.pending is not None:
-                self.candles_view.pending.append(batch)
-            else:
-                self._queue_candles(batch)
-            if self.signals_view.pending is not None:
-                self.signals_view.pending.append(batch)
-            else:
-                self._queue_signals(batch)
-            self._queue_ticks(batch)
-            for pair, adf in batch.adf.items():
-                self.state.agent_adf(pair, adf)
-            for ev in batch.alerts:
-                if self.state.alert(ev.alert) and ev.live:
-                    self._toast(ev.alert)
+            self._apply(batch)
+
+    def _apply(self, batch: Batch) -> None:
+        if self.candles_view.pending is not None:
+            self.candles_view.keep(batch)
+        else:
+            self._queue_candles(batch)
+        if self.signals_view.pending is not None:
+            self.signals_view.keep(batch)
+        else:
+            self._queue_signals(batch)
+        self._queue_ticks(batch)
+        for pair, adf in batch.adf.items():
+            self.state.agent_adf(pair, adf)
+        for ev in batch.alerts:
+            if self.state.alert(ev.alert) and ev.live:
+                self._toast(ev.alert)
 
     def _queue_candles(self, batch: Batch) -> None:
         if batch.seq > self.candles_view.seq:
@@ -268,11 +280,27 @@ class Dashboard:
             getattr(self.notifications, t.kind)(html.escape(t.text), duration=8000)
 
     def _on_turn(self) -> None:
-        """Every 100 ms: redraw one chart (or the text panels), all its changes in one websocket message."""
+        """Every 100 ms: take the hub's batches, redraw one chart (or the text panels), all the changes in
+        one websocket message; nothing while the browser is not reading what was sent (a stalled tab)."""
         if self._closed:
             return
+        backlog = ss.socket_backlog(self.doc)
+        if backlog > ss.SOCKET_BACKLOG_BYTES:
+            if not self._stalled:
+                log.info("a browser tab is not reading (%d bytes unsent): not drawing for it meanwhile", backlog)
+                self._stalled = True
+            return
+        self._stalled = False
+        if self.dropped > self._dropped_seen:
+            log.info("a browser tab fell %d batches behind: loading its views again", self.dropped - self._dropped_seen)
+            self._dropped_seen = self.dropped
+            self.inbox.take()  # the reload starts from the hub's snapshot, which includes them
+            self._resync()
+        batches = self.inbox.take()
         todo = self.turns.next(lambda chart: chart in self.queues or (chart == "depth" and self.state.depth_dirty))
         with pn.io.hold(self.doc):
+            for batch in batches:
+                self._apply(batch)
             for what in todo:
                 if what == "text":
                     self._render_text()
@@ -307,7 +335,16 @@ class Dashboard:
             self.render_cards()
 
     def _render_status(self) -> None:
-        self.panes.status.object = pl.status_html(self.hub.stats, _now_ms(), self.state.history_note)
+        self.panes.status.object = pl.status_html(
+            self.hub.stats, _now_ms(), self.state.history_note, dropped=self.dropped
+        )
+
+    def _resync(self) -> None:
+        """Load every view again (history + the hub's snapshot): after dropped batches, the charts had gaps."""
+        self.queues.pending.clear()
+        self._fill_ticks(self.hub.snapshot())
+        self.reload_candles()
+        self._on_pair(None)
 
     def render_cards(self) -> None:
         """The cointegration, signal and alert cards, the alert markers and the warm-up notes, now."""

@@ -28,6 +28,7 @@ __all__ = [
     "LastTrade",
     "ManualAdf",
     "Quote",
+    "SINK_LAG_BAD_S",
     "Toast",
     "Warmup",
     "adf_html",
@@ -36,6 +37,7 @@ __all__ = [
     "coint_html",
     "latest_signal",
     "signal_html",
+    "sink_lag_html",
     "warmup",
     "warmup_text",
     "fmt_px",
@@ -134,9 +136,29 @@ def fmt_time(ms: int, tz: str, with_date: bool = False) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 
-def status_html(st: HubStats, now_ms: int, history_note: str = "") -> str:
+#: the sink's lag (seconds behind the broker's end) shown in the bad colour from this many seconds
+SINK_LAG_BAD_S = 30.0
+
+
+def sink_lag_html(messages: int | None, seconds: float | None) -> str:
+    """The sink's lag, "sink behind N msgs · T s" (the sink group's lag over the topics the dashboard reads), in the bad
+    colour from :data:`SINK_LAG_BAD_S`; empty when unknown (no sink group, or not measured yet).
+    ``seconds`` is how long ago the broker's end was where the sink is now (None: longer than measured)."""
+    if messages is None:
+        return ""
+    if messages == 0:
+        return "<span>sink <b>up to date</b></span>"
+    age = "over the measured window" if seconds is None else f"{seconds:,.0f} s"
+    bad = seconds is None or seconds >= SINK_LAG_BAD_S
+    color = BAD if bad else "inherit"
+    b = f'<b style="color:{color}">'
+    return f"<span>sink behind {b}{messages:,}</b> msgs · {b}{age}</b></span>"
+
+
+def status_html(st: HubStats, now_ms: int, history_note: str = "", *, dropped: int = 0) -> str:
     """The status bar: broker connection and consumer state, rates, age of the last message, dead letters,
-    viewers, and why there is no history (if there is none)."""
+    the sink's lag (:func:`sink_lag_html`), viewers, updates this tab dropped because it did not read
+    them in time (``dropped``: its charts were loaded again), and why there is no history (if there is none)."""
     color = GOOD if st.connected else BAD
     age = "–" if st.last_msg_wall_ms is None else f"{max(0, now_ms - st.last_msg_wall_ms) / 1000:.1f} s"
     dl_color = BAD if st.deadletters else "inherit"
@@ -147,11 +169,15 @@ def status_html(st: HubStats, now_ms: int, history_note: str = "") -> str:
         f"<span><b>{st.msgs_per_s:,.0f}</b> msg/s · <b>{st.ticks_per_s:,.0f}</b> ticks/s</span>",
         f"<span>last message <b>{age}</b> ago</span>",
         f'<span>dead letters <b style="color:{dl_color}">{st.deadletters:,}</b></span>',
+        sink_lag_html(st.sink_lag, st.sink_lag_s),
         f"<span>viewers <b>{st.sessions}</b></span>",
     ]
+    if dropped:
+        note = f"this tab fell behind: {dropped:,} updates dropped, charts reloaded"
+        parts.append(f'<span style="color:{BAD}">{note}</span>')
     if history_note:
         parts.append(f'<span class="rtqis-muted">{html.escape(history_note)}</span>')
-    return f'<div class="rtqis-status" id="rtqis-status">{"".join(parts)}</div>'
+    return f'<div class="rtqis-status" id="rtqis-status">{"".join(p for p in parts if p)}</div>'
 
 
 def board_html(symbols: Sequence[str], quotes: Mapping[str, Quote], trades: Mapping[str, LastTrade], tz: str) -> str:

@@ -3,7 +3,7 @@
 Life of a session (wired by :class:`rtqis.ui.page.Dashboard`):
 
 1. on load it subscribes to the process's :class:`~rtqis.ui.hub.LiveHub` (a snapshot of its live buffers
-   plus every later batch, scheduled with ``doc.add_next_tick_callback``) and reads history from DuckDB in
+   plus every later batch, kept in its :class:`Inbox` for the next turn) and reads history from DuckDB in
    a thread of :data:`IO_POOL`; batches arriving meanwhile are kept by the view's :class:`ViewLoad`;
 2. the charts are filled with history upserted with the live snapshot and the kept batches by time key
    (:func:`candle_rows`, :func:`signal_rows`: no gap, no duplicate at the seam), then every new batch is
@@ -11,13 +11,22 @@ Life of a session (wired by :class:`rtqis.ui.page.Dashboard`):
    ``stream(..., rollover=N)`` for new keys, ``patch`` for keys already drawn (:func:`upsert_tail`);
 3. what the text panels show is kept in :class:`PageState` (rules for which ADF result and alerts count).
 
+Every buffer a session keeps of what Kafka brings is bounded, so a session that does not drain (a
+stalled or throttled browser tab, a history read that hangs) never grows memory: the hub hands batches
+to an :class:`Inbox` (at most :data:`INBOX_BATCHES`, the oldest dropped and counted) that the 100 ms turn
+drains only while the browser reads its websocket (:func:`socket_backlog` under
+:data:`SOCKET_BACKLOG_BYTES`); a view loading its history keeps at most :data:`VIEW_PENDING_BATCHES`;
+the rows waiting for a chart are capped at what the chart keeps (its rollover).
+
 Everything here but :func:`in_thread` and :func:`upsert_tail` is pure and tested without a server.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,12 +43,16 @@ __all__ = [
     "BOOK_ROLLOVER",
     "CANDLE_HISTORY_BARS",
     "CANDLE_ROLLOVER",
+    "INBOX_BATCHES",
     "IO_POOL",
     "ROTATION",
     "SIGNAL_HISTORY_MS",
     "SIGNAL_ROLLOVER",
+    "SOCKET_BACKLOG_BYTES",
     "TRADE_ROLLOVER",
+    "VIEW_PENDING_BATCHES",
     "ChartQueues",
+    "Inbox",
     "PageState",
     "Turns",
     "ViewLoad",
@@ -47,6 +60,7 @@ __all__ = [
     "in_thread",
     "newest",
     "signal_rows",
+    "socket_backlog",
     "upsert_tail",
 ]
 
@@ -59,6 +73,15 @@ SIGNAL_ROLLOVER = 3600  # 1 h of 1 s samples
 BOOK_ROLLOVER = 900  # 90 s of 100 ms quotes
 TRADE_ROLLOVER = 600
 ALERTS_KEPT = 20
+#: hub batches (200 ms each) a session keeps undrained: 60 s, then the oldest are dropped and counted
+INBOX_BATCHES = 300
+#: hub batches a view keeps while its history loads: 60 s (a slower read leaves a counted gap)
+VIEW_PENDING_BATCHES = 300
+#: rows a chart's queue keeps at most when it has no rollover of its own
+QUEUE_ROWS = 10_000
+#: bytes sent to the browser and not read yet above which a session stops drawing and draining (a
+#: stalled tab): what it would send is kept in its bounded buffers instead of Tornado's unbounded one
+SOCKET_BACKLOG_BYTES = 4 << 20
 
 # charts redrawn on odd turns, one per turn, when they have new rows (see Turns)
 ROTATION = ("z", "candles", "hedge", "z", "candles", "spread", "depth", "fair")
@@ -78,15 +101,74 @@ def in_thread(doc: Any, closed: Callable[[], bool], fn: Callable[[], Any], done:
     IO_POOL.submit(fn).add_done_callback(back)
 
 
-class ViewLoad:
-    """Load state of one view: batches kept while its history loads, and the hub batch its data includes."""
+class Inbox:
+    """The batches the hub handed to one session and the session has not taken yet: at most ``maxlen``,
+    the oldest dropped and counted in :attr:`dropped` (a session that stops draining costs a bounded
+    amount of memory). :meth:`put` runs on the hub thread, :meth:`take` on the session's event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, maxlen: int = INBOX_BATCHES) -> None:
+        self._q: deque[Batch] = deque()
+        self._lock = threading.Lock()
+        self.maxlen = maxlen
+        self.dropped = 0
+
+    def put(self, batch: Batch) -> None:
+        """Keep ``batch`` (the hub's subscriber callback: never blocks)."""
+        with self._lock:
+            self._q.append(batch)
+            while len(self._q) > self.maxlen:
+                self._q.popleft()
+                self.dropped += 1
+
+    def take(self) -> list[Batch]:
+        """Every batch kept, oldest first; the inbox is empty after."""
+        with self._lock:
+            out = list(self._q)
+            self._q.clear()
+        return out
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+def socket_backlog(doc: Any) -> int:
+    """Bytes written to this session's websocket(s) that the browser has not read yet; 0 if unknown.
+
+    Tornado buffers what a websocket cannot send without bound, so a stalled tab would grow the server by
+    everything drawn for it. Read from Bokeh's and Tornado's internals (ServerSession's subscribed
+    connections -> WSHandler -> IOStream write buffer), best effort: anything missing counts as 0."""
+    try:
+        session = doc.session_context._session
+        total = 0
+        for conn in session._subscribed_connections:
+            ws = conn._socket.ws_connection
+            if ws is not None and ws.stream is not None:
+                total += len(ws.stream._write_buffer)
+        return total
+    except (AttributeError, TypeError):
+        return 0
+
+
+class ViewLoad:
+    """Load state of one view: batches kept while its history loads (at most ``maxlen``, the oldest
+    dropped and counted), and the hub batch its data includes."""
+
+    def __init__(self, maxlen: int = VIEW_PENDING_BATCHES) -> None:
         self.pending: list[Batch] | None = []  # None once loaded
         self.seq = -1  # batches up to this one are already in the drawn data
+        self.maxlen = maxlen
+        self.dropped = 0
 
     def start_loading(self) -> None:
         self.pending = []
+
+    def keep(self, batch: Batch) -> None:
+        """Keep a batch that arrived while the history loads (call only while :attr:`pending` is a list)."""
+        assert self.pending is not None
+        self.pending.append(batch)
+        if len(self.pending) > self.maxlen:
+            del self.pending[0]
+            self.dropped += 1
 
     def loaded(self, seq: int) -> list[Batch]:
         """Mark the view filled with the hub snapshot ``seq``; returns the kept batches newer than it."""
@@ -95,10 +177,15 @@ class ViewLoad:
 
 
 class ChartQueues:
-    """Rows waiting for their chart's turn, one table per chart, sorted by key with one row per key."""
+    """Rows waiting for their chart's turn, one table per chart, sorted by key with one row per key.
 
-    def __init__(self) -> None:
+    A chart's queue keeps at most ``caps[chart]`` rows (its rollover; :data:`QUEUE_ROWS` for others): the
+    newest. Drawing all of them would leave the chart with the same rows, since the chart keeps only its
+    last rollover rows, so a chart that is not drawn for a while (a stalled tab) costs bounded memory."""
+
+    def __init__(self, caps: Mapping[str, int] | None = None) -> None:
         self.pending: dict[str, tb.Cols] = {}
+        self.caps = dict(caps or {})
 
     def queue(self, chart: str, cols: tb.Cols | None, key: str) -> None:
         if cols is None or not tb.length(cols):
@@ -106,7 +193,10 @@ class ChartQueues:
         # always through upsert: one batch can hold a key twice (at-least-once delivery: a signal sent
         # again after a worker restart, two producers of one pair) or out of order, and the tail plan
         # streams its rows as they are (a duplicate point, a line that runs backwards)
-        self.pending[chart] = tb.upsert(self.pending.get(chart) or {}, cols, key)
+        rows = tb.upsert(self.pending.get(chart) or {}, cols, key)
+        cap = self.caps.get(chart, QUEUE_ROWS)
+        n = tb.length(rows)
+        self.pending[chart] = tb.slice_rows(rows, n - cap) if n > cap else rows
 
     def pop(self, chart: str) -> tb.Cols | None:
         return self.pending.pop(chart, None)
