@@ -526,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rtqis.backtest_report import add_parser as add_backtest_parser  # rtqis backtest (#20)
 
     add_backtest_parser(sub)
+    from rtqis.replay import add_parser as add_replay_parser  # rtqis replay (#23)
+
+    add_replay_parser(sub)
     return p
 
 
