@@ -212,7 +212,8 @@ def _sink_group(namespace: str) -> str:
 
 def _reset_namespace(s: Settings) -> None:
     """Delete what an earlier replay of this namespace left: topics, changelogs, groups, DuckDB files."""
-    from rtqis.kafka.admin import admin_client, delete_topics, list_topics
+    from rtqis.errors import BrokerError
+    from rtqis.kafka.admin import admin_client, list_topics
     from rtqis.sinks.sink import sink_paths
     from rtqis.topics import ALL_TOPICS
     from rtqis.topics.registry import app_id, changelog_topics
@@ -220,13 +221,18 @@ def _reset_namespace(s: Settings) -> None:
     mine = {t.full_name(s.namespace) for t in ALL_TOPICS} | set(changelog_topics(s.namespace))
     there = [t.name for t in list_topics(s) if t.name in mine]
     if there:
-        log.info("namespace %s exists on the broker: deleting its %d topics", s.namespace, len(there))
-        delete_topics(s, there)
-        groups = [app_id(s.namespace), _sink_group(s.namespace)]
-        for g, fut in admin_client(s).delete_consumer_groups(groups, request_timeout=30).items():
+        log.info("namespace %s exists on the broker: deleting its %d topics and groups", s.namespace, len(there))
+        admin = admin_client(s)  # held until every future has answered (its handle must outlive them)
+        for name, fut in admin.delete_topics(there, operation_timeout=30, request_timeout=30).items():
             try:
                 fut.result()
-            except Exception as e:  # a group that never existed is fine (brokers raise several kinds)
+            except Exception as e:  # confluent-kafka raises KafkaException, or others from the broker
+                raise BrokerError(f"cannot reset namespace {s.namespace}: topic {name} not deleted ({e})") from None
+        groups = [app_id(s.namespace), _sink_group(s.namespace)]
+        for g, fut in admin.delete_consumer_groups(groups, request_timeout=30).items():
+            try:
+                fut.result()
+            except Exception as e:  # a group that never existed is fine
                 log.debug("consumer group %s not deleted: %s", g, e)
         deadline = time.monotonic() + 30
         while {t.name for t in list_topics(s)} & mine and time.monotonic() < deadline:
