@@ -121,3 +121,88 @@ def test_a_bad_file_is_one_line_and_a_non_zero_exit(bootstrap: str, tmp_path: Pa
     assert not list(tmp_path.glob("rtqis-*.duckdb"))  # nothing started
     r = run_cli("replay", str(tmp_path / "missing.csv"), env=env_of(s), timeout=60)
     assert_one_line_error(r, "missing.csv")
+
+
+# --- rtqis backtest --namespace ----------------------------------------------------------------------
+
+
+def _replay_db(tmp_path: Path, namespace: str, quotes: bool) -> Path:
+    """A replay's DuckDB by hand: 7 signals of ETHUSDT/BTCUSDT one second apart, long spread from the
+    2nd to the 5th, and (``quotes``) best bid/ask of both legs half a second after each signal."""
+    import duckdb
+
+    db = sink_paths(Settings(data_dir=tmp_path, namespace=namespace))[0]
+    t0 = 1_723_161_600_000
+    pos = [0, 1, 1, 1, 0, 0, 0]
+    y = [3000.0, 3000.0, 3003.0, 3006.0, 3009.0, 3009.0, 3009.0]
+    rows = [
+        m.PairSignal(
+            time=t0 + 1000 * i,
+            pair="ETHUSDT/BTCUSDT",
+            x=60_000.0,
+            y=y[i],
+            zscore=-2.5 + i,
+            hedge=0.05,
+            n_obs=100 + i,
+            position=pos[i],
+        )  # fmt: skip
+        for i in range(7)
+    ]
+    with Store(db) as st:
+        st.upsert_signals(rows)
+    if quotes:
+        con = duckdb.connect(str(db))
+        for i in range(7):
+            for sym, mid, half in (("BTCUSDT", 60_000.0, 1.0), ("ETHUSDT", y[i], 0.5)):
+                con.execute(
+                    "INSERT INTO book_tickers VALUES (?, ?, ?, 1.0, ?, 1.0, ?, ?)",
+                    [sym, i, mid - half, mid + half, t0 + 1000 * i + 500, t0 + 1000 * i + 500],
+                )
+        con.close()
+    return db
+
+
+@pytest.mark.parametrize("quotes", [True, False], ids=["replayed-quotes", "no-quotes"])
+def test_backtest_of_a_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quotes: bool,
+                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from rtqis.backtest_report import run_replay_backtest
+    from rtqis.cli import main
+
+    db = _replay_db(tmp_path, "bt", quotes)
+    res, metrics, summary, _ = run_replay_backtest(db, fee_bps=0.0)
+    assert metrics["round_trips"] == 1 and metrics["crossed_spread"] is quotes
+    # long spread from row 1 (y 3000) to row 4 (y 3009), x flat. With quotes each leg fills at its first
+    # quote after the signal (0.5 s later, mid = that row's y): 9 at mid, and buying y at the ask and
+    # selling at the bid costs 2 x 0.5 on y alone; without, at the next row's x/y (as --signals): 3003 -> 3009
+    assert res.gross_pnl == pytest.approx(9.0 if quotes else 6.0)
+    if quotes:
+        assert metrics["spread_cost"] >= 1.0 - 1e-9
+    else:
+        assert metrics["spread_cost"] == 0
+    assert res.net_pnl == pytest.approx(res.gross_pnl - metrics["spread_cost"])
+    # 6 s of signals: totals only
+    assert all(metrics[k] is None for k in ("sharpe_gross", "sharpe_net", "sortino_gross", "sortino_net"))
+    assert metrics["span_days"] < 30 and "totals only" in summary
+    assert ("no best bid/ask" in summary) is not quotes
+    # the command: same numbers in the JSON
+    monkeypatch.setenv("RTQIS_DATA_DIR", str(tmp_path))
+    out, html = tmp_path / "m.json", tmp_path / "r.html"
+    assert main(["backtest", "--namespace", "bt", "--fee-bps", "0", "--json", str(out), "--html", str(html)]) == 0
+    assert json.loads(out.read_text()) == json.loads(json.dumps(metrics))
+    assert "round trips 1" in capsys.readouterr().out and html.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_backtest_of_a_replay_refuses_what_it_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from rtqis.cli import main
+
+    monkeypatch.setenv("RTQIS_DATA_DIR", str(tmp_path))
+    _replay_db(tmp_path, "bt", quotes=False)
+    assert main(["backtest", "--namespace", "none"]) != 0
+    assert main(["backtest", "--namespace", "bt", "--pair", "BTCUSDT/ETHUSDT"]) != 0
+    assert main(["backtest", "--namespace", "bt", "--z-enter", "1"]) != 0  # --z-enter goes with --rule
+    err = capsys.readouterr().err
+    assert "rtqis-none.duckdb: no such file" in err and "no signals of pair 'BTCUSDT/ETHUSDT'" in err
+    assert "--z-enter and --z-exit go with --rule" in err
+    assert main(["backtest", "--namespace", "bt", "--rule", "bands", "--z-enter", "1", "--z-exit", "0.2"]) == 0
+    assert "bands rule at +-1 / 0.2" in capsys.readouterr().out
