@@ -49,7 +49,9 @@ __all__ = [
     "load_replay",
     "load_signals",
     "run_backtest",
+    "parse_sweep",
     "run_replay_backtest",
+    "run_sweep",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,6 +355,14 @@ def add_parser(sub: Any) -> None:
     )
     c.add_argument("--z-enter", type=float, metavar="Z", help="with --rule: entry |z| (default 2)")
     c.add_argument("--z-exit", type=float, metavar="Z", help="with --rule bands: exit |z| (default 0.5)")
+    c.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="NAME=START:STOP:STEP",
+        help="with --namespace: a grid of z_enter and/or z_exit (STOP included) with the bands rule (or --rule), "
+        "e.g. z_enter=1.5:3:0.25 z_exit=0:1:0.25; a table, --json and an --html heat map of net PnL, the best "
+        "marked in-sample",
+    )
     c.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     c.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
     c.set_defaults(func=cmd_backtest)
@@ -384,11 +394,17 @@ def cmd_backtest(settings: Any, a: argparse.Namespace) -> int:
     for flag, out in (("--json", a.json), ("--html", a.html)):
         if out and not Path(out).resolve().parent.is_dir():
             raise SignalsFileError(f"{flag} {out}: its folder does not exist")
+    if a.sweep and a.namespace is None:
+        raise SignalsFileError("--sweep goes with --namespace")
+    if a.sweep and (a.z_enter is not None or a.z_exit is not None):
+        raise SignalsFileError("--sweep sets z_enter/z_exit itself: leave out --z-enter and --z-exit")
     params = _params(a)
     if a.namespace is not None:
         from rtqis.sinks.sink import sink_paths
 
         db = sink_paths(settings.model_copy(update={"namespace": a.namespace}))[0]
+        if a.sweep:
+            return _cmd_sweep(db, fee, a)
         z: npt.NDArray[Any] | None
         res, metrics, summary, z = run_replay_backtest(db, fee, params, pair=a.pair, rule=a.rule is not None)
         title = f"Backtest of replay {a.namespace}"
@@ -406,4 +422,124 @@ def cmd_backtest(settings: Any, a: argparse.Namespace) -> int:
         Path(a.json).write_text(json.dumps(metrics, indent=2) + "\n")
     if a.html:
         Path(a.html).write_text(html_report(res, title, z, metrics), encoding="utf-8")
+    return 0
+
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+_SWEEPABLE = ("z_enter", "z_exit")
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """``["z_enter=1.5:3:0.25", ...]`` -> ``{"z_enter": [1.5, 1.75, ..., 3.0], ...}`` (STOP included)."""
+    out: dict[str, list[float]] = {}
+    for spec in specs:
+        name, _, rng = spec.partition("=")
+        if name not in _SWEEPABLE:
+            raise SignalsFileError(f"--sweep {spec}: sweep one of {', '.join(_SWEEPABLE)} (NAME=START:STOP:STEP)")
+        try:
+            start, stop, step = (float(x) for x in rng.split(":"))
+        except ValueError:
+            raise SignalsFileError(f"--sweep {spec}: write NAME=START:STOP:STEP, e.g. z_enter=1.5:3:0.25") from None
+        if not (all(map(math.isfinite, (start, stop, step))) and step > 0 and stop >= start >= 0):
+            raise SignalsFileError(f"--sweep {spec}: need 0 <= START <= STOP and STEP > 0")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if n > 200:
+            raise SignalsFileError(f"--sweep {spec}: {n} values; at most 200")
+        out[name] = [round(start + i * step, 10) for i in range(n)]
+    return out
+
+
+def run_sweep(
+    db_path: Path, fee_bps: float, grid: dict[str, list[float]], *, rule: str = "bands", pair: str | None = None
+) -> dict[str, Any]:
+    """Every (z_enter, z_exit) of ``grid`` (missing names at the default) replayed on one replay's
+    signals (read once, no new replay): rows of metrics, and the in-sample best by net PnL."""
+    from dataclasses import replace
+
+    from rtqis.analytics.pair_model import PairParams
+
+    _check_fee(fee_bps)
+    base = PairParams()
+    pair, cols, fills = load_replay(db_path, pair)
+    rows = []
+    for ze in grid.get("z_enter", [base.z_enter]):
+        for zx in grid.get("z_exit", [base.z_exit]):
+            if rule == "bands" and not zx < ze:
+                continue  # no band: exit at or beyond entry
+            params = replace(base, alert_rule=rule, z_enter=ze, z_exit=zx)
+            res, _ = _run(cols, pair, fee_bps, params, rule=True, fills=fills)
+            m = res.metrics()
+            rows.append(
+                {"z_enter": ze, "z_exit": zx}
+                | {k: m[k] for k in ("round_trips", "gross_pnl", "net_pnl", "net_bp_per_trip", "hit_rate")}
+            )
+    if not rows:
+        raise SignalsFileError("--sweep: no grid point with z_exit < z_enter")
+    best = max(rows, key=lambda r: r["net_pnl"])
+    return {
+        "pair": pair,
+        "rule": rule,
+        "fee_bps": fee_bps,
+        "crossed_spread": fills is not None,
+        "grid": rows,
+        "best": best | {"in_sample": True},
+        "note": "the best point is chosen on the same data it is scored on (in-sample): expect less out of sample",
+    }
+
+
+def _sweep_html(sweep: dict[str, Any], title: str) -> str:
+    """A self-contained heat map of net PnL over z_enter x z_exit (Bokeh, resources inline) and the table."""
+    from bokeh.embed import file_html
+    from bokeh.layouts import column
+    from bokeh.models import ColumnDataSource, FactorRange, LinearColorMapper
+    from bokeh.models.widgets import DataTable, Div, TableColumn
+    from bokeh.palettes import RdYlGn11
+    from bokeh.plotting import figure
+    from bokeh.resources import INLINE
+
+    rows = sweep["grid"]
+    data = {k: [r[k] for r in rows] for k in rows[0]}
+    src = ColumnDataSource({"ze": [str(v) for v in data["z_enter"]], "zx": [str(v) for v in data["z_exit"]], **data})
+    lo, hi = min(data["net_pnl"]), max(data["net_pnl"])
+    cmap = LinearColorMapper(palette=tuple(reversed(RdYlGn11)), low=lo, high=hi if hi > lo else lo + 1)
+    f = figure(
+        height=360,
+        width=640,
+        title="net PnL (quote currency) by z_enter x z_exit",
+        x_range=FactorRange(factors=sorted({str(v) for v in data["z_enter"]}, key=float)),
+        y_range=FactorRange(factors=sorted({str(v) for v in data["z_exit"]}, key=float)),
+        x_axis_label="z_enter",
+        y_axis_label="z_exit",
+        tooltips=[("z_enter", "@z_enter"), ("z_exit", "@z_exit"), ("net", "@net_pnl"), ("trips", "@round_trips")],
+    )
+    f.rect("ze", "zx", 1, 1, source=src, fill_color={"field": "net_pnl", "transform": cmap}, line_color=None)
+    b = sweep["best"]
+    f.scatter(
+        [str(b["z_enter"])], [str(b["z_exit"])], marker="x", size=16, color="black", legend_label="in-sample best"
+    )
+    cols = [TableColumn(field=k, title=k) for k in rows[0]]
+    head = (
+        f"<h2>{title}</h2><p>{sweep['pair']}, {sweep['rule']} rule, {sweep['fee_bps']:g} bp/leg/side; best "
+        f"z_enter {b['z_enter']:g} / z_exit {b['z_exit']:g}: net {b['net_pnl']:.2f} <b>(in-sample)</b></p>"
+    )
+    table = DataTable(source=ColumnDataSource(data), columns=cols, height=300, width=900)
+    return file_html(column(Div(text=head), f, table), INLINE, title)
+
+
+def _cmd_sweep(db: Path, fee: float, a: argparse.Namespace) -> int:
+    sweep = run_sweep(db, fee, parse_sweep(a.sweep), rule=a.rule or "bands", pair=a.pair)
+    keys = list(sweep["grid"][0])
+    lines = [f"{sweep['pair']}: {len(sweep['grid'])} grid points, {sweep['rule']} rule, {fee:g} bp/leg/side"]
+    lines.append("  ".join(f"{k:>15}" for k in keys))
+    for r in sweep["grid"]:
+        best = (r["z_enter"], r["z_exit"]) == (sweep["best"]["z_enter"], sweep["best"]["z_exit"])
+        mark = "  <- in-sample best" if best else ""
+        lines.append("  ".join(f"{'n/a' if r[k] is None else format(r[k], 'g'):>15}" for k in keys) + mark)
+    lines.append(sweep["note"])
+    sys.stdout.write("\n".join(lines) + "\n")
+    if a.json:
+        Path(a.json).write_text(json.dumps(sweep, indent=2) + "\n")
+    if a.html:
+        Path(a.html).write_text(_sweep_html(sweep, f"Sweep of replay {a.namespace}"), encoding="utf-8")
     return 0

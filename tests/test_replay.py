@@ -27,7 +27,8 @@ from tests.test_cli import assert_one_line_error, run_cli
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
 FILES = [str(next((BINANCE_DATA / "trades").glob(f"{s}-spot-trades-*.csv"))) for s in ("BTCUSDT", "ETHUSDT")]
-#: many small frames: the worker takes long enough to be killed part-way (the digest does not depend on it)
+#: many small frames: the worker takes long enough to be killed part-way (the outputs do not depend on
+#: how the ticks are framed, so the digest is the baseline's, which used the default frames)
 SMALL_FRAMES = {"frame_max_ticks": 20}
 
 
@@ -40,7 +41,7 @@ def baseline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """One uninterrupted replay next to a live system: the live (namespace '') topics hold messages and
     the live DuckDB file exists before it; what they looked like before and after is recorded."""
     tmp = tmp_path_factory.mktemp("replay")
-    live = make_settings(bootstrap, tmp, namespace="", **SMALL_FRAMES)
+    live = make_settings(bootstrap, tmp, namespace="")
     create_topics(live)
     p = MessageProducer(live)
     sig = m.Alert(time=1, pair="ETHUSDT/BTCUSDT", kind="exit", zscore=0.1, threshold=0.5, spread=0.0, beta=1.0,
@@ -95,7 +96,8 @@ def test_same_input_twice_gives_the_same_digest(baseline: dict[str, Any]) -> Non
 
 def test_a_sigkilled_worker_gives_the_same_digest(baseline: dict[str, Any]) -> None:
     first: ReplayResult = baseline["result"]
-    res = run_replay(baseline["settings"], FILES, namespace="killed", kill_worker_after=1)
+    s = baseline["settings"].model_copy(update=SMALL_FRAMES)
+    res = run_replay(s, FILES, namespace="killed", kill_worker_after=1)
     assert res.worker_restarts == 1  # the worker was killed part-way, not after the end
     assert res.counts == first.counts
     assert res.digest == first.digest
@@ -206,3 +208,36 @@ def test_backtest_of_a_replay_refuses_what_it_cannot_run(tmp_path: Path, monkeyp
     assert "--z-enter and --z-exit go with --rule" in err
     assert main(["backtest", "--namespace", "bt", "--rule", "bands", "--z-enter", "1", "--z-exit", "0.2"]) == 0
     assert "bands rule at +-1 / 0.2" in capsys.readouterr().out
+
+
+def test_sweep_of_a_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from rtqis.backtest_report import parse_sweep
+    from rtqis.cli import main
+
+    assert parse_sweep(["z_enter=1.5:3:0.25"])["z_enter"] == [1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]
+    monkeypatch.setenv("RTQIS_DATA_DIR", str(tmp_path))
+    _replay_db(tmp_path, "bt", quotes=True)
+    out, html = tmp_path / "sweep.json", tmp_path / "sweep.html"
+    argv = ["backtest", "--namespace", "bt", "--sweep", "z_enter=1:2:0.5", "z_exit=0:1:0.5", "--json", str(out)]
+    assert main([*argv, "--html", str(html)]) == 0
+    d = json.loads(out.read_text())
+    # bands: only z_exit < z_enter (1/0, 1/0.5, 1.5/0, 1.5/0.5, 1.5/1, 2/0, 2/0.5, 2/1)
+    assert [(r["z_enter"], r["z_exit"]) for r in d["grid"]] == [
+        (1.0, 0.0), (1.0, 0.5), (1.5, 0.0), (1.5, 0.5), (1.5, 1.0), (2.0, 0.0), (2.0, 0.5), (2.0, 1.0)
+    ]  # fmt: skip
+    assert d["best"]["in_sample"] is True and d["best"]["net_pnl"] == max(r["net_pnl"] for r in d["grid"])
+    assert d["crossed_spread"] is True and all(r["round_trips"] >= 1 for r in d["grid"])  # z runs -2.5 .. 3.5
+    assert "in-sample best" in capsys.readouterr().out and "in-sample" in html.read_text()
+    assert main(["backtest", "--namespace", "bt", "--sweep", "z_enter=3:1:0.5"]) != 0
+    assert main(["backtest", "--signals", str(out), "--sweep", "z_enter=1:2:0.5"]) != 0
+    err = capsys.readouterr().err
+    assert "need 0 <= START <= STOP" in err and "--sweep goes with --namespace" in err
+
+
+def test_bench_input_files_are_binance_trade_files(tmp_path: Path) -> None:
+    from rtqis.bench.replay import write_trade_files
+    from rtqis.producers.files import inspect_file
+
+    paths = write_trade_files(tmp_path, 5_000)
+    assert [inspect_file(p).symbol for p in paths] == ["BTCUSDT", "ETHUSDT"]
+    assert sum(len(p.read_text().splitlines()) for p in paths) >= 5_000
