@@ -75,6 +75,8 @@ _STOP_TIMEOUT_S = 30.0
 #: no progress of the worker nor of the sink for this long fails the replay (s)
 _STALL_S = 300.0
 _POLL_S = 0.25
+#: the line a Faust worker logs once it has joined its group and recovered its tables
+_WORKER_READY = b"Worker]: Ready"
 
 #: (table, SQL filter, columns left out) of the digest, in digest order. Left out: ``candles.updated_at``
 #: (the sink's wall clock) and the still-open bars (``closed = false``): the worker publishes an open bar
@@ -103,6 +105,7 @@ class ReplayResult:
     counts: dict[str, int]
     digest: str
     worker_restarts: int = 0
+    worker_ready_s: float | None = None
     inputs: list[str] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)
     pairs: list[str] = field(default_factory=list)
@@ -118,6 +121,11 @@ class ReplayResult:
             **self.counts,
             "seconds": round(self.seconds, 3),
             "ticks_per_s": round(self.ticks / self.seconds, 1) if self.seconds > 0 else None,
+            # the worker's start-up (imports, group join, table recovery) is in ``seconds``; without it:
+            "worker_ready_s": None if self.worker_ready_s is None else round(self.worker_ready_s, 3),
+            "ticks_per_s_after_start": round(self.ticks / (self.seconds - self.worker_ready_s), 1)
+            if self.worker_ready_s is not None and self.seconds > self.worker_ready_s
+            else None,
             "worker_restarts": self.worker_restarts,
             "digest": self.digest,
         }
@@ -309,6 +317,13 @@ def _child(s: Settings, name: str, *args: str) -> ChildProcess:
     )
 
 
+def _logged(child: ChildProcess, marker: bytes) -> bool:
+    try:
+        return child.log_path is not None and marker in child.log_path.read_bytes()
+    except OSError:
+        return False
+
+
 def _check_alive(kids: list[ChildProcess]) -> None:
     for k in kids:
         code = k.poll()
@@ -402,8 +417,11 @@ def run_replay(
         bar = _Progress(progress)
         worker_group = app_id(ns)
         last_change, last_seen = time.monotonic(), (-1, -1)
+        ready_s: float | None = None
         while True:
             time.sleep(_POLL_S)
+            if ready_s is None and _logged(kids[0], _WORKER_READY):
+                ready_s = time.monotonic() - t0
             if failure:
                 raise failure[0]
             _check_alive(kids)
@@ -455,6 +473,7 @@ def run_replay(
         counts=summary_counts(db),
         digest=digest(db),
         worker_restarts=restarts,
+        worker_ready_s=ready_s,
         inputs=[str(p) for p in paths],
         symbols=list(s.symbols),
         pairs=list(s.pairs),
