@@ -312,8 +312,10 @@ def _child(s: Settings, name: str, *args: str) -> ChildProcess:
     from rtqis.process import ChildProcess, rtqis_argv, settings_env
 
     path = s.log_dir / f"replay-{s.namespace}-{name}.log"
+    # at least info: the worker's "Ready" line times its start-up (the log is a file, not the terminal)
+    level = s.log_level if s.log_level == "debug" else "info"
     return ChildProcess(name, rtqis_argv(*args), path, stop_timeout_s=_STOP_TIMEOUT_S).start(
-        settings_env(s), append=False
+        settings_env(s.model_copy(update={"log_level": level})), append=False
     )
 
 
