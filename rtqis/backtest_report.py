@@ -183,7 +183,8 @@ def load_replay(
 ) -> tuple[str, dict[str, npt.NDArray[Any]], list[npt.NDArray[np.float64]] | None]:
     """A replay's PairSignals of ``pair`` (default: its only pair) from its DuckDB as numpy columns
     sorted by time, and the fill quotes (x_bid, x_ask, y_bid, y_ask) per row: each leg's first replayed
-    best bid/ask strictly after the row's time (None when the replay holds no quotes of both legs)."""
+    best bid/ask strictly after the row's time (its event time, else its receive time: bookTicker
+    archives carry no event time); None when the replay holds no quotes of both legs."""
     import duckdb
     import numpy as np
 
@@ -206,9 +207,10 @@ def load_replay(
         y_sym, x_sym = pair.split("/")
         quotes = []
         for sym in (x_sym, y_sym):
+            # a quote's time: Binance's event time, else (bookTicker archives carry none) when it was received
             q = con.execute(
-                "SELECT event_time, bid_price, ask_price FROM book_tickers WHERE symbol = ? AND event_time IS NOT NULL"
-                " ORDER BY event_time, update_id",
+                "SELECT coalesce(event_time, recv_time) AS event_time, bid_price, ask_price FROM book_tickers"
+                " WHERE symbol = ? ORDER BY 1, update_id",
                 [sym],
             ).fetchnumpy()
             quotes.append(q)

@@ -63,13 +63,11 @@ __all__ = [
     "cmd_replay",
     "run_replay",
     "summary_counts",
+    "worker_inputs",
 ]
 
 log = logging.getLogger(__name__)
 
-#: the worker's input topics (registry names): its committed offsets reach their true ends when every
-#: tick is processed
-WORKER_INPUTS = ("ticks.trade", "ticks.book", "pairs.legs")
 #: a child gets this long to stop cleanly after SIGTERM (a worker flushes, the sink writes its batch) (s)
 _STOP_TIMEOUT_S = 30.0
 #: no progress of the worker nor of the sink for this long fails the replay (s)
@@ -258,6 +256,18 @@ def _offsets(s: Settings, names: tuple[str, ...], group: str) -> list[PartitionO
     return topic_offsets(s, [topic_name(n, s.namespace) for n in names], group=group)
 
 
+def worker_inputs(s: Settings) -> tuple[str, ...]:
+    """The topics the worker consumes (registry names) in settings ``s``: its committed offsets reach
+    their true ends when every tick is processed. Trades always; best bid/ask only for mid-price pairs
+    (else nobody reads them but the sink); pair legs only when the pairs are not computed in the tick
+    agent."""
+    return (
+        ("ticks.trade",)
+        + (("ticks.book",) if s.pair_price == "mid" else ())
+        + (() if s.pairs_colocated else ("pairs.legs",))
+    )
+
+
 def _lag(rows: list[PartitionOffsets]) -> int:
     return sum(r.lag or 0 for r in rows)
 
@@ -428,7 +438,7 @@ def run_replay(
                 raise failure[0]
             _check_alive(kids)
             done_feeding = not feeder.is_alive()
-            w = _offsets(s, WORKER_INPUTS, worker_group)
+            w = _offsets(s, worker_inputs(s), worker_group)
             done_msgs, total_msgs = sum(r.committed or 0 for r in w), sum(r.end for r in w)
             if bar.due():
                 at = _event_time_at(s, [r for r in w if r.topic.endswith(".ticks.trade")])

@@ -163,9 +163,10 @@ def _replay_db(tmp_path: Path, namespace: str, quotes: bool) -> Path:
         con = duckdb.connect(str(db))
         for i in range(7):
             for sym, mid, half in (("BTCUSDT", 60_000.0, 1.0), ("ETHUSDT", y[i], 0.5)):
+                at = t0 + 1000 * i + 500  # ETHUSDT as a bookTicker archive stores it: no event time
                 con.execute(
                     "INSERT INTO book_tickers VALUES (?, ?, ?, 1.0, ?, 1.0, ?, ?)",
-                    [sym, i, mid - half, mid + half, t0 + 1000 * i + 500, t0 + 1000 * i + 500],
+                    [sym, i, mid - half, mid + half, at if sym == "BTCUSDT" else None, at],
                 )
         con.close()
     return db
@@ -248,3 +249,14 @@ def test_bench_input_files_are_binance_trade_files(tmp_path: Path) -> None:
     paths = write_trade_files(tmp_path, 5_000)
     assert [inspect_file(p).symbol for p in paths] == ["BTCUSDT", "ETHUSDT"]
     assert sum(len(p.read_text().splitlines()) for p in paths) >= 5_000
+
+
+def test_the_end_is_watched_on_the_topics_the_worker_reads() -> None:
+    """ticks.book is read by the worker only for mid-price pairs, pairs.legs only when the pairs are not
+    computed in the tick agent: a topic nobody in the worker reads would never reach its end."""
+    from rtqis.replay import worker_inputs
+
+    s = Settings()
+    assert worker_inputs(s) == ("ticks.trade",)
+    assert worker_inputs(s.model_copy(update={"pair_price": "mid"})) == ("ticks.trade", "ticks.book")
+    assert worker_inputs(s.model_copy(update={"colocate_pairs": False})) == ("ticks.trade", "pairs.legs")
