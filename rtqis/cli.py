@@ -473,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes (worker by tick shape and recovery fix), soak (worker, sink and broker RSS under the "
         "steady feed for --soak-seconds; e.g. --only soak) and signals (what the pair signals are worth: the "
         "issue #20 evaluation on the seeded synthetic market whose true spread is known, figure against "
-        "target, no broker, a few minutes; --only signals).",
+        "target, no broker, a few minutes; --only signals) and replay (`rtqis replay` of --ticks synthetic trades "
+        "written as Binance trade files, with the raw consumer ceiling in the same run; --only replay).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
@@ -526,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rtqis.backtest_report import add_parser as add_backtest_parser  # rtqis backtest (#20)
 
     add_backtest_parser(sub)
+    from rtqis.replay import add_parser as add_replay_parser  # rtqis replay (#23)
+
+    add_replay_parser(sub)
     return p
 
 

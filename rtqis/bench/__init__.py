@@ -11,6 +11,8 @@ Sections (each runs on the embedded broker, or the configured one, in its own na
 - shapes (opt-in): Faust worker throughput with one tick per message vs frames of 50/500/5000 ticks,
   with and without the exact-recovery fix (:mod:`rtqis.bench.shapes`);
 - soak (opt-in): worker, sink and broker RSS under the steady feed (:mod:`rtqis.bench.soak`);
+- replay (opt-in): ``rtqis replay`` of --ticks synthetic trades written as Binance trade files, median
+  of --runs, with the raw consumer ceiling in the same run (:mod:`rtqis.bench.replay`);
 - signals (opt-in, no broker): the issue #20 evaluation of the pair signals on the seeded synthetic
   market, figure against target (:mod:`rtqis.bench.signals`, :mod:`rtqis.evaluation`), a few minutes.
 
@@ -29,7 +31,7 @@ __all__ = ["ALL_SECTIONS", "BROKER_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECT
 #: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
 DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
 #: sections run only when named in ``--only``
-OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay")
 ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
 #: the sections that need a broker (`rtqis bench --only signals` starts none)
-BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak")
+BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak", "replay")

@@ -46,7 +46,7 @@ def run_bench(
     say: Say = print,
 ) -> dict[str, Any]:
     """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, latency,
-    soak, signals); return the results and write them to ``json_path`` when given. The embedded broker
+    soak, signals, replay); return the results and write them to ``json_path`` when given. The embedded broker
     is started only for sections that need one."""
     tmp = settings.data_dir / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -129,6 +129,11 @@ def run_bench(
             )
         if "signals" in sections:
             res["signals"] = bench_signals(signals_seeds, signals_hours, say)
+        if "replay" in sections:
+            from rtqis.bench.replay import bench_replay
+
+            res["replay"] = bench_replay(settings, ticks, runs, tmp, say)
+            res["replay_ticks_per_s"] = res["replay"]["ticks_per_s"]
     finally:
         if broker is not None:
             broker.stop()

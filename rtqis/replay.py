@@ -1,0 +1,566 @@
+"""``rtqis replay``: recorded ticks through the unchanged worker and sink, isolated, to a provable end.
+
+A replay publishes the ticks of Binance data files (every format ``rtqis produce file`` reads) into the
+topics of its own namespace (``replay.NAME.*``), runs the real ``rtqis worker`` and ``rtqis sink`` as
+child processes (:class:`~rtqis.process.ChildProcess`: they die with the replay, stop cleanly) under
+that namespace, and ends by itself once
+
+1. every input tick is processed: the worker's committed offsets equal the true end offsets
+   (:mod:`rtqis.kafka.offsets`) of every input partition (trades, book tickers, pair legs); the worker
+   commits only after its outputs and changelogs are flushed, so its outputs are then all on the broker;
+2. every output is durable: the sink's committed offsets equal the true ends of every output topic (it
+   commits to Kafka only after the DuckDB transaction that stores the rows together with their
+   offsets), and, once the sink has stopped, the offsets stored in the replay's DuckDB equal them too.
+
+Isolation: the namespace has its own topics, consumer groups, Faust tables and DuckDB file
+(``DATA_DIR/rtqis-NAME.duckdb``); nothing live is read or written. A replay starts from a clean slate:
+a namespace that already exists on the broker is reset first (its topics, changelogs and consumer
+groups deleted, its DuckDB files removed), so the same command gives the same result twice. With no
+broker configured a fresh embedded one (memory only) is started on a free port for the replay and
+stopped after it: the replay's outputs then live on in its DuckDB file only.
+
+Default namespace: ``r`` + the first 10 hex digits of the SHA-256 of the inputs' file names and sizes
+(in the order given) and the sorted symbols, so the same inputs map to the same name (and replace its
+previous replay) and different inputs never collide.
+
+The digest (:func:`digest`) is a SHA-256 over the replay's outputs read back from its DuckDB in a
+canonical order and encoding, so two runs compare by one string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from rtqis.errors import RtqisError
+from rtqis.settings import Settings
+
+if TYPE_CHECKING:
+    from rtqis.kafka.offsets import PartitionOffsets
+    from rtqis.process import ChildProcess
+
+# Kafka, DuckDB, polars and the sink's schema are imported where used: every `rtqis` command builds
+# this subcommand's parser and should not pay for them.
+
+__all__ = [
+    "DIGEST_TABLES",
+    "ReplayError",
+    "ReplayResult",
+    "default_namespace",
+    "digest",
+    "add_parser",
+    "cmd_replay",
+    "run_replay",
+    "summary_counts",
+    "worker_inputs",
+]
+
+log = logging.getLogger(__name__)
+
+#: a child gets this long to stop cleanly after SIGTERM (a worker flushes, the sink writes its batch) (s)
+_STOP_TIMEOUT_S = 30.0
+#: no progress of the worker nor of the sink for this long fails the replay (s)
+_STALL_S = 300.0
+_POLL_S = 0.25
+#: the line a Faust worker logs once it has joined its group and recovered its tables
+_WORKER_READY = b"Worker]: Ready"
+
+#: (table, SQL filter, columns left out) of the digest, in digest order. Left out: ``candles.updated_at``
+#: (the sink's wall clock) and the still-open bars (``closed = false``): the worker publishes an open bar
+#: at most every ``live_candle_ms`` of wall-clock time, so which version of it is stored last depends on
+#: timing; every closed bar, signal, alert and ADF result depends on the input alone.
+DIGEST_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("candles", "closed", ("updated_at",)),
+    ("signals", "TRUE", ()),
+    ("alerts", "TRUE", ()),
+    ("adf_results", "TRUE", ()),
+)
+
+
+class ReplayError(RtqisError):
+    """A replay that cannot run or did not finish (one readable line)."""
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did; :meth:`summary` is the JSON summary (``rtqis replay --json``)."""
+
+    namespace: str
+    database: Path
+    ticks: int
+    seconds: float
+    counts: dict[str, int]
+    digest: str
+    worker_restarts: int = 0
+    worker_ready_s: float | None = None
+    inputs: list[str] = field(default_factory=list)
+    symbols: list[str] = field(default_factory=list)
+    pairs: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "database": str(self.database),
+            "inputs": self.inputs,
+            "symbols": self.symbols,
+            "pairs": self.pairs,
+            "ticks": self.ticks,
+            **self.counts,
+            "seconds": round(self.seconds, 3),
+            "ticks_per_s": round(self.ticks / self.seconds, 1) if self.seconds > 0 else None,
+            # the worker's start-up (imports, group join, table recovery) is in ``seconds``; without it:
+            "worker_ready_s": None if self.worker_ready_s is None else round(self.worker_ready_s, 3),
+            "ticks_per_s_after_start": round(self.ticks / (self.seconds - self.worker_ready_s), 1)
+            if self.worker_ready_s is not None and self.seconds > self.worker_ready_s
+            else None,
+            "worker_restarts": self.worker_restarts,
+            "digest": self.digest,
+        }
+
+
+def default_namespace(paths: list[str], symbols: list[str]) -> str:
+    """``r`` + 10 hex digits of the SHA-256 of the inputs' names and sizes (in order) and the symbols."""
+    h = hashlib.sha256()
+    for p in paths:
+        path = Path(p)
+        h.update(f"{path.name}\0{path.stat().st_size if path.is_file() else -1}\0".encode())
+    h.update(",".join(sorted(symbols)).encode())
+    return "r" + h.hexdigest()[:10]
+
+
+# --- digest ----------------------------------------------------------------------------------------
+
+
+def _encode_value(v: Any) -> bytes:
+    """One value, canonically: N (null), T/F, i<decimal>, f<IEEE-754 big-endian hex> (every NaN as one
+    pattern), s<utf-8 length>:<utf-8>, l<count>:<items>; each followed by ``;``."""
+    if v is None:
+        return b"N;"
+    if isinstance(v, bool):
+        return b"T;" if v else b"F;"
+    if isinstance(v, int):
+        return b"i%d;" % v
+    if isinstance(v, float):
+        return b"f" + (b"7ff8000000000000" if v != v else struct.pack(">d", v).hex().encode()) + b";"
+    if isinstance(v, str):
+        b = v.encode()
+        return b"s%d:" % len(b) + b + b";"
+    if isinstance(v, list | tuple):
+        return b"l%d:" % len(v) + b"".join(_encode_value(x) for x in v) + b";"
+    raise TypeError(f"no canonical encoding for {type(v).__name__}")
+
+
+def digest(db_path: Path) -> str:
+    """SHA-256 (hex) of the replay's outputs in ``db_path``: for each table of :data:`DIGEST_TABLES` in
+    that order, its name and column names, then its rows ordered by its primary key, every value
+    encoded by :func:`_encode_value` (floats as their exact IEEE-754 bits), columns in the schema's
+    order. Independent of the namespace, the broker, the wall clock and the run's timing."""
+    import duckdb
+
+    from rtqis.sinks.schema import TABLES
+
+    by_name = {t.name: t for t in TABLES}
+    h = hashlib.sha256(b"rtqis-replay-digest-v1\n")
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        for name, where, skip in DIGEST_TABLES:
+            table = by_name[name]
+            cols = [c for c in table.columns if c not in skip]
+            h.update(f"table {table.name} ({','.join(cols)})\n".encode())
+            sel = ", ".join(f'"{c}"' for c in cols)
+            order = ", ".join(f'"{c}"' for c in table.key)
+            cur = con.execute(f'SELECT {sel} FROM "{table.name}" WHERE {where} ORDER BY {order}')  # noqa: S608  # module constants
+            while rows := cur.fetchmany(10_000):
+                h.update(b"".join(b"".join(_encode_value(v) for v in r) + b"\n" for r in rows))
+    finally:
+        con.close()
+    return h.hexdigest()
+
+
+def summary_counts(db_path: Path) -> dict[str, int]:
+    """Rows of the replay's outputs: ``candles`` (closed bars), ``signals``, ``alerts``, ``adf``."""
+    import duckdb
+
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+
+        def one(sql: str) -> int:
+            row = con.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+        return {
+            "candles": one("SELECT count(*) FROM candles WHERE closed"),
+            "signals": one("SELECT count(*) FROM signals"),
+            "alerts": one("SELECT count(*) FROM alerts"),
+            "adf": one("SELECT count(*) FROM adf_results"),
+        }
+    finally:
+        con.close()
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _sink_group(namespace: str) -> str:
+    return f"rtqis-sink-{namespace}"
+
+
+def _reset_namespace(s: Settings) -> None:
+    """Delete what an earlier replay of this namespace left: topics, changelogs, groups, DuckDB files."""
+    from rtqis.errors import BrokerError
+    from rtqis.kafka.admin import admin_client, list_topics
+    from rtqis.sinks.sink import sink_paths
+    from rtqis.topics import ALL_TOPICS
+    from rtqis.topics.registry import app_id, changelog_topics
+
+    mine = {t.full_name(s.namespace) for t in ALL_TOPICS} | set(changelog_topics(s.namespace))
+    there = [t.name for t in list_topics(s) if t.name in mine]
+    if there:
+        log.info("namespace %s exists on the broker: deleting its %d topics and groups", s.namespace, len(there))
+        admin = admin_client(s)  # held until every future has answered (its handle must outlive them)
+        for name, fut in admin.delete_topics(there, operation_timeout=30, request_timeout=30).items():
+            try:
+                fut.result()
+            except Exception as e:  # confluent-kafka raises KafkaException, or others from the broker
+                raise BrokerError(f"cannot reset namespace {s.namespace}: topic {name} not deleted ({e})") from None
+        groups = [app_id(s.namespace), _sink_group(s.namespace)]
+        for g, fut in admin.delete_consumer_groups(groups, request_timeout=30).items():
+            try:
+                fut.result()
+            except Exception as e:  # a group that never existed is fine
+                log.debug("consumer group %s not deleted: %s", g, e)
+        deadline = time.monotonic() + 30
+        while {t.name for t in list_topics(s)} & mine and time.monotonic() < deadline:
+            time.sleep(0.2)
+    db, snap = sink_paths(s)
+    for f in (db, snap, db.with_name(db.name + ".wal"), snap.with_name(snap.name + ".wal")):
+        f.unlink(missing_ok=True)
+
+
+def _offsets(s: Settings, names: tuple[str, ...], group: str) -> list[PartitionOffsets]:
+    """True ends and ``group``'s committed offsets of the namespace's topics ``names``."""
+    from rtqis.kafka.offsets import topic_offsets
+    from rtqis.topics.registry import topic_name
+
+    return topic_offsets(s, [topic_name(n, s.namespace) for n in names], group=group)
+
+
+def worker_inputs(s: Settings) -> tuple[str, ...]:
+    """The topics the worker consumes (registry names) in settings ``s``: its committed offsets reach
+    their true ends when every tick is processed. Trades always; best bid/ask only for mid-price pairs
+    (else nobody reads them but the sink); pair legs only when the pairs are not computed in the tick
+    agent."""
+    return (
+        ("ticks.trade",)
+        + (("ticks.book",) if s.pair_price == "mid" else ())
+        + (() if s.pairs_colocated else ("pairs.legs",))
+    )
+
+
+def _lag(rows: list[PartitionOffsets]) -> int:
+    return sum(r.lag or 0 for r in rows)
+
+
+class _Progress:
+    """The progress line on a terminal: ticks published, share processed, event-time position, rate."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out, self.t0, self.last = out, time.monotonic(), 0.0
+
+    def due(self) -> bool:
+        return self.out is not None and time.monotonic() - self.last >= 1.0
+
+    def show(self, published: int, done_frac: float, event_ms: int | None) -> None:
+        if self.out is None:
+            return
+        now = self.last = time.monotonic()
+        at = datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if event_ms else "-"
+        rate = published / max(now - self.t0, 1e-9)
+        self.out.write(
+            f"\r{published:,} ticks published, {100 * done_frac:5.1f}% processed, at {at} UTC, {rate:,.0f} ticks/s "
+        )
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.out is not None:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _event_time_at(s: Settings, rows: list[PartitionOffsets]) -> int | None:
+    """The event time (record timestamp, ms) of the last trade frame the worker committed, if any."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from rtqis.kafka.clients import consumer_config
+
+    tps = [TopicPartition(r.topic, r.partition, r.committed - 1) for r in rows if r.committed]
+    if not tps:
+        return None
+    probe: dict[str, Any] = {"fetch.wait.max.ms": 10}
+    c = Consumer(consumer_config(s, **probe))
+    try:
+        c.assign(tps[:1])
+        msg = c.poll(1.0)
+        return None if msg is None or msg.error() else int(msg.timestamp()[1])
+    finally:
+        c.close()
+
+
+def _child(s: Settings, name: str, *args: str) -> ChildProcess:
+    """``rtqis ARGS...`` in the replay's settings, its log in ``LOG_DIR/replay-NAME-<name>.log``."""
+    from rtqis.process import ChildProcess, rtqis_argv, settings_env
+
+    path = s.log_dir / f"replay-{s.namespace}-{name}.log"
+    # at least info: the worker's "Ready" line times its start-up (the log is a file, not the terminal)
+    level = s.log_level if s.log_level == "debug" else "info"
+    return ChildProcess(name, rtqis_argv(*args), path, stop_timeout_s=_STOP_TIMEOUT_S).start(
+        settings_env(s.model_copy(update={"log_level": level})), append=False
+    )
+
+
+def _logged(child: ChildProcess, marker: bytes) -> bool:
+    try:
+        return child.log_path is not None and marker in child.log_path.read_bytes()
+    except OSError:
+        return False
+
+
+def _check_alive(kids: list[ChildProcess]) -> None:
+    for k in kids:
+        code = k.poll()
+        if code is not None:
+            raise ReplayError(f"the replay's {k.name} exited with code {code}: see {k.log_path}")
+
+
+def replay_settings(settings: Settings, paths: list[str], namespace: str | None, symbols: list[str] | None) -> Settings:
+    """The replay's settings: its namespace (default :func:`default_namespace`), its symbols (default:
+    the configured ones) and the configured pairs of those symbols, its own worker web port."""
+    from rtqis.process import free_port
+
+    syms = [x.strip().upper() for x in symbols if x.strip()] if symbols else list(settings.symbols)
+    pairs = [p for p in settings.pairs if all(leg in syms for leg in p.split("/"))]
+    ns = namespace or default_namespace(paths, syms)
+    values = settings.model_dump() | {"namespace": ns, "symbols": syms, "pairs": pairs, "worker_web_port": free_port()}
+    try:
+        return Settings.model_validate(values)
+    except ValueError as e:
+        raise ReplayError(f"replay settings: {str(e).splitlines()[-1].strip()}") from None
+
+
+def run_replay(
+    settings: Settings,
+    paths: list[str],
+    *,
+    namespace: str | None = None,
+    symbols: list[str] | None = None,
+    speed: float | None = None,
+    progress: TextIO | None = None,
+    kill_worker_after: int | None = None,
+    on_ready: Callable[[Settings], None] | None = None,
+) -> ReplayResult:
+    """Replay ``paths`` (Binance data files) in ``namespace`` (default: :func:`default_namespace`) and
+    return its result once every output is durable in the replay's DuckDB.
+
+    ``symbols``: only these (default: the configured ones); the pairs are the configured pairs of those
+    symbols. ``speed``: None = as fast as possible, 1 = real time. ``progress``: a stream for the
+    progress line (a terminal). ``kill_worker_after`` (a test seam): SIGKILL the worker once it has
+    committed at least this many input messages but not all, and start a new one, once. ``on_ready``
+    is called with the replay's settings (broker included) before the first tick is published.
+    """
+    from rtqis.kafka.admin import create_topics
+    from rtqis.kafka.embedded import EmbeddedBroker
+    from rtqis.process import free_port
+    from rtqis.producers.feed import FeedStats, run_files
+    from rtqis.producers.files import inspect_file
+    from rtqis.sinks.sink import SINK_TOPICS, sink_paths
+    from rtqis.topics.registry import app_id
+
+    if not paths:
+        raise ReplayError("nothing to replay: give at least one FILE")
+    for p in paths:
+        inspect_file(p)  # a bad file fails before anything starts (SourceFormatError, one line)
+    s = replay_settings(settings, paths, namespace, symbols)
+    if not s.namespace:
+        raise ReplayError("a replay needs a namespace (the live topics are never replayed into)")
+    ns, sink_topics = s.namespace, tuple(t.name for t in SINK_TOPICS)
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    kids: list[ChildProcess] = []
+    restarts = 0
+    stop = threading.Event()
+    feeder: threading.Thread | None = None
+    try:
+        if s.embedded:  # a fresh memory-only broker of its own, on a free port
+            broker = EmbeddedBroker(s.broker_host, free_port(), s.broker_bin, s.log_dir / f"replay-{ns}-broker.log")
+            broker.start()
+            s = s.model_copy(update={"bootstrap_servers": broker.bootstrap})
+        _reset_namespace(s)
+        create_topics(s)
+        if on_ready is not None:
+            on_ready(s)
+        kids = [_child(s, "worker", "worker"), _child(s, "sink", "sink")]
+        fed: list[FeedStats] = []
+        failure: list[BaseException] = []
+        live = {"ticks": 0}
+
+        def on_feed(st: FeedStats, _done: int, _total: int) -> None:
+            live["ticks"] = st.trades + st.books
+
+        def publish() -> None:
+            try:
+                fed.append(run_files(s, paths, speed=speed, symbols=set(s.symbols), stop=stop, on_progress=on_feed))
+            except BaseException as e:  # re-raised in the main thread  # noqa: BLE001
+                failure.append(e)
+
+        t0 = time.monotonic()
+        feeder = threading.Thread(target=publish, name="replay-feed", daemon=True)
+        feeder.start()
+        bar = _Progress(progress)
+        worker_group = app_id(ns)
+        last_change, last_seen = time.monotonic(), (-1, -1)
+        ready_s: float | None = None
+        while True:
+            time.sleep(_POLL_S)
+            if ready_s is None and _logged(kids[0], _WORKER_READY):
+                ready_s = time.monotonic() - t0
+            if failure:
+                raise failure[0]
+            _check_alive(kids)
+            done_feeding = not feeder.is_alive()
+            w = _offsets(s, worker_inputs(s), worker_group)
+            done_msgs, total_msgs = sum(r.committed or 0 for r in w), sum(r.end for r in w)
+            if bar.due():
+                at = _event_time_at(s, [r for r in w if r.topic.endswith(".ticks.trade")])
+                bar.show(live["ticks"], done_msgs / max(total_msgs, 1), at)
+            if kill_worker_after is not None and restarts == 0 and kill_worker_after <= done_msgs < total_msgs:
+                log.warning("test seam: SIGKILL to the replay's worker (pid %s) at %d messages", kids[0].pid, done_msgs)
+                os.killpg(kids[0].pid or 0, signal.SIGKILL)
+                kids[0].wait(10)
+                kids[0] = _child(s, "worker2", "worker")
+                restarts += 1
+                continue
+            o = _offsets(s, sink_topics, _sink_group(ns))
+            seen = (done_msgs, sum(r.committed or 0 for r in o))
+            if seen != last_seen:
+                last_seen, last_change = seen, time.monotonic()
+            elif time.monotonic() - last_change > _STALL_S:
+                raise ReplayError(f"no progress for {_STALL_S:.0f} s: see the replay's logs in {s.log_dir}")
+            # the sink's ends are read after the worker's commits, which follow its flushed outputs
+            if done_feeding and _lag(w) == 0 and _lag(o) == 0:
+                break
+        seconds = time.monotonic() - t0
+        bar.done()
+        kids[0].stop()
+        # anything the stopping worker published must be stored too before the sink stops
+        deadline = time.monotonic() + 60
+        while _lag(o := _offsets(s, sink_topics, _sink_group(ns))) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        kids[1].stop()
+        _check_durable(sink_paths(s)[0], o)
+    finally:
+        stop.set()
+        if feeder is not None:
+            feeder.join(30)
+        for k in reversed(kids):
+            k.stop()
+        if broker is not None:
+            broker.stop()
+    db = sink_paths(s)[0]
+    return ReplayResult(
+        namespace=ns,
+        database=db,
+        ticks=fed[0].trades + fed[0].books,
+        seconds=seconds,
+        counts=summary_counts(db),
+        digest=digest(db),
+        worker_restarts=restarts,
+        worker_ready_s=ready_s,
+        inputs=[str(p) for p in paths],
+        symbols=list(s.symbols),
+        pairs=list(s.pairs),
+    )
+
+
+def _check_durable(db: Path, ends: list[PartitionOffsets]) -> None:
+    """The offsets stored in the replay's DuckDB (with their rows) reach every output partition's true end."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute('SELECT topic, "partition", next_offset FROM consumer_offsets').fetchall()
+    finally:
+        con.close()
+    stored = {(t, p): o for t, p, o in rows}
+    short = [
+        f"{r.topic}[{r.partition}]"
+        for r in ends
+        if r.end > r.earliest and stored.get((r.topic, r.partition), 0) < r.end
+    ]
+    if short:
+        raise ReplayError(f"outputs not durable in {db}: {', '.join(short)} short of the end")
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    """The ``replay`` subcommand (hooked into ``rtqis`` by :mod:`rtqis.cli`)."""
+    c = sub.add_parser(
+        "replay",
+        help="replay Binance data files through the worker and sink, isolated; JSON summary with a digest",
+        description=(
+            "Publish the ticks of Binance data files (every format `rtqis produce file` reads) into the topics "
+            "of a namespace of their own (replay.NAME.*), run the real worker and sink on them, and stop once "
+            "every tick is processed and every output is stored in DATA_DIR/rtqis-NAME.duckdb. A namespace "
+            "replayed before is reset first. Prints (and with --json writes) a summary: ticks, candles "
+            "(closed), signals, alerts, adf, seconds, ticks_per_s and digest, a SHA-256 of the outputs that "
+            "equals between runs of the same input. Without a configured broker a fresh embedded one is "
+            "started for the replay."
+        ),
+    )
+    c.add_argument("paths", nargs="+", metavar="FILE", help="Binance data files, merged by event time")
+    c.add_argument("--symbols", help="only these symbols (comma-separated; default: RTQIS_SYMBOLS)")
+    c.add_argument("--namespace", metavar="NAME", help="default: r + 10 hex digits derived from the inputs")
+    c.add_argument("--speed", default="max", help="1 = real time, 60 = 60x, max = as fast as possible (default)")
+    c.add_argument("--json", metavar="OUT", help="also write the summary to this file")
+    c.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(settings: Settings, a: Any) -> int:
+    """Run ``rtqis replay``: the summary as JSON on stdout (and in ``--json OUT``)."""
+    import json
+
+    speed: float | None = None
+    if a.speed != "max":
+        try:
+            speed = float(a.speed)
+        except ValueError:
+            raise ReplayError(f"--speed takes a number or max, not {a.speed!r}") from None
+        if not speed > 0:
+            raise ReplayError(f"--speed must be > 0, got {a.speed}")
+    if a.json and not Path(a.json).resolve().parent.is_dir():
+        raise ReplayError(f"--json {a.json}: its folder does not exist")
+    res = run_replay(
+        settings,
+        a.paths,
+        namespace=a.namespace,
+        symbols=a.symbols.split(",") if a.symbols else None,
+        speed=speed,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+    )
+    text = json.dumps(res.summary(), indent=2)
+    sys.stdout.write(text + "\n")
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+    return 0
