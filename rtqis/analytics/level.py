@@ -19,11 +19,11 @@ How (every number re-estimated on a slow clock, every ``calib_every`` samples, f
     - per sample: ``z = (s_now - mean) / std`` over that window with the current ``beta``;
       ``spread_bp = (s_now - mean) * 1e4`` (how rich y is against its hedge, in bp of y) and
       ``spread_std_bp``.
-    - cointegration: Engle-Granger (:func:`~.coint.engle_granger`) of log y on log x over the window
-      once ``coint_min`` samples exist ("cointegrated" when its p-value < 0.05), else
-      ``insufficient_data``. Only y on x: over an hour x's level moves little against the spread,
-      so x regressed on y is attenuated towards 0 and its residual keeps x's random walk (requiring
-      both orderings halved the detection rate in the evaluation).
+    - cointegration: Engle-Granger in both orderings (:func:`~.coint.engle_granger_both`: log y on
+      log x and log x on log y) over the window once ``coint_min`` samples exist; "cointegrated" when
+      both p-values are < 0.05 (the published stat / p-value are the weaker ordering's), else
+      ``insufficient_data``. One ordering alone called a market with no cointegration
+      "cointegrated" in 9.3 % of 1 h windows; both: 5.4 %, detection 82 % (see :mod:`~.coint`).
 
 The buffers are numpy arrays read as contiguous slices, so the batch function :func:`batch_level`
 and the incremental :class:`LevelSpread` give the same numbers; :meth:`LevelSpread.state` leaves the
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rtqis.analytics.coint import engle_granger, half_life, returns_hedge
+from rtqis.analytics.coint import engle_granger_both, half_life, returns_hedge
 
 __all__ = ["COINT_VERDICTS", "Z_HALF_LIVES", "LevelParams", "LevelSpread", "batch_level"]
 
@@ -93,7 +93,7 @@ def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams) -> _Calib:
     c.z_window = max(p.min_samples, min(zw, p.window, n))
     if n >= p.coint_min:
         try:
-            a = engle_granger(ly, lx)
+            a = engle_granger_both(ly, lx)
             c.coint_stat, c.coint_p = a.stat, a.pvalue
             c.verdict = "cointegrated" if a.pvalue < p.coint_alpha else "not_cointegrated"
         except ValueError as e:
