@@ -117,7 +117,8 @@ class PairParams:
     level_window: int = 3600  # samples: hedge, half-life, cointegration, longest z window
     level_min_samples: int = 300  # samples before zscore, hedge and half-life are published
     calib_every: int = 60  # samples between re-estimates of hedge, half-life, z window, verdict
-    coint_min: int = 1800  # samples the cointegration verdict needs
+    coint_min: int = 1800  # samples after which the cointegration verdict is given
+    coint_half_lives: float = 30.0  # ... or estimated half-lives, if fewer samples (inf: samples only)
 
     @classmethod
     def from_settings(cls, s: Any) -> PairParams:
@@ -154,6 +155,7 @@ class PairParams:
             min_samples=self.level_min_samples,
             calib_every=self.calib_every,
             coint_min=self.coint_min,
+            coint_half_lives=self.coint_half_lives,
         )
 
 
