@@ -7,7 +7,8 @@ Why
     well-tuned filter is white by construction and says nothing about that (see notes/signals.md).
 
 How (every number re-estimated on a slow clock, every ``calib_every`` samples, from the last
-``window`` samples; published once ``min_samples`` exist; nothing hand-set per market)
+``window`` samples, the cointegration test every ``coint_every`` calibrations; published once
+``min_samples`` exist; nothing hand-set per market)
     - hedge: ``beta`` = slope of 1-sample log returns of y on x (:func:`~.coint.returns_hedge`) with
       its standard error; in price units ``hedge = beta * y / x`` (units of x per unit of y). A
       hedge whose standard error exceeds 100 % is not published (flag ``hedge_uncertain``).
@@ -66,6 +67,7 @@ class LevelParams:
     coint_min: int = 1800  # samples after which the cointegration verdict is given
     coint_half_lives: float = 30.0  # ... or estimated half-lives after which it is given (inf: samples only)
     coint_alpha: float = 0.05
+    coint_every: int = 5  # calibrations between cointegration tests (the test is most of the calibration cost)
 
 
 @dataclass
@@ -81,8 +83,10 @@ class _Calib:
     verdict: str = "insufficient_data"
 
 
-def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams) -> _Calib:
-    """The slow-clock estimates from the window's samples (oldest first)."""
+def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams, prev: _Calib, fed: int) -> _Calib:
+    """The slow-clock estimates from the window's samples (oldest first); ``fed``: samples fed so far.
+    The verdict is re-tested every ``coint_every`` calibrations (and at every calibration until the
+    first verdict); in between it is ``prev``'s."""
     c = _Calib()
     n = len(lx)
     h = returns_hedge(ly, lx)
@@ -97,7 +101,10 @@ def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams) -> _Calib:
     need = p.coint_min
     if math.isfinite(c.hl) and math.isfinite(p.coint_half_lives):
         need = min(need, max(p.min_samples, math.ceil(p.coint_half_lives * c.hl)))
-    if n >= need:
+    due = prev.verdict == "insufficient_data" or (fed - p.min_samples) % (p.calib_every * p.coint_every) == 0
+    if not due:
+        c.coint_stat, c.coint_p, c.verdict = prev.coint_stat, prev.coint_p, prev.verdict
+    elif n >= need:
         try:
             a = engle_granger_both(ly, lx)
             c.coint_stat, c.coint_p = a.stat, a.pvalue
@@ -164,7 +171,8 @@ class LevelSpread:
         self.n += 1
         lo = max(0, self._k - self.p.window)
         if self.n >= self.p.min_samples and (self.n - self.p.min_samples) % self.p.calib_every == 0:
-            self.c = _calibrate(self._t[lo : self._k], self._lx[lo : self._k], self._ly[lo : self._k], self.p)
+            sl = slice(lo, self._k)
+            self.c = _calibrate(self._t[sl], self._lx[sl], self._ly[sl], self.p, self.c, self.n)
             self.calibrated = True
         if not self.calibrated:
             return {**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None}
@@ -206,7 +214,7 @@ def batch_level(t: Any, lx: Any, ly: Any, x: Any, y: Any, params: LevelParams) -
         n = i + 1
         lo = max(0, n - p.window)
         if n >= p.min_samples and (n - p.min_samples) % p.calib_every == 0:
-            c = _calibrate(ta[lo:n], lxa[lo:n], lya[lo:n], p)
+            c = _calibrate(ta[lo:n], lxa[lo:n], lya[lo:n], p, c, n)
             calibrated = True
         if not calibrated:
             out.append({**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None})

@@ -119,6 +119,7 @@ class PairParams:
     calib_every: int = 60  # samples between re-estimates of hedge, half-life, z window, verdict
     coint_min: int = 1800  # samples after which the cointegration verdict is given
     coint_half_lives: float = 30.0  # ... or estimated half-lives, if fewer samples (inf: samples only)
+    coint_every: int = 5  # calibrations between cointegration tests (5 x 60 samples: every 5 min at 1 s)
 
     @classmethod
     def from_settings(cls, s: Any) -> PairParams:
@@ -156,6 +157,7 @@ class PairParams:
             calib_every=self.calib_every,
             coint_min=self.coint_min,
             coint_half_lives=self.coint_half_lives,
+            coint_every=self.coint_every,
         )
 
 
