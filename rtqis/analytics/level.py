@@ -68,7 +68,7 @@ class LevelParams:
     coint_half_lives: float = 30.0  # ... or estimated half-lives after which it is given (inf: samples only)
     coint_alpha: float = 0.05
     coint_every: int = 3  # calibrations between cointegration tests (the test is most of the calibration cost:
-    # ~6 ms CPU per test of 3,600 samples in two orderings; hedge and half-life ~0.05 ms)
+    # ~13 ms CPU per test of 3,600 samples in two orderings; hedge and half-life ~0.05 ms)
 
 
 @dataclass
