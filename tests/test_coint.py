@@ -11,7 +11,7 @@ import pytest
 from statsmodels.tsa.stattools import coint
 from test_pair_model import aligned_real
 
-from rtqis.analytics.coint import engle_granger, half_life, returns_hedge
+from rtqis.analytics.coint import engle_granger, engle_granger_both, half_life, returns_hedge
 
 
 def _check(y: np.ndarray, x: np.ndarray) -> None:
@@ -38,6 +38,25 @@ def test_matches_statsmodels_on_chan_ewa_ewc() -> None:
     raw = np.loadtxt(path, delimiter=",", skiprows=1)
     _check(raw[:, 2], raw[:, 1])
     _check(raw[:, 1], raw[:, 2])
+
+
+def test_both_orderings_keep_the_weaker_result() -> None:
+    """The verdict's test is statsmodels ``coint`` in both orderings; the larger p-value decides."""
+    _, x, y, _, _ = aligned_real()
+    lx, ly = np.log(x), np.log(y)
+    (s1, p1, _), (s2, p2, _) = coint(ly, lx), coint(lx, ly)
+    r = engle_granger_both(ly, lx)
+    assert r.pvalue == pytest.approx(max(p1, p2), abs=1e-6)
+    assert r.stat == pytest.approx(s1 if p1 >= p2 else s2, abs=1e-6)
+    # no cointegration (y = 0.5 x + a random walk): the two orderings differ, the larger p-value is kept
+    rng = np.random.default_rng(3)
+    xs = np.cumsum(rng.normal(size=2000))
+    ys = 0.5 * xs + np.cumsum(rng.normal(0, 0.2, 2000))
+    one, both = engle_granger(ys, xs), engle_granger_both(ys, xs)
+    assert both.pvalue >= one.pvalue and both.pvalue == pytest.approx(max(one.pvalue, coint(xs, ys)[1]), abs=1e-6)
+    # a truly cointegrated pair passes in both orderings
+    zs = 0.5 * xs + rng.normal(0, 0.2, 2000)
+    assert engle_granger_both(zs, xs).pvalue < 0.01
 
 
 def test_bad_input() -> None:

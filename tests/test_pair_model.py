@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rtqis.analytics import adf_test
+from rtqis.analytics.coint import half_life
 from rtqis.analytics.pair_model import NEW_SIGNAL_FIELDS, SIGNAL_FIELDS, PairModel, PairParams, batch_pair
 from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.producers.synthetic import SyntheticMarket
@@ -166,7 +167,7 @@ def test_level_zscore_tracks_the_true_spread_and_hedge() -> None:
         for leg, tb in zip("xy", trades, strict=True):
             a.push(leg, *samplers[leg].update(tb.event_time, tb.price))
     r = a.drain()
-    m = PairModel("ETHUSDT/BTCUSDT", PairParams(level_window=1800, coint_min=1800))
+    m = PairModel("ETHUSDT/BTCUSDT", PairParams(level_window=1800, coint_min=1800, coint_half_lives=math.inf))
     sig = [m.step(*row) for row in zip(*(c.tolist() for c in (r.time, r.x, r.y, r.x_time, r.y_time)), strict=True)]
     z = np.array([np.nan if s is None or s.signal["zscore"] is None else s.signal["zscore"] for s in sig])
     truth = mkt.truth_at("ETHUSDT", r.time)
@@ -180,6 +181,32 @@ def test_level_zscore_tracks_the_true_spread_and_hedge() -> None:
     assert last.signal["coint"] in ("cointegrated", "not_cointegrated") and last.signal["coint_pvalue"] < 0.5
     assert sig[1700] is not None and sig[1700].signal["coint"] == "insufficient_data"
     assert last.signal["spread_std_bp"] == pytest.approx(np.std(truth.spread[late]) * 1e4, rel=0.3)
+
+
+def test_verdict_minimum_in_half_lives() -> None:
+    """The verdict comes after ``coint_min`` samples or ``coint_half_lives`` estimated half-lives,
+    whichever is first (never before ``level_min_samples``): a daily series of 1,000 samples whose
+    spread has a 10-sample half-life gets one at ~300 samples, not at 1,800."""
+    rng = np.random.default_rng(5)
+    n, phi = 1000, 0.5 ** (1 / 10)
+    lx = np.cumsum(rng.normal(0, 0.01, n))
+    s = np.zeros(n)
+    for i in range(1, n):
+        s[i] = phi * s[i - 1] + rng.normal(0, 0.003)
+    x, y = 20 * np.exp(lx), 25 * np.exp(0.8 * lx + s)
+    t = (np.arange(n) + 1) * 86_400_000
+    base = PairParams(level_window=1000, level_min_samples=200, calib_every=50, coint_min=1800, huber_refit_every=500)
+
+    def verdicts(p: PairParams) -> list[str]:
+        m = PairModel("EWC/EWA", p)
+        steps = [m.step(int(t[i]), float(x[i]), float(y[i]), int(t[i]), int(t[i])) for i in range(n)]
+        return [st.signal["coint"] for st in steps if st is not None]
+
+    v = verdicts(base)
+    first = next(i for i, c in enumerate(v) if c != "insufficient_data") + 1
+    assert 200 <= first <= 30 * half_life(s).half_life * 1.5 + 20
+    assert v[-1] == "cointegrated"
+    assert set(verdicts(PairParams(**{**base.__dict__, "coint_half_lives": math.inf}))) == {"insufficient_data"}
 
 
 def test_state_written_before_the_level_model_still_restores() -> None:

@@ -5,6 +5,13 @@
   MacKinnon's *cointegration* p-value and critical values (``N=2``: stricter than a plain ADF on the
   residual, which overstates significance because the hedge ratio was fitted). Same numbers as
   statsmodels to ~1e-12 (tests/test_coint.py), ~10x faster.
+- :func:`engle_granger_both`: the test in both orderings (y on x and x on y), keeping the weaker
+  result (the larger p-value): "cointegrated" needs both regressions to reject. One ordering alone
+  over-rejects on 1 s trade prices (a market with no cointegration: 9.3 % of 1 h windows at the 5 %
+  level over 8 seeds, 7.9 % over 32 more); both orderings: 5.4 % / 4.7 %, while 1 h windows of the
+  default cointegrated market are still detected 82 % of the time (y on x alone: 99.9 %). A total
+  least squares hedge (one symmetric fit, MacKinnon's N=2 p-values) rejected more, not less: 12 % /
+  14 %. (Every 60 s, 1 h windows, hours 2-4 of the evaluation's seeds: ``rtqis.evaluation``.)
 - :func:`half_life`: AR(1) fit ``s_t = c + phi * s_{t-1} + e`` -> half-life ``-ln 2 / ln phi``
   samples, with its standard error by the delta method; NaN when ``phi`` is not in (0, 1) (no mean
   reversion measured).
@@ -24,7 +31,7 @@ import numpy.typing as npt
 
 from rtqis.analytics.pairs import adf_test
 
-__all__ = ["CointResult", "HalfLife", "HedgeFit", "engle_granger", "half_life", "returns_hedge"]
+__all__ = ["CointResult", "HalfLife", "HedgeFit", "engle_granger", "engle_granger_both", "half_life", "returns_hedge"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -82,6 +89,15 @@ def engle_granger(y: npt.ArrayLike, x: npt.ArrayLike, maxlag: int | None = None)
         nobs=r.nobs,
         lags=r.lags,
     )
+
+
+def engle_granger_both(y: npt.ArrayLike, x: npt.ArrayLike, maxlag: int | None = None) -> CointResult:
+    """:func:`engle_granger` of y on x and of x on y; the result with the larger p-value (the verdict
+    "cointegrated" at level a then means both orderings reject at a). Its ``beta`` is that ordering's
+    level slope (x per y when x on y is the weaker). Raises ValueError where either test is undefined."""
+    a = engle_granger(y, x, maxlag)
+    b = engle_granger(x, y, maxlag)
+    return b if b.pvalue > a.pvalue else a
 
 
 def half_life(s: npt.ArrayLike) -> HalfLife:

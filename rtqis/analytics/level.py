@@ -7,7 +7,8 @@ Why
     well-tuned filter is white by construction and says nothing about that (see notes/signals.md).
 
 How (every number re-estimated on a slow clock, every ``calib_every`` samples, from the last
-``window`` samples; published once ``min_samples`` exist; nothing hand-set per market)
+``window`` samples, the cointegration test every ``coint_every`` calibrations; published once
+``min_samples`` exist; nothing hand-set per market)
     - hedge: ``beta`` = slope of 1-sample log returns of y on x (:func:`~.coint.returns_hedge`) with
       its standard error; in price units ``hedge = beta * y / x`` (units of x per unit of y). A
       hedge whose standard error exceeds 100 % is not published (flag ``hedge_uncertain``).
@@ -19,11 +20,13 @@ How (every number re-estimated on a slow clock, every ``calib_every`` samples, f
     - per sample: ``z = (s_now - mean) / std`` over that window with the current ``beta``;
       ``spread_bp = (s_now - mean) * 1e4`` (how rich y is against its hedge, in bp of y) and
       ``spread_std_bp``.
-    - cointegration: Engle-Granger (:func:`~.coint.engle_granger`) of log y on log x over the window
-      once ``coint_min`` samples exist ("cointegrated" when its p-value < 0.05), else
-      ``insufficient_data``. Only y on x: over an hour x's level moves little against the spread,
-      so x regressed on y is attenuated towards 0 and its residual keeps x's random walk (requiring
-      both orderings halved the detection rate in the evaluation).
+    - cointegration: Engle-Granger in both orderings (:func:`~.coint.engle_granger_both`: log y on
+      log x and log x on log y) over the window once it holds ``coint_min`` samples or
+      ``coint_half_lives`` (30) estimated half-lives, whichever comes first (at least ``min_samples``:
+      a daily series of 1,500 samples with a 40-day half-life gets a verdict); "cointegrated" when
+      both p-values are < 0.05 (the published stat / p-value are the weaker ordering's), else
+      ``insufficient_data``. One ordering alone called a market with no cointegration
+      "cointegrated" in 9.3 % of 1 h windows; both: 5.4 %, detection 82 % (see :mod:`~.coint`).
 
 The buffers are numpy arrays read as contiguous slices, so the batch function :func:`batch_level`
 and the incremental :class:`LevelSpread` give the same numbers; :meth:`LevelSpread.state` leaves the
@@ -40,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rtqis.analytics.coint import engle_granger, half_life, returns_hedge
+from rtqis.analytics.coint import engle_granger_both, half_life, returns_hedge
 
 __all__ = ["COINT_VERDICTS", "Z_HALF_LIVES", "LevelParams", "LevelSpread", "batch_level"]
 
@@ -60,9 +63,12 @@ LEVEL_FIELDS = (
 class LevelParams:
     window: int = 3600  # samples for the hedge, the half-life, the cointegration test, the longest z window
     min_samples: int = 300  # samples before anything is published
-    calib_every: int = 60  # samples between re-estimates (the slow clock)
-    coint_min: int = 1800  # samples the cointegration verdict needs
+    calib_every: int = 120  # samples between re-estimates (the slow clock; 60 measured the same figures)
+    coint_min: int = 1800  # samples after which the cointegration verdict is given
+    coint_half_lives: float = 30.0  # ... or estimated half-lives after which it is given (inf: samples only)
     coint_alpha: float = 0.05
+    coint_every: int = 3  # calibrations between cointegration tests (the test is most of the calibration cost:
+    # ~13 ms CPU per test of 3,600 samples in two orderings; hedge and half-life ~0.05 ms)
 
 
 @dataclass
@@ -78,8 +84,10 @@ class _Calib:
     verdict: str = "insufficient_data"
 
 
-def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams) -> _Calib:
-    """The slow-clock estimates from the window's samples (oldest first)."""
+def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams, prev: _Calib, fed: int) -> _Calib:
+    """The slow-clock estimates from the window's samples (oldest first); ``fed``: samples fed so far.
+    The verdict is re-tested every ``coint_every`` calibrations (and at every calibration until the
+    first verdict); in between it is ``prev``'s."""
     c = _Calib()
     n = len(lx)
     h = returns_hedge(ly, lx)
@@ -91,9 +99,15 @@ def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams) -> _Calib:
         c.hl, c.hl_se = hl.half_life, hl.se
     zw = n if not math.isfinite(c.hl) else int(round(Z_HALF_LIVES * c.hl))
     c.z_window = max(p.min_samples, min(zw, p.window, n))
-    if n >= p.coint_min:
+    need = p.coint_min
+    if math.isfinite(c.hl) and math.isfinite(p.coint_half_lives):
+        need = min(need, max(p.min_samples, math.ceil(p.coint_half_lives * c.hl)))
+    due = prev.verdict == "insufficient_data" or (fed - p.min_samples) % (p.calib_every * p.coint_every) == 0
+    if not due:
+        c.coint_stat, c.coint_p, c.verdict = prev.coint_stat, prev.coint_p, prev.verdict
+    elif n >= need:
         try:
-            a = engle_granger(ly, lx)
+            a = engle_granger_both(ly, lx)
             c.coint_stat, c.coint_p = a.stat, a.pvalue
             c.verdict = "cointegrated" if a.pvalue < p.coint_alpha else "not_cointegrated"
         except ValueError as e:
@@ -158,7 +172,8 @@ class LevelSpread:
         self.n += 1
         lo = max(0, self._k - self.p.window)
         if self.n >= self.p.min_samples and (self.n - self.p.min_samples) % self.p.calib_every == 0:
-            self.c = _calibrate(self._t[lo : self._k], self._lx[lo : self._k], self._ly[lo : self._k], self.p)
+            sl = slice(lo, self._k)
+            self.c = _calibrate(self._t[sl], self._lx[sl], self._ly[sl], self.p, self.c, self.n)
             self.calibrated = True
         if not self.calibrated:
             return {**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None}
@@ -200,7 +215,7 @@ def batch_level(t: Any, lx: Any, ly: Any, x: Any, y: Any, params: LevelParams) -
         n = i + 1
         lo = max(0, n - p.window)
         if n >= p.min_samples and (n - p.min_samples) % p.calib_every == 0:
-            c = _calibrate(ta[lo:n], lxa[lo:n], lya[lo:n], p)
+            c = _calibrate(ta[lo:n], lxa[lo:n], lya[lo:n], p, c, n)
             calibrated = True
         if not calibrated:
             out.append({**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None})

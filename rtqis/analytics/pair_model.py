@@ -10,7 +10,9 @@ What a trader reads (since #20; the construction is in :mod:`rtqis.analytics.lev
 - ``spread_bp`` / ``spread_std_bp``: the same deviation and the spread's standard deviation in bp
   of y; ``hedge`` (x units per unit of y, from 1-sample log returns over the window) and
   ``hedge_se``; ``half_life_s`` and ``half_life_se_s`` (AR(1) fit); ``coint`` (Engle-Granger verdict
-  ``cointegrated`` / ``not_cointegrated`` / ``insufficient_data``), ``coint_stat``, ``coint_pvalue``.
+  ``cointegrated`` / ``not_cointegrated`` / ``insufficient_data``; "cointegrated" needs y on x AND
+  x on y to reject at 5 %, re-tested every ``coint_every`` calibrations), ``coint_stat``,
+  ``coint_pvalue`` (of the weaker ordering).
 - costs: ``round_trip_cost_bp`` = fees (``fee_bps`` per leg per side, both legs, in and out:
   ``2 * fee * (1 + beta)``) plus the quoted spreads of both legs when bid/ask are given;
   ``expected_reversion_bp`` = what an entry now expects to capture (``(|z| - exit) * spread_std_bp``
@@ -116,8 +118,10 @@ class PairParams:
     alert_rule: str = "reverse"  # or "bands" (enter/exit); chosen by evaluation.choose_rule (see there)
     level_window: int = 3600  # samples: hedge, half-life, cointegration, longest z window
     level_min_samples: int = 300  # samples before zscore, hedge and half-life are published
-    calib_every: int = 60  # samples between re-estimates of hedge, half-life, z window, verdict
-    coint_min: int = 1800  # samples the cointegration verdict needs
+    calib_every: int = 120  # samples between re-estimates of hedge, half-life, z window (60: same figures, slower)
+    coint_min: int = 1800  # samples after which the cointegration verdict is given
+    coint_half_lives: float = 30.0  # ... or estimated half-lives, if fewer samples (inf: samples only)
+    coint_every: int = 3  # calibrations between cointegration tests (3 x 120 samples: every 6 min at 1 s)
 
     @classmethod
     def from_settings(cls, s: Any) -> PairParams:
@@ -154,6 +158,8 @@ class PairParams:
             min_samples=self.level_min_samples,
             calib_every=self.calib_every,
             coint_min=self.coint_min,
+            coint_half_lives=self.coint_half_lives,
+            coint_every=self.coint_every,
         )
 
 
