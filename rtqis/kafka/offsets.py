@@ -25,6 +25,7 @@ from rtqis.settings import Settings
 __all__ = [
     "true_end_offsets",
     "BrokerCapabilities",
+    "committed_offsets",
     "PartitionOffsets",
     "broker_capabilities",
     "offsets_at_time",
@@ -199,6 +200,22 @@ def partition_bounds(settings: Settings, partitions: list[tuple[str, int]]) -> d
         return {k: (lo, ends[k]) for k, (lo, _) in wm.items()}
     except KafkaException as e:
         raise BrokerError(f"offset lookup failed: {e}") from None
+    finally:
+        c.close()
+
+
+def committed_offsets(settings: Settings, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): offset}`` the broker holds as committed by consumer ``group``; a partition
+    the group never committed on this broker is left out. Read by a client that does not join the group.
+    Raises :class:`BrokerError` when the broker does not answer."""
+    if not partitions:
+        return {}
+    c = Consumer(consumer_config(settings, group, **_PROBE_CONSUMER))
+    try:
+        got = c.committed([TopicPartition(t, p) for t, p in partitions], timeout=_PROBE_TIMEOUT_S)
+        return {(tp.topic, tp.partition): tp.offset for tp in got if tp.error is None and tp.offset >= 0}
+    except KafkaException as e:
+        raise BrokerError(f"committed offset lookup failed: {e}") from None
     finally:
         c.close()
 

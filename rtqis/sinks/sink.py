@@ -12,9 +12,10 @@ start the consumer resumes from the offsets stored in DuckDB (the source of trut
 moment neither loses nor duplicates rows: at-least-once delivery plus idempotent upserts keyed by
 (symbol, interval, open_time), (symbol, trade_id), ... = effectively once. On every assignment the
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
-new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
-from its earliest offset, with one warning, and the offset stored with the next rows replaces the
-old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
+new memory-only broker, a recreated topic), within it but unknown to the broker (no offset committed
+by the sink there: a new broker whose log already passed it) or below its start (retention) restarts
+that partition from its earliest offset, with one warning, and the offset stored with the next rows
+replaces the old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
 dashboard and the CLI (DuckDB allows one writing process per file).
 """
 
@@ -33,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from rtqis.errors import BrokerError, DecodeError
 from rtqis.kafka.clients import MessageProducer, consumer_config
-from rtqis.kafka.offsets import partition_bounds
+from rtqis.kafka.offsets import committed_offsets, partition_bounds
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
 from rtqis.schemas.deadletters import bounded_dead_letter
@@ -107,9 +108,7 @@ class Accepted:
     invalid_rows: int = 0
 
 
-def accept(
-    spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None
-) -> Accepted:
+def accept(spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence[str] | None = None) -> Accepted:
     """Decode one message of the sink topic ``spec`` and validate it, once, as the worker does.
 
     Models are validated by decoding (pydantic); a message of another schema than the topic's is refused;
@@ -218,7 +217,7 @@ def run_sink(
 
     def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
         # resume from what is durable in DuckDB, not from Kafka's commit, checked against the broker's log
-        resume_offsets(settings, parts, stored, stats)
+        resume_offsets(settings, parts, stored, stats, committed=lambda st, keys: committed_offsets(st, group, keys))
         c.assign(parts)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
@@ -270,6 +269,7 @@ def resume_offsets(
     stored: dict[tuple[str, int], int],
     stats: SinkStats,
     bounds: Callable[[Settings, list[tuple[str, int]]], dict[tuple[str, int], tuple[int, int]]] = partition_bounds,
+    committed: Callable[[Settings, list[tuple[str, int]]], dict[tuple[str, int], int]] | None = None,
 ) -> None:
     """Set each assigned partition's start to its ``stored`` offset (from DuckDB), checked against the
     broker's log: its earliest offset and true end (``bounds``, :func:`partition_bounds`).
@@ -278,6 +278,13 @@ def resume_offsets(
       the new offsets to pass the old ones would store nothing, silently: start from the earliest offset
       instead, with one warning, counted in ``stats.offset_resets``. Re-reading is safe (upserts are
       idempotent by key); the next batch stores the new offset with its rows, in one transaction.
+    - stored within the log, but the broker holds no offset committed by this sink there (``committed``,
+      the sink's group): a new broker whose log already passed the stored offset before the sink started
+      (``rtqis up`` restarted: the producer publishes at once). Resuming there skipped the new log's
+      first messages, silently (#21, the up crash drill): start from the earliest offset too, with a
+      warning, counted in ``stats.offset_resets``. The sink commits after every write, so on the same
+      broker only a sink killed before its first commit there, or a group whose offsets expired,
+      re-reads (idempotent upserts: extra work, no duplicate).
     - stored below the earliest: retention deleted what was not stored yet; start at the earliest, with a
       warning naming how many messages were lost (``stats.lost_to_retention``).
 
@@ -291,6 +298,11 @@ def resume_offsets(
     except BrokerError as e:
         log.warning("could not check the stored offsets against the broker (%s): resuming from them as stored", e)
         found = {}
+    try:
+        ours = committed(settings, known) if committed is not None and found else None
+    except BrokerError as e:
+        log.warning("could not read this sink's committed offsets (%s): trusting the stored ones in the log", e)
+        ours = None
     for tp in parts:
         key = (tp.topic, tp.partition)
         off = stored.get(key)
@@ -306,6 +318,18 @@ def resume_offsets(
                     tp.partition,
                     off,
                     end,
+                    low,
+                )
+                stats.offset_resets += 1
+                off = low
+            elif ours is not None and key not in ours and off > low:
+                log.warning(
+                    "%s[%d]: the broker holds no offset committed by this sink (a new broker or a recreated "
+                    "topic whose log already passed the stored offset %d): reading this partition again from "
+                    "its beginning (offset %d)",
+                    tp.topic,
+                    tp.partition,
+                    off,
                     low,
                 )
                 stats.offset_resets += 1
