@@ -12,9 +12,13 @@ has committed the true end of its input topics (:func:`rtqis.kafka.offsets.topic
 sink has committed the true end of every topic it reads; after the sink is stopped, the offsets it
 stored in DuckDB must equal those true ends.
 
-What "equal" means per table (:data:`TABLES`): every column of every row, compared exactly (floats bit
-for bit, NaN equal to NaN), except ``candles.updated_at`` (the wall-clock time of the write). A table
-holds no duplicate: count(*) == count(DISTINCT key).
+What "equal" means per table (:data:`TABLES`): the same rows, every column compared exactly (floats bit
+for bit, NaN equal to NaN) - trades (the tick archive), PairSignals, ADF results, alerts and the closed
+1m and 5m candles - except ``candles.updated_at`` (the wall-clock time of the write). The forming
+candle is a live preview published at most every ``live_candle_ms`` of wall time, so its last stored
+state depends on timing, also in clean runs: it is checked by :func:`forming_candles_ok` instead (at
+most one per series, after every closed one). No table holds a duplicate: count(*) == count(DISTINCT
+key).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import duckdb
 import psutil
 
 from rtqis.errors import BrokerError
-from rtqis.kafka.offsets import topic_offsets, true_end_offsets
+from rtqis.kafka.offsets import topic_offsets
 from rtqis.process import die_with_parent, settings_env
 from rtqis.settings import Settings
 from rtqis.sinks.sink import SINK_TOPICS, sink_paths
@@ -54,6 +58,9 @@ __all__ = [
     "DrillReport",
     "Services",
     "TableRule",
+    "TableState",
+    "UpRuns",
+    "clean_run",
     "compare",
     "db_path",
     "descendants",
@@ -63,12 +70,11 @@ __all__ = [
     "forming_candles_ok",
     "http_ok",
     "kill_schedule",
-    "up_drill",
-    "services_drill",
-    "clean_run",
     "read_tables",
+    "services_drill",
     "stored_offsets",
     "total_kills",
+    "up_drill",
     "wait_drained",
     "wait_gone",
 ]
@@ -78,7 +84,9 @@ INPUT: tuple[Path, ...] = tuple(next(_DATA.glob(f"{s}-spot-trades-*.csv")) for s
 """The replayed input: 10 min 50 s of real BTCUSDT and ETHUSDT spot trades (34,419 trades)."""
 
 KINDS: tuple[str, ...] = ("worker", "sink", "producer", "ui")
-"""The services a drill kills and restarts (``rtqis up`` adds itself)."""
+"""The services a drill kills and restarts; the `rtqis up` drill kills ``up`` itself too (its children
+get SIGTERM from the parent-death signal and its memory-only broker is gone) or one of its children
+(then `up` stops everything with that exit code)."""
 
 SEED_ENV = "RTQIS_CHAOS_SEED"
 KILLS_ENV = "RTQIS_CHAOS_KILLS"
@@ -458,10 +466,6 @@ def env_for(settings: Settings) -> dict[str, str]:
     return settings_env(settings)
 
 
-def true_ends(settings: Settings, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    return true_end_offsets(settings, keys)
-
-
 def db_path(settings: Settings) -> Path:
     return sink_paths(settings)[0]
 
@@ -571,11 +575,6 @@ def services_drill(
         sv.stop_all()
 
 
-UP_KINDS: tuple[str, ...] = ("up", *KINDS)
-"""What the `rtqis up` drill kills: `up` itself (its children get SIGTERM from the parent-death signal and
-its memory-only broker is gone) or one of its children (then `up` stops everything with that exit code)."""
-
-
 ORPHAN_DEADLINE_S = 20.0
 """How long the processes of a killed `up` may take to go (s): SIGTERM from the parent-death signal, then a
 clean stop (tests/test_orphans.py allows 15 s; 5 s more for a machine this drill loads)."""
@@ -671,7 +670,7 @@ def up_drill(
                 report.skipped[kind] += 1
                 kind = "up"
                 p.kill()
-            code = p.wait(60)
+            code = p.wait(120)  # after a child's death `up` stops the others: up to 15 s each
             report.kills[kind] += 1
             if kind != "up":
                 assert code != 0 and f"{kind} exited with code -9" in runs.text(), runs.text()[-3000:]
