@@ -174,7 +174,6 @@ class Services:
         self.tmp = tmp
         self.env = dict(env)
         self.services: dict[str, Service] = {}
-        self.logs: list[Path] = []
 
     def add(self, name: str, *args: str) -> None:
         self.services[name] = Service(name, args)
@@ -193,7 +192,6 @@ class Services:
                 preexec_fn=die_with_parent(),
             )
         svc.starts += 1
-        self.logs.append(log)
         return svc.proc
 
     def proc(self, name: str) -> subprocess.Popen[bytes]:
@@ -201,10 +199,6 @@ class Services:
         if p is None:
             raise RuntimeError(f"{name} was never started")
         return p
-
-    def alive(self, name: str) -> bool:
-        p = self.services[name].proc
-        return p is not None and p.poll() is None
 
     def kill(self, name: str) -> bool:
         """SIGKILL ``name``'s process group and reap it; False if it was not running."""
@@ -313,7 +307,7 @@ def wait_drained(
     topics and then the sink's group the true end of every sink topic (the sink commits only after
     the rows and offsets are durable in DuckDB; the worker only after its outputs are delivered).
     ``alive()`` is called on every round and raises if a process died. Raises AssertionError at the
-    timeout with the lags seen."""
+    timeout, naming the stage still waited on."""
     worker_topics = [t.full_name(settings.namespace) for t in (TRADES, LEGS)]
     sink_group = f"rtqis-sink-{settings.namespace}" if settings.namespace else "rtqis-sink"
     deadline = time.monotonic() + timeout_s
