@@ -39,8 +39,6 @@ from tests.drills import (
 )
 from tests.test_sink_restart import _produce, _stored_offsets, _stored_trades, _trades_file, _true_ends
 
-pytestmark = [pytest.mark.broker, pytest.mark.integration]
-
 #: short analytics windows and no fee gate, so 650 one-second samples give signals, ADF results and alerts
 ANALYTICS: dict[str, Any] = {
     "ols_window": 60,
@@ -91,6 +89,8 @@ def _verdict(report: DrillReport, clean: dict[str, TableState], got: dict[str, T
     assert set(report.comparison) == set(TABLES)
 
 
+@pytest.mark.broker
+@pytest.mark.integration
 def test_services_drill(bootstrap: str, tmp_path: Path, clean: dict[str, TableState]) -> None:
     """Separate producer, worker, sink and dashboard: most kills go to the cheap restarts (sink, dashboard),
     each kind at least 4 times; 0.6 s between kills on average."""
@@ -111,6 +111,8 @@ def test_services_drill(bootstrap: str, tmp_path: Path, clean: dict[str, TableSt
     assert report.total_kills >= kills - sum(report.skipped.values())
 
 
+@pytest.mark.broker
+@pytest.mark.integration
 def test_up_drill(tmp_path: Path, clean: dict[str, TableState]) -> None:
     """`rtqis up --source file` killed (or one of its children killed) at random moments, restarted on the
     same ports and data directory: each restart has an empty broker and replays the file again."""
@@ -139,6 +141,8 @@ def test_up_drill(tmp_path: Path, clean: dict[str, TableState]) -> None:
     _verdict(report, clean, got, tmp_path / "up.json")
 
 
+@pytest.mark.broker
+@pytest.mark.integration
 def test_sink_reads_a_new_broker_whose_log_already_passed_the_stored_offset(tmp_path: Path) -> None:
     """What the `up` drill hit (0 offset resets logged over 6 restarts, each on a new broker): the new
     broker's log had passed the offsets stored in DuckDB before the sink started, so the sink resumed
