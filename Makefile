@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock browser run test lint audit bench clean
+.PHONY: help setup lock browser run test lint audit chaos bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ lint: setup  ## ruff, mypy and the import-layer contract (pyproject.toml [tool.i
 # After `make lock`, refresh the subset: deploy/audit/refresh.py --from <advisory-db checkout>.
 audit: setup  ## audit requirements.lock against the vendored OSV advisories, offline (deploy/audit/)
 	$(BIN)/python deploy/audit/audit.py
+
+# The crash drills of `make test` with 300 SIGKILLs instead of 50 (tests/drills.py; RTQIS_CHAOS_SEED replays one).
+chaos: setup  ## crash drills with 300 kills (make test runs 50)
+	RTQIS_CHAOS_KILLS=300 $(BIN)/python -m pytest -q -p no:cacheprovider -s --timeout 3600 tests/test_crash_drills.py
 
 bench: setup  ## run the benchmarks (writes bench/results/*.json)
 	$(BIN)/rtqis bench

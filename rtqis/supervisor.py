@@ -1,5 +1,6 @@
 """``rtqis up``: the embedded broker (unless one is configured), the topics, and every service as a
-child process, watched. A child that dies stops the whole system with its exit code and log tail.
+child process, watched. A child that dies stops the whole system with its exit code and log tail; only
+the producer of a file replay may end (exit 0): the others go on processing and showing what it sent.
 
 Ctrl-C (SIGINT) or SIGTERM stops the services in reverse order, then the broker, each with SIGTERM and
 SIGKILL after a timeout. If `up` itself is killed without a chance to do that (SIGKILL, a crash), the
@@ -144,13 +145,21 @@ class Supervisor:
 
     def _watch(self) -> int:
         next_mem = time.monotonic() + self.memory_report_s
+        finished: set[str] = set()
         while not self.stop_event.wait(0.5):
             for child in self.children:
                 code = child.poll()
-                if code is not None:
-                    self.say(f"\n{child.name} exited with code {code}; last lines of {child.log_path}:")
-                    self.say(child.tail())
-                    return code or 1
+                if code is None or child.name in finished:
+                    continue
+                if code == 0 and child.name == "producer" and self.source == "file":
+                    # a file replay ends: the worker, sink and dashboard still have its ticks to process,
+                    # store and show (stopping them here lost every tick not stored yet, #21)
+                    finished.add(child.name)
+                    self.say("producer   finished the replay; the worker, sink and dashboard keep running")
+                    continue
+                self.say(f"\n{child.name} exited with code {code}; last lines of {child.log_path}:")
+                self.say(child.tail())
+                return code or 1
             if self.broker is not None and not self.broker.alive():
                 return self._broker_lost()
             if time.monotonic() >= next_mem:
