@@ -32,10 +32,6 @@ __all__ = ["FeedStats", "book_frames", "frame_time", "run_files", "run_synthetic
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DEPTH_EVERY_MS = 500
-#: how long (s) a feed stopped by a signal waits for its last deliveries: under `rtqis up` a service gets
-#: 15 s after SIGTERM, and when `up` was killed its broker is gone too, so a longer flush only kept the
-#: producer running after its parent (#21, the up crash drill); what is left is logged as undelivered
-STOP_FLUSH_S = 10.0
 """Event time between two synthetic ``ticks.depth`` snapshots of a symbol (live mode): 2 per second."""
 
 DEFAULT_START_PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "SOLUSDT": 150.0, "BNBUSDT": 600.0}
