@@ -9,8 +9,12 @@ topic with the reason (the message's good rows are still stored) and is counted.
 Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB transaction together
 with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
 start the consumer resumes from the offsets stored in DuckDB (the source of truth), so a SIGKILL at any
-moment neither loses nor duplicates rows: at-least-once delivery plus idempotent upserts keyed by
-(symbol, interval, open_time), (symbol, trade_id), ... = effectively once. On every assignment the
+moment neither loses nor duplicates rows: at-least-once delivery plus idempotent writes = effectively
+once. Candles, signals, ADF results and alerts are upserts keyed by (symbol, interval, open_time),
+(pair, time), ...; the tick archive has no key (its index grew with every tick): a tick whose id is not
+above its symbol's stored high-water mark is a re-publication, skipped and counted
+(:mod:`rtqis.sinks.marks`). Tick rows beyond the worker's plausibility bounds
+(:mod:`rtqis.schemas.plausibility`, against the same marks) are dead-lettered, not archived. On every assignment the
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
 new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
@@ -47,6 +51,7 @@ from rtqis.schemas.frames import (
     validate_trade_frame,
 )
 from rtqis.settings import Settings
+from rtqis.sinks.marks import TickMarks, screen_frame
 from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
@@ -79,7 +84,10 @@ class SinkStats:
     to the deadletter topic (undecodable, of another schema, or carrying invalid tick rows) and
     ``invalid_rows``, the tick rows among them that were dropped. ``offset_resets``: partitions started
     again from their beginning because the broker's log went back below the stored offset (a new broker
-    or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored."""
+    or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored.
+    ``duplicate_ticks``: re-published tick rows skipped (id at or below the symbol's high-water mark,
+    :mod:`rtqis.sinks.marks`); ``implausible_rows``: tick rows refused by the worker's plausibility
+    bounds (also counted in ``invalid_rows``)."""
 
     batches: int = 0
     rows: int = 0
@@ -88,6 +96,8 @@ class SinkStats:
     by_table: dict[str, int] = field(default_factory=dict)
     offset_resets: int = 0
     lost_to_retention: int = 0
+    duplicate_ticks: int = 0
+    implausible_rows: int = 0
 
 
 #: The worker's row rules per tick frame type: a row the worker dead-letters never reaches DuckDB either.
@@ -136,7 +146,10 @@ def accept(
 class _Batch:
     """Validated models and frames of one write, with the offsets of the messages they came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, marks: TickMarks | None = None) -> None:
+        # the store's committed high-water marks, advanced over the ticks of this batch: a batch that is
+        # never written leaves the store's marks as they were, and the next batch starts from those
+        self.marks = marks if marks is not None else TickMarks()
         self.candles: list[m.Candle] = []
         self.trades: list[Frame] = []
         self.books: list[Frame] = []
@@ -224,7 +237,7 @@ def run_sink(
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
-    batch = _Batch()
+    batch = _Batch(store.tick_marks())
     last_snapshot = 0.0
     try:
         while not stop.is_set():
@@ -238,18 +251,27 @@ def run_sink(
                 if topic is None or partition is None or offset is None:  # only error events lack them
                     continue
                 got = accept(names[topic], msg.value(), msg.headers(), symbols)
-                if got.reason is not None:
-                    _dead_letter(dlq, msg, got.reason)
+                value, reason, n_bad = got.value, got.reason, got.invalid_rows
+                if isinstance(value, Frame):  # the worker's plausibility bounds, then de-duplication
+                    value, refused, dup = screen_frame(batch.marks, value)
+                    stats.duplicate_ticks += dup
+                    if refused:
+                        stats.implausible_rows += len(refused)
+                        n_bad += len(refused)
+                        why = invalid_rows_reason(refused)
+                        reason = why if reason is None else f"{reason}; then, of the rows left: {why}"
+                if reason is not None:
+                    _dead_letter(dlq, msg, reason)
                     stats.dead_lettered += 1
-                    stats.invalid_rows += got.invalid_rows
-                if got.value is not None:
-                    batch.add(got.value)
+                    stats.invalid_rows += n_bad
+                if value is not None:
+                    batch.add(value)
                 batch.offsets[(topic, partition)] = offset + 1
             due = batch.offsets and (batch.rows >= flush_rows or (time.monotonic() - batch.started) * 1000 >= flush_ms)
             if due:
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
-                batch = _Batch()
+                batch = _Batch(store.tick_marks())
             if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
                 publish_snapshot(store, snap_path)
                 last_snapshot = time.monotonic()

@@ -29,6 +29,7 @@ import polars as pl
 
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
+from rtqis.sinks.marks import TickMarks
 from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows, table_df
 from rtqis.sinks.schema import (
     ADF_RESULTS,
@@ -102,6 +103,9 @@ class Store:
             if not read_only:
                 self._fd = os.open(self.path, os.O_RDONLY)
             self._version = migrate(self._c, self.path, read_only=read_only)
+            # the tick archive's de-duplication state (rtqis.sinks.marks): committed rows only
+            self._marks = TickMarks.load(self._c) if not read_only else TickMarks()
+            self.duplicates_skipped = 0  # re-published ticks skipped by write_batch since open
         except BaseException:
             self.close()
             raise
@@ -172,10 +176,16 @@ class Store:
         work: list[tuple[Table, pl.DataFrame]] = []
         if candles is not None and len(candles):
             work.append((CANDLES, candles_df(candles, source)))
+        marks = self._marks.copy() if (trades or books) else self._marks
+        skipped = 0
         if trades:
-            work.append((TRADES, frames_df(TRADES, trades, TRADE_FRAME.name)))
+            fresh, skipped = _fresh_frames(trades, TRADE_FRAME.name, marks, skipped)
+            if fresh:
+                work.append((TRADES, frames_df(TRADES, fresh, TRADE_FRAME.name)))
         if books:
-            work.append((BOOK_TICKERS, frames_df(BOOK_TICKERS, books, BOOK_FRAME.name)))
+            fresh, skipped = _fresh_frames(books, BOOK_FRAME.name, marks, skipped)
+            if fresh:
+                work.append((BOOK_TICKERS, frames_df(BOOK_TICKERS, fresh, BOOK_FRAME.name)))
         if signals:
             work.append((SIGNALS, models_df(SIGNALS, m.PairSignal, signals)))
         if adf:
@@ -184,6 +194,7 @@ class Store:
             work.append((ALERTS, models_df(ALERTS, m.Alert, alerts)))
         offset_params = offset_rows(offsets) if offsets else []
         if not work and not offset_params:
+            self.duplicates_skipped += skipped
             return 0
         written = 0
         with self._lock:
@@ -195,7 +206,14 @@ class Store:
                         self._save_offsets_tx(offset_params)
             except duckdb.Error as e:
                 raise StoreError(f"write to {self.path} failed, nothing was written: {e}") from e
+            self._marks = marks  # only once the rows are durable: a failed write leaves the marks as they were
+            self.duplicates_skipped += skipped
         return written
+
+    def tick_marks(self) -> TickMarks:
+        """A copy of the tick archive's high-water marks (committed rows only; :mod:`rtqis.sinks.marks`)."""
+        with self._lock:
+            return self._marks.copy()
 
     def _upsert_df(self, table: Table, df: pl.DataFrame) -> int:
         con = self._c
@@ -216,11 +234,12 @@ class Store:
         return self.write_batch(candles=rows, source=source)
 
     def upsert_trades(self, frames: Sequence[Frame]) -> int:
-        """Upsert trade frames into the tick archive (key symbol, trade_id)."""
+        """Append the new trades of ``frames`` to the tick archive (a trade id at or below its symbol's
+        high-water mark is a re-publication: skipped, counted in :attr:`duplicates_skipped`)."""
         return self.write_batch(trades=frames)
 
     def upsert_book(self, frames: Sequence[Frame]) -> int:
-        """Upsert book-ticker frames (key symbol, update_id)."""
+        """Append the new book-ticker updates of ``frames`` (update ids above the symbol's mark)."""
         return self.write_batch(books=frames)
 
     def upsert_signals(self, rows: Sequence[Mapping[str, Any] | m.PairSignal]) -> int:
@@ -335,3 +354,32 @@ class Store:
         with self._lock:
             rows = self._c.execute(sql).fetchall()
         return {str(name): int(n) for name, n in rows}
+
+
+def _fresh_frames(frames: Sequence[Frame], expected: str, marks: TickMarks, skipped: int) -> tuple[list[Frame], int]:
+    """The rows of ``frames`` above their symbol's high-water mark in ``marks`` (advanced over them), and
+    ``skipped`` plus the rows dropped as re-published. Frames of another type than ``expected`` pass
+    unchanged (:func:`~rtqis.sinks.rows.frames_df` refuses them with the reason)."""
+    out: list[Frame] = []
+    for f in frames:
+        if f.type.name != expected:
+            out.append(f)
+            continue
+        trade = f.type is TRADE_FRAME
+        ids = f.cols["trade_id" if trade else "update_id"]
+        if ids is None or not len(ids):
+            continue
+        keep = marks.fresh_trades(f.symbol, ids) if trade else marks.fresh_books(f.symbol, ids)
+        n = int(np.count_nonzero(keep))
+        skipped += len(ids) - n
+        if n < len(ids):
+            f = f.take(keep)
+        if n:
+            if trade:
+                times = f.cols["trade_time"]
+                assert times is not None  # a required column of every trade frame
+                marks.add_trades(f.symbol, f.cols["trade_id"], times)  # type: ignore[arg-type]
+            else:
+                marks.add_books(f.symbol, f.cols["update_id"])  # type: ignore[arg-type]
+            out.append(f)
+    return out, skipped
