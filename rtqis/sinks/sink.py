@@ -18,8 +18,9 @@ above its symbol's stored high-water mark is a re-publication, skipped and count
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
 new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
-old one. Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the
-dashboard and the CLI (DuckDB allows one writing process per file).
+old one. While it runs, the sink answers the dashboard's and the CLI's history queries on a local
+Unix socket from its own connection (:mod:`rtqis.sinks.serve`; DuckDB allows one process per file):
+a committed batch is visible to the next query, at no publishing cost.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from rtqis.schemas.frames import (
 )
 from rtqis.settings import Settings
 from rtqis.sinks.marks import TickMarks, screen_frame
-from rtqis.sinks.snapshot import publish_snapshot
+from rtqis.sinks.readers import socket_path
+from rtqis.sinks.serve import HistoryServer
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
 
@@ -73,9 +75,10 @@ SINK_TOPICS: tuple[TopicSpec, ...] = (CANDLES_1M, CANDLES_5M, PAIR, ADF, ALERTS,
 
 
 def sink_paths(settings: Settings) -> tuple[Path, Path]:
-    """(live database written by the sink, read-only snapshot for readers)."""
+    """(live database written by the sink, the Unix socket on which the running sink serves readers)."""
     name = f"rtqis-{settings.namespace}" if settings.namespace else "rtqis"
-    return settings.data_dir / f"{name}.duckdb", settings.data_dir / f"{name}-snapshot.duckdb"
+    db = settings.data_dir / f"{name}.duckdb"
+    return db, socket_path(db)
 
 
 @dataclass
@@ -217,12 +220,17 @@ def run_sink(
     *,
     flush_ms: int = 500,
     flush_rows: int = 10_000,
-    snapshot_s: float = 5.0,
 ) -> SinkStats:
-    """Run until ``stop`` is set; flushes what it holds before returning."""
-    db_path, snap_path = sink_paths(settings)
+    """Run until ``stop`` is set; flushes what it holds before returning. Readers are served on the
+    socket :func:`sink_paths` names while it runs."""
+    db_path, sock_path = sink_paths(settings)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
+    try:
+        server = HistoryServer(store, sock_path)
+    except BaseException:
+        store.close()
+        raise
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
@@ -238,7 +246,6 @@ def run_sink(
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
     batch = _Batch(store.tick_marks())
-    last_snapshot = 0.0
     try:
         while not stop.is_set():
             for msg in c.consume(1000, 0.05):
@@ -272,13 +279,10 @@ def run_sink(
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
                 batch = _Batch(store.tick_marks())
-            if snapshot_s and time.monotonic() - last_snapshot >= snapshot_s:
-                publish_snapshot(store, snap_path)
-                last_snapshot = time.monotonic()
     finally:
         if batch.offsets:
             _flush(store, c, batch, stats)
-        publish_snapshot(store, snap_path)
+        server.close()
         store.close()
         c.close()
         dlq.flush()
