@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import statistics
 import time
 import uuid
@@ -223,7 +224,7 @@ def _measure(settings: Settings, pid: int, conn: Connection, now: int) -> dict[s
     from rtqis.ui.data import load_history  # the dashboard's own read
 
     db, sock = sink_paths(settings)
-    res: dict[str, Any] = {"sink_rss_mb": round(rss_bytes(pid) / 1e6, 1)}
+    res: dict[str, Any] = {"sink_rss_mb": round(rss_bytes(pid) / 1e6, 1), "load_avg_1m": os.getloadavg()[0]}
     res["disk_bytes"] = sum(p.stat().st_size for p in (db, db.with_name(db.name + ".wal")) if p.exists())
     with HistoryClient(sock) as c:
         before = c.load_offsets().get(("day", 0), 0)
