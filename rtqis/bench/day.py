@@ -284,6 +284,7 @@ def bench_day(
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_writer, args=(s, start, hours, rate, legacy_keys, child), daemon=True)
     proc.start()
+    child.close()  # so that a writer that dies ends parent.recv() with EOFError instead of a hang
     marks: list[dict[str, Any]] = []
     try:
         while True:

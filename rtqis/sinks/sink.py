@@ -20,7 +20,8 @@ new memory-only broker, a recreated topic) or below its start (retention) restar
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
 old one. While it runs, the sink answers the dashboard's and the CLI's history queries on a local
 Unix socket from its own connection (:mod:`rtqis.sinks.serve`; DuckDB allows one process per file):
-a committed batch is visible to the next query, at no publishing cost.
+a committed batch is visible to the next query, at no publishing cost. Retention per kind and the
+disk-use line and warning run in the same loop (:mod:`rtqis.sinks.retention`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from rtqis.schemas.frames import (
 from rtqis.settings import Settings
 from rtqis.sinks.marks import TickMarks, screen_frame
 from rtqis.sinks.readers import socket_path
+from rtqis.sinks.retention import Housekeeper
 from rtqis.sinks.serve import HistoryServer
 from rtqis.sinks.store import Store, StoreError
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
@@ -246,6 +248,7 @@ def run_sink(
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
     batch = _Batch(store.tick_marks())
+    keeper = Housekeeper(settings, store)  # retention and disk use, without stopping (rtqis.sinks.retention)
     try:
         while not stop.is_set():
             for msg in c.consume(1000, 0.05):
@@ -279,6 +282,7 @@ def run_sink(
                 _flush(store, c, batch, stats)
                 stored.update(batch.offsets)
                 batch = _Batch(store.tick_marks())
+            keeper.run_due()
     finally:
         if batch.offsets:
             _flush(store, c, batch, stats)

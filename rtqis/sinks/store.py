@@ -210,6 +210,21 @@ class Store:
             self.duplicates_skipped += skipped
         return written
 
+    def delete_older(self, table: Table, time_col: str, cutoff_ms: int) -> int:
+        """Delete the rows of ``table`` with ``time_col < cutoff_ms`` in one transaction (retention,
+        :mod:`rtqis.sinks.retention`); rows deleted. ``table`` and ``time_col`` come from the schema."""
+        self.require_writable()
+        if time_col not in table.columns:
+            raise StoreError(f"{table.name} has no column {time_col}")
+        sql = f"DELETE FROM {quote(table.name)} WHERE {quote(time_col)} < ?"  # noqa: S608  # schema constants
+        with self._lock:
+            try:
+                with transaction(self._c):
+                    row = self._c.execute(sql, [int(cutoff_ms)]).fetchone()
+            except duckdb.Error as e:
+                raise StoreError(f"retention on {self.path} failed, nothing was deleted: {e}") from e
+        return int(row[0]) if row else 0
+
     def tick_marks(self) -> TickMarks:
         """A copy of the tick archive's high-water marks (committed rows only; :mod:`rtqis.sinks.marks`)."""
         with self._lock:
