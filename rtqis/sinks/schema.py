@@ -45,7 +45,8 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     ``next_offset`` (the offset of the next message to consume, Kafka's commit convention) and
     ``updated_at``. Written in the same transaction as the rows those messages carried
     (:meth:`rtqis.sinks.store.Store.write_batch`), so rows and offsets are durable together or not at
-    all: a crash can neither lose rows (offset ahead of rows) nor, thanks to the upserts, duplicate them.
+    all: a crash can neither lose rows (offset ahead of rows) nor duplicate them (upserts; for the
+    key-less tick archive, the id high-water marks of :mod:`rtqis.sinks.marks`).
 ``schema_version`` [version]
     One row per applied migration (``version``, ``applied_at`` epoch ms, ``description``).
 

@@ -31,7 +31,7 @@ import orjson
 import polars as pl
 
 from rtqis.sinks.readers import MAX_REQUEST, READ_METHODS, recv_exact
-from rtqis.sinks.store import Store
+from rtqis.sinks.store import Store, StoreError
 
 __all__ = ["HistoryServer"]
 
@@ -110,6 +110,8 @@ class HistoryServer:
         store.require_writable()
         self.path = Path(path)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if hasattr(os, "getuid") and self.path.parent.stat().st_uid != os.getuid():
+            raise StoreError(f"{self.path.parent} belongs to another user: refusing to serve history there")
         os.chmod(self.path.parent, 0o700)
         self.path.unlink(missing_ok=True)  # left by a killed sink of this database
         self._srv = _Server(str(self.path), _Handler)

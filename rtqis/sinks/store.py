@@ -1,10 +1,13 @@
 """The DuckDB store: one database file of candles, ticks, analytics and consumer offsets, written and read.
 
 Why DuckDB: a single file, columnar, fast range scans, and ``INSERT ... ON CONFLICT`` upserts, so the
-Kafka sink can be at-least-once and still never store a row twice (effectively once). The sink process
-owns the only read-write connection (:class:`Store`); everybody else reads a snapshot
-(:mod:`rtqis.sinks.snapshot`). The tables, their keys and conflict rules and the migrations are in
-:mod:`rtqis.sinks.schema`; the conversion of inputs to typed rows in :mod:`rtqis.sinks.rows`.
+Kafka sink can be at-least-once and still never store a row twice (effectively once); the tick archive
+is append-only instead, de-duplicated by per-symbol id high-water marks (:mod:`rtqis.sinks.marks`). The
+sink process owns the only read-write connection (:class:`Store`) and answers everybody else's reads
+from cursors of it (:meth:`Store.reader`, :mod:`rtqis.sinks.serve`); with no sink running, readers
+open the file read-only (:func:`rtqis.sinks.history.open_history`). The tables, their keys and
+conflict rules and the migrations are in :mod:`rtqis.sinks.schema`; the conversion of inputs to typed
+rows in :mod:`rtqis.sinks.rows`.
 
 Units: every time is epoch **milliseconds UTC** in a ``BIGINT``; prices and quantities are ``DOUBLE`` in
 quote / base currency. Ranges are half-open ``[start_ms, end_ms)``.
@@ -70,9 +73,9 @@ class Store:
 
     ``Store(path)`` creates the file if needed and brings its schema up to the current version
     (:func:`~rtqis.sinks.schema.migrate`); ``Store(path, read_only=True)`` opens an existing file of
-    exactly this version for reading (use :func:`~rtqis.sinks.snapshot.open_snapshot` for the snapshot
-    the sink publishes). Methods are serialised on a lock, so one Store may be shared by threads of one
-    process. Close it (or use ``with``) to release the file.
+    exactly this version for reading (while a sink holds the file, read through
+    :func:`~rtqis.sinks.history.open_history`). Methods are serialised on a lock, so one Store may be
+    shared by threads of one process. Close it (or use ``with``) to release the file.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_mb: int | None = None) -> None:
@@ -90,7 +93,7 @@ class Store:
             if "lock" in str(e).lower():
                 hint = (
                     " (DuckDB lets one process open a file for writing, and then nobody else can open it;"
-                    " readers open the snapshot the sink publishes, see open_snapshot)"
+                    " readers ask the running sink, see rtqis.sinks.history.open_history)"
                 )
             raise StoreError(f"cannot open {self.path}: {e}{hint}") from None
         # DuckDB guards the file with a POSIX fcntl lock, and POSIX drops ALL of a process's locks on a
