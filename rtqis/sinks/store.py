@@ -101,6 +101,7 @@ class Store:
         # close the live file: it reads through this descriptor, kept open until close().
         self._fd: int | None = None
         try:
+            self._con.execute("SET enable_progress_bar = false")  # a long read must not draw on stdout
             if memory_mb is not None:  # DuckDB's buffer pool: pages beyond it are evicted, not kept
                 self._con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
             if not read_only:
