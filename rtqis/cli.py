@@ -227,6 +227,9 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         soak_seconds=a.soak_seconds,
         signals_seeds=a.signals_seeds,
         signals_hours=a.signals_hours,
+        day_hours=a.day_hours,
+        day_days=a.day_days,
+        day_rate=a.day_rate,
         json_path=json_path,
     )
     return 0
@@ -241,7 +244,7 @@ def cmd_sink(s: Settings, a: argparse.Namespace) -> int:
         from rtqis.sinks.history import backfill
 
         backfill(s, lookback_h=a.backfill_hours)
-    print(f"sink writing {sink_paths(s)[0]} (snapshot for readers: {sink_paths(s)[1]})", flush=True)
+    print(f"sink writing {sink_paths(s)[0]} (readers served on {sink_paths(s)[1]})", flush=True)
     st = run_sink(s, stop)
     print(f"sink stopped: {st.rows} rows in {st.batches} batches")
     return 0
@@ -474,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
         "steady feed for --soak-seconds; e.g. --only soak) and signals (what the pair signals are worth: the "
         "issue #20 evaluation on the seeded synthetic market whose true spread is known, figure against "
         "target, no broker, a few minutes; --only signals) and replay (`rtqis replay` of --ticks synthetic trades "
-        "written as Binance trade files, with the raw consumer ceiling in the same run; --only replay).",
+        "written as Binance trade files, with the raw consumer ceiling in the same run; --only replay) and day (a "
+        "simulated day at --day-rate ticks/s of event time through the sink's storage path: RSS, disk, cost of "
+        "making new data visible, history query time at simulated hours 1, 6, 12, 24; --day-days 7 fills a week "
+        "first; no broker; --only day).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
@@ -501,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=4.0,
         help="signals: hours per seed, the first for calibration (default 4)",
     )
+    c.add_argument("--day-hours", type=_positive_number, default=24.0, help="day: simulated hours (default 24)")
+    c.add_argument(
+        "--day-days",
+        type=_positive_int,
+        default=1,
+        help="day: days on disk, the earlier ones written directly (default 1)",
+    )
+    c.add_argument("--day-rate", type=_positive_number, default=250.0, help="day: ticks/s of event time (default 250)")
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)
 

@@ -243,8 +243,8 @@ def _reset_namespace(s: Settings) -> None:
         deadline = time.monotonic() + 30
         while {t.name for t in list_topics(s)} & mine and time.monotonic() < deadline:
             time.sleep(0.2)
-    db, snap = sink_paths(s)
-    for f in (db, snap, db.with_name(db.name + ".wal"), snap.with_name(snap.name + ".wal")):
+    db, sock = sink_paths(s)
+    for f in (db, db.with_name(db.name + ".wal"), sock):
         f.unlink(missing_ok=True)
 
 

@@ -175,6 +175,16 @@ class Settings(BaseSettings):
         description="DuckDB memory limit of the sink (its page cache otherwise grows with the database, "
         "up to 80% of RAM)",
     )
+    # retention of the store (#22), applied by the running sink; 0 = keep forever
+    retain_ticks_days: float = Field(7.0, ge=0, description="days of trades kept in the tick archive (0: forever)")
+    retain_book_days: float = Field(7.0, ge=0, description="days of book tickers kept (0: forever)")
+    retain_signals_days: float = Field(
+        0.0, ge=0, description="days of pair signals, ADF results and alerts kept (0: forever)"
+    )
+    retain_candles_days: float = Field(0.0, ge=0, description="days of candles kept (0: forever)")
+    disk_warn_free_mb: int = Field(
+        2048, ge=0, description="the sink warns while the data directory's disk has less free space than this (MB)"
+    )
     worker_web_port: int = Field(6066, ge=1, le=65535, description="Faust worker web port (its server is disabled)")
     ui_host: str = Field("127.0.0.1", description="dashboard bind address")
     ui_port: int = Field(5006, ge=1, le=65535)

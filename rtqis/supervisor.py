@@ -218,21 +218,20 @@ class Supervisor:
 def latest_stored_trade_ms(settings: Settings) -> int | None:
     """The latest ``trade_time`` (epoch ms) in the tick archive of DuckDB; None if none or unreadable.
 
-    Reads the live database when no sink holds it (after the sink stopped), else the sink's snapshot."""
+    Called after the services stopped, so the sink no longer holds the file."""
     import duckdb
 
     from rtqis.sinks.sink import sink_paths
 
-    for path in sink_paths(settings):
-        if not path.exists():
-            continue
-        try:
-            with duckdb.connect(str(path), read_only=True) as con:
-                row = con.execute("SELECT max(trade_time) FROM trades").fetchone()
-        except duckdb.Error:
-            continue  # held by a sink (read the snapshot) or not a store yet
-        return int(row[0]) if row and row[0] is not None else None
-    return None
+    path = sink_paths(settings)[0]
+    if not path.exists():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            row = con.execute("SELECT max(trade_time) FROM trades").fetchone()
+    except duckdb.Error:
+        return None  # still held, or not a store yet
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _iso(ms: int) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rtqis.settings import Settings
+from rtqis.sinks.history import open_history
 from rtqis.supervisor import BROKER_LOST_EXIT
 from tests.conftest import alive_pids, wait_until
 from tests.test_orphans import _Rtqis, _up_env, _wait_up, runner  # noqa: F401 - runner is a fixture
@@ -23,9 +25,16 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pa
 def test_up_says_what_was_lost_when_the_broker_dies(tmp_path: Path, runner: _Rtqis) -> None:  # noqa: F811
     p, log = runner.start("up", "up", **_up_env(tmp_path))
     _wait_up(p, log, tmp_path)
-    snapshot = tmp_path / "var" / "rtqis-snapshot.duckdb"
-    wait_until(snapshot.exists, 60, "the sink's first snapshot")
-    time.sleep(6)  # a snapshot with stored trades
+    settings = Settings(data_dir=tmp_path / "var")
+
+    def stored() -> int:
+        try:
+            with open_history(settings, wait_s=0) as st:
+                return int(st.counts()["trades"])
+        except Exception:  # noqa: BLE001 - the sink is not answering yet
+            return 0
+
+    wait_until(lambda: stored() > 0, 60, "the sink's first stored trades")
     kids = runner.tree(p)
     broker = next(k for k in kids if "tansu" in " ".join(k.cmdline()))
     others = [k.pid for k in kids if k.pid != broker.pid]

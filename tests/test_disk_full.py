@@ -92,12 +92,12 @@ def test_snapshot_on_a_full_disk_leaves_no_partial_file(tmp_path: Path) -> None:
 
 
 def _stored_trades(s: Settings) -> int:
-    """Trades in the snapshot (keyed by (symbol, trade_id): a trade stored twice would be one row, so the
-    count equal to the file's trades is every trade, once); 0 before the first snapshot."""
+    """Trades in the tick archive, read from the running sink (the archive drops re-published ids, so
+    the count equal to the file's trades is every trade, once); 0 before the sink answers."""
     try:
         with open_history(s) as st:
             return st.counts()["trades"]
-    except Exception:  # noqa: BLE001 - no snapshot yet
+    except Exception:  # noqa: BLE001 - no sink answering yet
         return 0
 
 
@@ -107,8 +107,8 @@ def test_sink_holds_on_a_full_disk_and_resumes_losing_nothing(bootstrap: str, tm
         create_topics(s)
         sink = procs.start(s, "sink", name="sink")
         try:
-            snap = sink_paths(s)[1]
-            wait_until(snap.exists, 60, "the sink's first snapshot")
+            sock = sink_paths(s)[1]
+            wait_until(sock.exists, 60, "the sink serving readers")
             filler = fill(data)
             assert run_cli("produce", "file", str(UM_ETH), env=env_of(s), timeout=120).returncode == 0
             wait_until(lambda: "cannot write" in procs.log_of(sink), 60, "the sink to say it cannot write")

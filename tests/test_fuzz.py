@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 from rtqis.agents.books import SymbolBook
 from rtqis.agents.handlers import valid_frame
-from rtqis.agents.plausibility import MAX_AHEAD_MS
 from rtqis.errors import DecodeError, RtqisError
 from rtqis.producers import binance_csv as bc
 from rtqis.producers.binance_format import (
@@ -44,6 +43,7 @@ from rtqis.producers.files import BadRow, KlineChunk, SourceChunk, SourceFormatE
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode, encode
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_book_frame, validate_trade_frame
+from rtqis.schemas.plausibility import MAX_AHEAD_MS
 from rtqis.settings import Settings
 from rtqis.sinks.candle_files import read_candles_csv
 from rtqis.sinks.sink import accept

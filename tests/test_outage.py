@@ -25,6 +25,7 @@ from rtqis.kafka.tail import iter_rows
 from rtqis.process import free_port
 from rtqis.schemas.deadletters import bounded_dead_letter
 from rtqis.settings import Settings
+from rtqis.sinks.history import open_history
 from rtqis.sinks.sink import sink_paths
 from rtqis.sinks.store import Store
 from rtqis.topics import DEADLETTER
@@ -36,23 +37,20 @@ RECOVERY_LIMIT_S = 30.0
 
 
 def _stored(s: Settings) -> int:
-    """Trades in the tick archive of the sink's snapshot; 0 before there is one."""
-    snap = sink_paths(s)[1]
-    if not snap.exists():
-        return 0
+    """Trades in the tick archive, read from the running sink; 0 before it answers."""
     try:
-        with Store(snap, read_only=True) as st:
+        with open_history(s, wait_s=0) as st:
             return int(st.counts()["trades"])
-    except Exception:  # noqa: BLE001 - the snapshot is being replaced
+    except Exception:  # noqa: BLE001 - no sink or file yet
         return 0
 
 
 def _closed_since(s: Settings, open_ms: int) -> dict[str, int]:
-    """Closed 1m candles per symbol from ``open_ms`` on, in the sink's snapshot."""
+    """Closed 1m candles per symbol from ``open_ms`` on, read from the running sink."""
     try:
-        with Store(sink_paths(s)[1], read_only=True) as st:
+        with open_history(s, wait_s=0) as st:
             return {sym: int(st.candles(sym, "1m", open_ms).filter("closed").height) for sym in s.symbols}
-    except Exception:  # noqa: BLE001 - the snapshot is being replaced
+    except Exception:  # noqa: BLE001 - no sink or file yet
         return {}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from rtqis.errors import RtqisError
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.clients import MessageProducer
 from rtqis.schemas import models as m
@@ -22,6 +23,7 @@ from rtqis.schemas.codec import encode
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame, validate_trade_frame
 from rtqis.settings import Settings
 from rtqis.sinks import sink as sink_mod
+from rtqis.sinks.history import open_history
 from rtqis.sinks.sink import ROW_RULES, _Batch, accept, run_sink, sink_paths
 from rtqis.sinks.store import Store
 from rtqis.topics import BOOK, CANDLES_1M, DEADLETTER, PAIR, TRADES
@@ -207,13 +209,16 @@ def test_the_running_sink_refuses_bad_tick_rows_and_dead_letters_only_its_own_to
 
     stop = threading.Event()
     out: list[sink_mod.SinkStats] = []
-    t = threading.Thread(target=lambda: out.append(run_sink(s, stop, snapshot_s=0.2)), daemon=True)
+    t = threading.Thread(target=lambda: out.append(run_sink(s, stop)), daemon=True)
     t.start()
     try:
 
-        def stored() -> list[int]:
-            snap = sink_paths(s)[1]
-            return stored_trade_ids(snap) if snap.exists() else []
+        def stored() -> list[int]:  # read through the running sink, as the dashboard does
+            try:
+                with open_history(s, wait_s=0) as st:
+                    return sorted(st.trades("BTCUSDT")["trade_id"].to_list())
+            except RtqisError:
+                return []
 
         wait_until(lambda: stored() == good, 60, "the good trade rows in DuckDB")
         collect(s, DEADLETTER.name, lambda rows: len(rows) >= 2, timeout_s=30)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from rtqis.agents.outbox import Outbox, Output
-from rtqis.agents.plausibility import implausible_rows
 from rtqis.agents.quotes import LegQuotes
 from rtqis.analytics.candles import CandleState, to_rows
 from rtqis.analytics.pair_model import PairModel, PairParams
@@ -26,6 +25,7 @@ from rtqis.analytics.sampling import LegSampler, PairAligner
 from rtqis.intervals import interval_ms
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import unknown_symbol_reason
+from rtqis.schemas.plausibility import implausible_rows
 from rtqis.settings import Settings
 from rtqis.topics import ADF, ALERTS, PAIR
 
@@ -136,7 +136,7 @@ class SymbolBook:
     ) -> list[tuple[int, str]]:
         """[(row, reason)] of the rows of a frame of ``sym`` that must not be applied (sorted by row): all
         of them for a symbol that is not configured, else those beyond the plausibility bounds of
-        :mod:`rtqis.agents.plausibility` against the symbol's clock and trade-id high-water mark in its
+        :mod:`rtqis.schemas.plausibility` against the symbol's clock and trade-id high-water mark in its
         ``stored`` state (``ids`` None: no id bound), at wall-clock ``now_ms`` (default: now)."""
         n = len(times)
         if sym not in self.symbols:

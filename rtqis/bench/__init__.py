@@ -14,7 +14,9 @@ Sections (each runs on the embedded broker, or the configured one, in its own na
 - replay (opt-in): ``rtqis replay`` of --ticks synthetic trades written as Binance trade files, median
   of --runs, with the raw consumer ceiling in the same run (:mod:`rtqis.bench.replay`);
 - signals (opt-in, no broker): the issue #20 evaluation of the pair signals on the seeded synthetic
-  market, figure against target (:mod:`rtqis.bench.signals`, :mod:`rtqis.evaluation`), a few minutes.
+  market, figure against target (:mod:`rtqis.bench.signals`, :mod:`rtqis.evaluation`), a few minutes;
+- day (opt-in, no broker): a simulated day (or week) of live-like data at 250 ticks/s of event time
+  through the sink's storage path, figures at simulated hours 1, 6, 12, 24 (:mod:`rtqis.bench.day`).
 
 :func:`rtqis.bench.runner.run_bench` runs the chosen sections; :mod:`rtqis.bench.report` holds the
 recorded versions and the closing table. Child processes (worker, sink, feed) are started and
@@ -31,7 +33,7 @@ __all__ = ["ALL_SECTIONS", "BROKER_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECT
 #: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
 DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
 #: sections run only when named in ``--only``
-OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay", "day")
 ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
 #: the sections that need a broker (`rtqis bench --only signals` starts none)
 BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak", "replay")

@@ -12,6 +12,7 @@ import orjson
 
 from rtqis import __version__
 from rtqis.bench import BROKER_SECTIONS, DEFAULT_SECTIONS
+from rtqis.bench.day import bench_day
 from rtqis.bench.e2e import bench_e2e, bench_scaling
 from rtqis.bench.harness import Say, median_runs, on_own_broker
 from rtqis.bench.latency import bench_latency, latency_median
@@ -42,11 +43,14 @@ def run_bench(
     soak_seconds: float = 600.0,
     signals_seeds: int = 8,
     signals_hours: float = 4.0,
+    day_hours: float = 24.0,
+    day_days: int = 1,
+    day_rate: float = 250.0,
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
     """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, latency,
-    soak, signals, replay); return the results and write them to ``json_path`` when given. The embedded broker
+    soak, signals, replay, day); return the results and write them to ``json_path`` when given. The embedded broker
     is started only for sections that need one."""
     tmp = settings.data_dir / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,7 @@ def run_bench(
             "latency_rate": latency_rate,
             "latency_runs": latency_runs,
             **({"signals_seeds": signals_seeds, "signals_hours": signals_hours} if "signals" in sections else {}),
+            **({"day_hours": day_hours, "day_days": day_days, "day_rate": day_rate} if "day" in sections else {}),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -134,6 +139,8 @@ def run_bench(
 
             res["replay"] = bench_replay(settings, ticks, runs, tmp, say)
             res["replay_ticks_per_s"] = res["replay"]["ticks_per_s"]
+        if "day" in sections:
+            res["day"] = bench_day(settings, tmp, hours=day_hours, days=day_days, rate=day_rate, say=say)
     finally:
         if broker is not None:
             broker.stop()

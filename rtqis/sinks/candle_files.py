@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from rtqis.intervals import aligned, next_open, stored_interval_ms
+from rtqis.sinks.readers import HistoryReader
 from rtqis.sinks.schema import CANDLES
 from rtqis.sinks.store import Store, StoreError
 
@@ -369,7 +370,7 @@ _READ_COLUMNS = (
 )
 
 
-def streamed_open_times(store: Store, symbol: str, interval: str, open_times: np.ndarray) -> np.ndarray:
+def streamed_open_times(store: HistoryReader, symbol: str, interval: str, open_times: np.ndarray) -> np.ndarray:
     """The open times (epoch ms, sorted) among ``open_times`` where ``store`` holds a *closed* candle of
     ``symbol`` / ``interval`` with ``source='stream'``: the rows an import must not replace."""
     if not len(open_times):
@@ -455,7 +456,7 @@ def spreadsheet_safe(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def export_candles(
-    store: Store,
+    store: HistoryReader,
     symbol: str,
     interval: str,
     start_ms: int | None = None,

@@ -1,11 +1,13 @@
 """History for the CLI and the dashboard while the sink may be running: read, import, back-fill.
 
 DuckDB lets one process write a file. When the sink runs it holds the live database, so:
-- reads use the sink's published snapshot (at most ``snapshot_s`` old) when the live file is locked;
+- reads (:func:`open_history`) ask the running sink over its socket (:mod:`rtqis.sinks.readers`: the
+  sink answers from its own connection, so new data is visible as soon as it is committed), or open the
+  live file read-only when no sink runs;
 - ``candles import`` validates the whole file locally, then either writes it (sink not running) or
   publishes the rows to ``candles.<interval>`` with ``source=import`` for the sink to store; either way
   rows that would replace a closed streamed candle are skipped and counted (checked against the live
-  database, or against the sink's snapshot when the sink runs);
+  database, or through the running sink);
 - symbols and intervals given by a user are checked against the configured sets (:func:`check_symbol`,
   :func:`check_export`) before any query or file is touched;
 - ``backfill`` (sink not running, or from the sink itself) fills holes in the 1m candles from
@@ -26,8 +28,8 @@ from rtqis.errors import IntervalError, RtqisError
 from rtqis.intervals import stored_interval_ms
 from rtqis.settings import Settings
 from rtqis.sinks.candle_files import ImportResult, read_candles_csv, streamed_open_times, write_import
+from rtqis.sinks.readers import HistoryClient, HistoryReader
 from rtqis.sinks.sink import sink_paths
-from rtqis.sinks.snapshot import open_snapshot
 from rtqis.sinks.store import Store, StoreError
 
 __all__ = [
@@ -44,17 +46,32 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def open_history(settings: Settings) -> Store:
-    """A read-only Store: the live database if no sink holds it, else the sink's snapshot."""
-    live, snap = sink_paths(settings)
-    if live.exists():
-        try:
-            return Store(live, read_only=True)
-        except StoreError:
-            pass  # the sink holds it: read its snapshot
-    if snap.exists():
-        return open_snapshot(snap)
-    raise RtqisError(f"no candle history yet: {live} does not exist (run `rtqis up` or `rtqis sink`)")
+def open_history(settings: Settings, wait_s: float = 10.0) -> HistoryReader:
+    """The history, read-only: the running sink over its socket (:class:`HistoryClient`), else the live
+    database opened read-only (:class:`Store`). While a sink holds the file but does not answer yet (it
+    is starting), waits up to ``wait_s`` seconds. :class:`RtqisError` if there is no history at all."""
+    live, sock = sink_paths(settings)
+    deadline = time.monotonic() + wait_s
+    while True:
+        if sock.exists():
+            try:
+                return HistoryClient(sock)
+            except OSError:
+                pass  # a socket left by a killed sink, or one just starting: try the file
+        if live.exists():
+            try:
+                return Store(live, read_only=True)
+            except StoreError as e:  # held by another process (lock) or, open for writing, by this one
+                if "lock" not in str(e).lower() and "different configuration" not in str(e):
+                    raise
+        elif not sock.exists():
+            raise RtqisError(f"no candle history yet: {live} does not exist (run `rtqis up` or `rtqis sink`)")
+        if time.monotonic() >= deadline:
+            raise RtqisError(
+                f"{live} is held by a process that does not answer history queries on {sock}"
+                " (a sink still starting, or another program); try again"
+            )
+        time.sleep(0.05)
 
 
 def check_symbol(settings: Settings, symbol: str) -> str:
@@ -82,7 +99,7 @@ def check_interval(settings: Settings, interval: str) -> str:
     return interval
 
 
-def check_export(settings: Settings, store: Store, symbol: str, interval: str) -> None:
+def check_export(settings: Settings, store: HistoryReader, symbol: str, interval: str) -> None:
     """Refuse an export of an unknown series in one line (:class:`RtqisError`) instead of writing an empty
     file: ``symbol`` must be configured; ``interval`` a configured one, or another interval the store
     keeps (:mod:`rtqis.intervals`, e.g. imported ``1h`` or ``1w`` klines) of which ``symbol`` has rows."""
@@ -113,8 +130,8 @@ def import_rows(settings: Settings, df: pl.DataFrame, *, symbol: str, interval: 
     """Store validated candle rows as ``source='import'``: written in one transaction when no sink holds
     the database, else published to the running sink (``candles.<interval>``). Rows that would replace a
     closed streamed candle are skipped and counted either way (see
-    :func:`~rtqis.sinks.candle_files.write_import`); with a running sink they are found in its snapshot,
-    which is at most a few seconds old."""
+    :func:`~rtqis.sinks.candle_files.write_import`); with a running sink they are asked of it,
+    which answers from its own connection."""
     if not df.height:
         return ImportResult(0)
     live, _ = sink_paths(settings)
@@ -125,7 +142,7 @@ def import_rows(settings: Settings, df: pl.DataFrame, *, symbol: str, interval: 
     if store is not None:
         with store:
             return write_import(store, df, symbol=symbol, interval=interval)
-    # the sink runs: drop what its snapshot shows as streamed, then hand the rows to it through Kafka
+    # the sink runs: drop what it holds as streamed, then hand the rows to it through Kafka
     from rtqis.kafka.clients import MessageProducer
     from rtqis.schemas.models import Candle
     from rtqis.topics import by_name
@@ -137,7 +154,7 @@ def import_rows(settings: Settings, df: pl.DataFrame, *, symbol: str, interval: 
         snap = open_history(settings)
     except RtqisError:
         raise RtqisError(
-            "the running sink has not published its snapshot yet, so the import cannot check which candles "
+            "the running sink does not answer history queries yet, so the import cannot check which candles "
             "were streamed; nothing was imported, try again in a few seconds"
         ) from None
     with snap:

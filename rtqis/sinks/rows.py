@@ -136,7 +136,14 @@ def table_df(cols: Mapping[str, np.ndarray], table: Table) -> pl.DataFrame:
     out: list[pl.Series] = []
     for name, (dt, _) in table.columns.items():
         arr = cols[name]
-        if isinstance(dt, pl.List):
+        if isinstance(dt, pl.List) and arr.dtype == object and arr.size and isinstance(np.ma.getdata(arr)[0], str):
+            # joined by chr(31) in SQL (Store._range): split in one vectorised step, '' is the empty list
+            joined = pl.Series(name, np.ma.getdata(arr).tolist(), dtype=pl.String())
+            split = pl.select(
+                pl.when(joined == "").then(pl.lit([], dtype=dt)).otherwise(joined.str.split(chr(31))).alias(name)
+            ).to_series()
+            out.append(split.cast(dt))
+        elif isinstance(dt, pl.List):
             data, mask = np.ma.getdata(arr), np.ma.getmaskarray(arr)
             vals = [None if null else list(v) for v, null in zip(data.tolist(), mask.tolist(), strict=True)]
             out.append(pl.Series(name, vals, dtype=dt))

@@ -17,12 +17,16 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     left unfinished; an import counts the rows it skipped).
     ``quote_volume``, ``trades``, ``taker_buy_*`` and ``vwap`` may be NULL for imported files that lack
     them.
-``trades`` [symbol, trade_id]
+``trades`` (symbol, trade_id; no primary key since v5)
     The tick archive of trades: ``price``, ``qty``, ``trade_time``, ``event_time``, ``recv_time`` (local
-    receive time), ``buyer_maker``. A replayed trade replaces the identical stored one.
-``book_tickers`` [symbol, update_id]
+    receive time), ``buyer_maker``. Append only, in arrival order (so in time order, which DuckDB's zone
+    maps turn into fast time-range scans). A re-published trade (id not above the symbol's stored
+    high-water mark) is skipped and counted, never stored twice nor overwritten (:mod:`rtqis.sinks.marks`).
+    A global key's in-memory index grew with every row ever stored; the marks are a few integers per symbol.
+``book_tickers`` (symbol, update_id; no primary key since v5)
     Best bid / ask updates: ``bid_price``, ``bid_qty``, ``ask_price``, ``ask_qty``, ``event_time`` (NULL on
-    spot, which sends none), ``recv_time``.
+    spot, which sends none), ``recv_time``. Append only, de-duplicated by update-id high-water marks as
+    ``trades``.
 ``signals`` [pair, time]
     :class:`~rtqis.schemas.models.PairSignal` rows, one column per model field, same names (hedge ratios,
     spread, z-score, ...; ``flags`` is a ``VARCHAR[]``). The columns added in v3 (#20: ``innovation_z``,
@@ -41,7 +45,8 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     ``next_offset`` (the offset of the next message to consume, Kafka's commit convention) and
     ``updated_at``. Written in the same transaction as the rows those messages carried
     (:meth:`rtqis.sinks.store.Store.write_batch`), so rows and offsets are durable together or not at
-    all: a crash can neither lose rows (offset ahead of rows) nor, thanks to the upserts, duplicate them.
+    all: a crash can neither lose rows (offset ahead of rows) nor duplicate them (upserts; for the
+    key-less tick archive, the id high-water marks of :mod:`rtqis.sinks.marks`).
     ``last_timestamp`` (the message's Kafka timestamp, epoch ms) and ``last_digest`` (a hash of its key
     and value) fingerprint the message at ``next_offset - 1`` (v4, #21; NULL when unknown): the sink
     compares them with the broker's message at that offset to tell the same log from a new one.
@@ -197,6 +202,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE consumer_offsets ADD COLUMN last_digest VARCHAR",
         ),
     ),
+    Migration(
+        5,
+        "tick archive without primary keys: de-duplicated by per-symbol id high-water marks (#22)",
+        (
+            # DuckDB cannot drop a primary key in place: copy each tick table into a key-less one, in time
+            # order (range scans by time then skip by zone maps), and swap it in; same transaction
+            """CREATE TABLE trades_v5 (
+                symbol VARCHAR NOT NULL, trade_id BIGINT NOT NULL, price DOUBLE NOT NULL, qty DOUBLE NOT NULL,
+                trade_time BIGINT NOT NULL, event_time BIGINT NOT NULL, recv_time BIGINT NOT NULL,
+                buyer_maker BOOLEAN NOT NULL)""",
+            "INSERT INTO trades_v5 SELECT symbol, trade_id, price, qty, trade_time, event_time, recv_time,"
+            " buyer_maker FROM trades ORDER BY trade_time, symbol, trade_id",
+            "DROP TABLE trades",
+            "ALTER TABLE trades_v5 RENAME TO trades",
+            """CREATE TABLE book_tickers_v5 (
+                symbol VARCHAR NOT NULL, update_id BIGINT NOT NULL, bid_price DOUBLE NOT NULL,
+                bid_qty DOUBLE NOT NULL, ask_price DOUBLE NOT NULL, ask_qty DOUBLE NOT NULL, event_time BIGINT,
+                recv_time BIGINT NOT NULL)""",
+            "INSERT INTO book_tickers_v5 SELECT symbol, update_id, bid_price, bid_qty, ask_price, ask_qty,"
+            " event_time, recv_time FROM book_tickers ORDER BY recv_time, symbol, update_id",
+            "DROP TABLE book_tickers",
+            "ALTER TABLE book_tickers_v5 RENAME TO book_tickers",
+        ),
+    ),
 )
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 
@@ -213,13 +242,15 @@ class Table:
     name: str
     columns: dict[str, tuple[pl.DataType, bool]]
     key: tuple[str, ...]
-    on_conflict: Literal["update", "nothing"] = "update"
+    on_conflict: Literal["update", "nothing", "append"] = "update"  # append: no key, de-duplicated upstream
     update_where: str = ""  # SQL condition (a constant) that must hold for a conflicting row to be replaced
 
     @property
     def upsert_sql(self) -> str:
         cols = ", ".join(quote(c) for c in self.columns)
         key = ", ".join(quote(c) for c in self.key)
+        if self.on_conflict == "append":
+            return f"INSERT INTO {quote(self.name)} ({cols}) SELECT {cols} FROM {BATCH}"  # noqa: S608  # identifiers are module constants
         sql = f"INSERT INTO {quote(self.name)} ({cols}) SELECT {cols} FROM {BATCH} ON CONFLICT ({key}) "  # noqa: S608  # identifiers are module constants
         if self.on_conflict == "nothing":
             return sql + "DO NOTHING"
@@ -274,7 +305,8 @@ TRADES = Table(
         "recv_time": (_I64, False),
         "buyer_maker": (_BOOL, False),
     },
-    ("symbol", "trade_id"),
+    ("symbol", "trade_id"),  # the identity of a row; no PRIMARY KEY since v5 (:mod:`rtqis.sinks.marks`)
+    on_conflict="append",
 )
 BOOK_TICKERS = Table(
     "book_tickers",
@@ -288,7 +320,8 @@ BOOK_TICKERS = Table(
         "event_time": (_I64, True),
         "recv_time": (_I64, False),
     },
-    ("symbol", "update_id"),
+    ("symbol", "update_id"),  # the identity of a row; no PRIMARY KEY since v5 (:mod:`rtqis.sinks.marks`)
+    on_conflict="append",
 )
 SIGNALS = Table(
     "signals",

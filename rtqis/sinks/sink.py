@@ -16,8 +16,12 @@ when the worker does not read it (:func:`dead_letter_topics`).
 Rows are written in batches (every ``flush_ms`` or ``flush_rows``) in ONE DuckDB transaction together
 with the consumer offsets they came from; Kafka offsets are committed only after that transaction. On
 start the consumer resumes from the offsets stored in DuckDB (the source of truth), so a SIGKILL at any
-moment neither loses nor duplicates rows: at-least-once delivery plus idempotent upserts keyed by
-(symbol, interval, open_time), (symbol, trade_id), ... = effectively once. On every assignment the
+moment neither loses nor duplicates rows: at-least-once delivery plus idempotent writes = effectively
+once. Candles, signals, ADF results and alerts are upserts keyed by (symbol, interval, open_time),
+(pair, time), ...; the tick archive has no key (its index grew with every tick): a tick whose id is not
+above its symbol's stored high-water mark is a re-publication, skipped and counted
+(:mod:`rtqis.sinks.marks`). Tick rows beyond the worker's plausibility bounds
+(:mod:`rtqis.schemas.plausibility`, against the same marks) are dead-lettered, not archived. On every assignment the
 stored offsets are checked against the broker's log (:func:`resume_offsets`): one beyond its end (a
 new memory-only broker, a recreated topic) or below its start (retention) restarts that partition
 from its earliest offset, with one warning, and the offset stored with the next rows replaces the
@@ -26,8 +30,10 @@ with each offset (the last stored message's timestamp and a hash of its key and 
 :func:`fingerprint`): the broker's message at that offset minus one must be the same one, or the
 partition is read again from its earliest offset, with the same warning and counter.
 
-Every ``snapshot_s`` seconds a read-only snapshot of the database is published for the dashboard and
-the CLI (DuckDB allows one writing process per file).
+While it runs, the sink answers the dashboard's and the CLI's history queries on a local Unix socket
+from its own connection (:mod:`rtqis.sinks.serve`; DuckDB allows one process per file): a committed
+batch is visible to the next query, at no publishing cost. Retention per kind and the disk-use line
+and warning run in the same loop (:mod:`rtqis.sinks.retention`).
 
 Bounded when slow or refused: the consumer's prefetch is bounded (:mod:`rtqis.kafka.clients`), the
 batch holds at most ``flush_rows`` rows plus one message, and a write the disk refuses (full,
@@ -67,6 +73,10 @@ from rtqis.schemas.frames import (
     validate_trade_frame,
 )
 from rtqis.settings import Settings
+from rtqis.sinks.marks import TickMarks, screen_frame
+from rtqis.sinks.readers import socket_path
+from rtqis.sinks.retention import Housekeeper
+from rtqis.sinks.serve import HistoryServer
 from rtqis.sinks.store import Store, StoreError
 from rtqis.sinks.writer import WRITE_RETRY_S, StoreWriter
 from rtqis.topics import ADF, ALERTS, BOOK, CANDLES_1M, CANDLES_5M, DEADLETTER, PAIR, TRADES, TopicSpec
@@ -95,9 +105,10 @@ CONSUME_MAX = 200
 
 
 def sink_paths(settings: Settings) -> tuple[Path, Path]:
-    """(live database written by the sink, read-only snapshot for readers)."""
+    """(live database written by the sink, the Unix socket on which the running sink serves readers)."""
     name = f"rtqis-{settings.namespace}" if settings.namespace else "rtqis"
-    return settings.data_dir / f"{name}.duckdb", settings.data_dir / f"{name}-snapshot.duckdb"
+    db = settings.data_dir / f"{name}.duckdb"
+    return db, socket_path(db)
 
 
 def sink_group(settings: Settings) -> str:
@@ -113,7 +124,10 @@ class SinkStats:
     worker's topics (refused, not stored, dead-lettered by the worker) and ``invalid_rows``, the tick rows
     among both that were dropped. ``offset_resets``: partitions started
     again from their beginning because the broker's log went back below the stored offset (a new broker
-    or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored."""
+    or a recreated topic); ``lost_to_retention``: messages deleted by retention before they were stored.
+    ``duplicate_ticks``: re-published tick rows skipped (id at or below the symbol's high-water mark,
+    :mod:`rtqis.sinks.marks`); ``implausible_rows``: tick rows refused by the worker's plausibility
+    bounds (also counted in ``invalid_rows``)."""
 
     batches: int = 0
     rows: int = 0
@@ -123,6 +137,8 @@ class SinkStats:
     by_table: dict[str, int] = field(default_factory=dict)
     offset_resets: int = 0
     lost_to_retention: int = 0
+    duplicate_ticks: int = 0
+    implausible_rows: int = 0
 
 
 #: The worker's row rules per tick frame type: a row the worker dead-letters never reaches DuckDB either.
@@ -177,7 +193,10 @@ def accept(spec: TopicSpec, value: bytes | None, headers: Any, symbols: Sequence
 class _Batch:
     """Validated models and frames of one write, with the offsets of the messages they came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, marks: TickMarks | None = None) -> None:
+        # the store's committed high-water marks, advanced over the ticks of this batch: a batch that is
+        # never written leaves the store's marks as they were, and the next batch starts from those
+        self.marks = marks if marks is not None else TickMarks()
         self.candles: list[m.Candle] = []
         self.trades: list[Frame] = []
         self.books: list[Frame] = []
@@ -251,23 +270,28 @@ def run_sink(
     *,
     flush_ms: int = 500,
     flush_rows: int = 10_000,
-    snapshot_s: float = 5.0,
     retry_s: float = WRITE_RETRY_S,
 ) -> SinkStats:
-    """Run until ``stop`` is set; flushes what it holds before returning.
+    """Run until ``stop`` is set; flushes what it holds before returning. Readers are served on the
+    socket :func:`sink_paths` names while it runs.
 
     A batch is written once it holds ``flush_rows`` rows (checked after every message, so it never holds
     more than ``flush_rows`` plus one message) or is ``flush_ms`` old. A write the disk refuses (full,
     read-only, I/O error) holds the batch and stops consuming (:class:`~rtqis.sinks.writer.StoreWriter`).
     A data directory that cannot be created or written at start raises :class:`StoreError` (one line
     from the CLI)."""
-    db_path, snap_path = sink_paths(settings)
+    db_path, sock_path = sink_paths(settings)
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreError(f"cannot create the data directory {db_path.parent}: {e.strerror or e}") from None
     store = open_for_writing(db_path, stop, memory_mb=settings.sink_memory_mb)
     writer = StoreWriter(db_path, store, settings.sink_memory_mb, retry_s)
+    try:
+        server = HistoryServer(store, sock_path)
+    except BaseException:
+        store.close()
+        raise
     stats = SinkStats()
     names = {spec.full_name(settings.namespace): spec for spec in SINK_TOPICS}
     symbols = list(settings.symbols)  # ticks of any other symbol are refused, as the worker refuses them
@@ -286,16 +310,26 @@ def run_sink(
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
     c.subscribe(list(names), on_assign=on_assign)
     dlq = MessageProducer(settings)
-    batch = _Batch()
+    batch = _Batch(store.tick_marks())
+    keeper = Housekeeper(settings, store)  # retention and disk use, without stopping (rtqis.sinks.retention)
+
+    def follow_reopen() -> None:
+        """The writer reopens the store after DuckDB dropped its connection: readers and retention follow."""
+        nonlocal store
+        if writer.store is not None and writer.store is not store:
+            store = writer.store
+            server.use(store)
+            keeper.store = store
 
     def flush() -> None:
         nonlocal batch
-        if writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows):
+        ok = writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows)
+        follow_reopen()
+        if ok:
             stored.update(batch.offsets)
             prints.update(batch.fingerprints())
-            batch = _Batch()
+            batch = _Batch(store.tick_marks())
 
-    last_snapshot = 0.0
     try:
         while not stop.is_set():
             for msg in c.consume(CONSUME_MAX, 0.05):
@@ -311,18 +345,27 @@ def run_sink(
                     continue
                 spec = names[topic]
                 got = accept(spec, msg.value(), msg.headers(), symbols)
-                if got.reason is not None:
+                value, reason, n_bad = got.value, got.reason, got.invalid_rows
+                if isinstance(value, Frame):  # the worker's plausibility bounds, then de-duplication
+                    value, refused, dup = screen_frame(batch.marks, value)
+                    stats.duplicate_ticks += dup
+                    if refused:
+                        stats.implausible_rows += len(refused)
+                        n_bad += len(refused)
+                        why = invalid_rows_reason(refused)
+                        reason = why if reason is None else f"{reason}; then, of the rows left: {why}"
+                if reason is not None:
                     if spec.name in ours:
-                        _dead_letter(dlq, msg, got.reason)
+                        _dead_letter(dlq, msg, reason)
                         stats.dead_lettered += 1
                     else:  # the worker dead-letters it: refused here, counted, not sent twice
                         stats.refused += 1
                         log.debug(
-                            "refused %s[%s]@%s (the worker dead-letters it): %s", topic, partition, offset, got.reason
+                            "refused %s[%s]@%s (the worker's to dead-letter): %s", topic, partition, offset, reason
                         )
-                    stats.invalid_rows += got.invalid_rows
-                if got.value is not None:
-                    batch.add(got.value)
+                    stats.invalid_rows += n_bad
+                if value is not None:
+                    batch.add(value)
                 batch.offsets[(topic, partition)] = offset + 1
                 batch.last[(topic, partition)] = msg
                 if batch.rows >= flush_rows and writer.ready():  # the batch stays bounded by flush_rows
@@ -332,9 +375,8 @@ def run_sink(
             )
             if due and writer.ready():
                 flush()
-            if snapshot_s and not writer.held and time.monotonic() - last_snapshot >= snapshot_s:
-                writer.snapshot(snap_path)
-                last_snapshot = time.monotonic()
+            if not writer.held and writer.store is not None:
+                keeper.run_due()
     finally:
         if batch.offsets and not writer.flush(c, partial(_flush, c=c, batch=batch, stats=stats), batch.rows, last=True):
             log.error(
@@ -343,8 +385,7 @@ def run_sink(
                 batch.rows,
                 db_path,
             )
-        if not writer.held:
-            writer.snapshot(snap_path)
+        server.close()
         writer.close()
         c.close()
         dlq.flush()

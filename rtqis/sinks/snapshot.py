@@ -1,11 +1,15 @@
-"""Snapshots for readers: how the dashboard and the CLI read the database while the sink writes it.
+"""Consistent copies of the live database while the sink writes it (a backup, an offline analysis).
+
+Readers no longer use them (#22): the running sink answers history queries itself
+(:mod:`rtqis.sinks.serve`), because a copy costs the size of all history and blocks writes while it
+runs. What follows is why a copy must be made this way.
 
 DuckDB allows ONE process to open a file read-write, and while it does, a read-only open from another
-process fails ("Could not set lock on file"). So the sink periodically calls :func:`publish_snapshot`
-(checkpoint, copy the file, verify the copy, atomic ``os.replace``) and the dashboard and CLI open that
-snapshot with :func:`open_snapshot` (read-only, many readers at once). A reader sees the data as of the
-last snapshot; it re-opens to see a newer one (an open handle keeps the file it opened, POSIX rename
-semantics). The copy runs under the writer's lock, so writes wait for it.
+process fails ("Could not set lock on file"). So :func:`publish_snapshot` checkpoints, copies the
+file, verifies the copy and moves it in place (atomic ``os.replace``); :func:`open_snapshot` opens it
+read-only (many readers at once). A reader sees the data as of the copy; it re-opens to see a newer
+one (an open handle keeps the file it opened, POSIX rename semantics). The copy runs under the writer's
+lock, so writes wait for it.
 
 DuckDB's file lock is a POSIX ``fcntl`` lock, which the OS drops as soon as the owning process closes ANY
 descriptor of that file: the writer process must never open the live file by other means (``shutil.copy``,

@@ -1,10 +1,13 @@
 """The DuckDB store: one database file of candles, ticks, analytics and consumer offsets, written and read.
 
 Why DuckDB: a single file, columnar, fast range scans, and ``INSERT ... ON CONFLICT`` upserts, so the
-Kafka sink can be at-least-once and still never store a row twice (effectively once). The sink process
-owns the only read-write connection (:class:`Store`); everybody else reads a snapshot
-(:mod:`rtqis.sinks.snapshot`). The tables, their keys and conflict rules and the migrations are in
-:mod:`rtqis.sinks.schema`; the conversion of inputs to typed rows in :mod:`rtqis.sinks.rows`.
+Kafka sink can be at-least-once and still never store a row twice (effectively once); the tick archive
+is append-only instead, de-duplicated by per-symbol id high-water marks (:mod:`rtqis.sinks.marks`). The
+sink process owns the only read-write connection (:class:`Store`) and answers everybody else's reads
+from cursors of it (:meth:`Store.reader`, :mod:`rtqis.sinks.serve`); with no sink running, readers
+open the file read-only (:func:`rtqis.sinks.history.open_history`). The tables, their keys and
+conflict rules and the migrations are in :mod:`rtqis.sinks.schema`; the conversion of inputs to typed
+rows in :mod:`rtqis.sinks.rows`.
 
 Units: every time is epoch **milliseconds UTC** in a ``BIGINT``; prices and quantities are ``DOUBLE`` in
 quote / base currency. Ranges are half-open ``[start_ms, end_ms)``.
@@ -29,6 +32,7 @@ import polars as pl
 
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
+from rtqis.sinks.marks import TickMarks
 from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows, table_df
 from rtqis.sinks.schema import (
     ADF_RESULTS,
@@ -70,9 +74,9 @@ class Store:
 
     ``Store(path)`` creates the file if needed and brings its schema up to the current version
     (:func:`~rtqis.sinks.schema.migrate`); ``Store(path, read_only=True)`` opens an existing file of
-    exactly this version for reading (use :func:`~rtqis.sinks.snapshot.open_snapshot` for the snapshot
-    the sink publishes). Methods are serialised on a lock, so one Store may be shared by threads of one
-    process. Close it (or use ``with``) to release the file.
+    exactly this version for reading (while a sink holds the file, read through
+    :func:`~rtqis.sinks.history.open_history`). Methods are serialised on a lock, so one Store may be
+    shared by threads of one process. Close it (or use ``with``) to release the file.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_mb: int | None = None) -> None:
@@ -90,7 +94,7 @@ class Store:
             if "lock" in str(e).lower():
                 hint = (
                     " (DuckDB lets one process open a file for writing, and then nobody else can open it;"
-                    " readers open the snapshot the sink publishes, see open_snapshot)"
+                    " readers ask the running sink, see rtqis.sinks.history.open_history)"
                 )
             raise StoreError(f"cannot open {self.path}: {e}{hint}") from None
         # DuckDB guards the file with a POSIX fcntl lock, and POSIX drops ALL of a process's locks on a
@@ -98,11 +102,15 @@ class Store:
         # close the live file: it reads through this descriptor, kept open until close().
         self._fd: int | None = None
         try:
+            self._con.execute("SET enable_progress_bar = false")  # a long read must not draw on stdout
             if memory_mb is not None:  # DuckDB's buffer pool: pages beyond it are evicted, not kept
                 self._con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
             if not read_only:
                 self._fd = os.open(self.path, os.O_RDONLY)
             self._version = migrate(self._c, self.path, read_only=read_only)
+            # the tick archive's de-duplication state (rtqis.sinks.marks): committed rows only
+            self._marks = TickMarks.load(self._c) if not read_only else TickMarks()
+            self.duplicates_skipped = 0  # re-published ticks skipped by write_batch since open
         except BaseException:
             self.close()
             raise
@@ -176,10 +184,16 @@ class Store:
         work: list[tuple[Table, pl.DataFrame]] = []
         if candles is not None and len(candles):
             work.append((CANDLES, candles_df(candles, source)))
+        marks = self._marks.copy() if (trades or books) else self._marks
+        skipped = 0
         if trades:
-            work.append((TRADES, frames_df(TRADES, trades, TRADE_FRAME.name)))
+            fresh, skipped = _fresh_frames(trades, TRADE_FRAME.name, marks, skipped)
+            if fresh:
+                work.append((TRADES, frames_df(TRADES, fresh, TRADE_FRAME.name)))
         if books:
-            work.append((BOOK_TICKERS, frames_df(BOOK_TICKERS, books, BOOK_FRAME.name)))
+            fresh, skipped = _fresh_frames(books, BOOK_FRAME.name, marks, skipped)
+            if fresh:
+                work.append((BOOK_TICKERS, frames_df(BOOK_TICKERS, fresh, BOOK_FRAME.name)))
         if signals:
             work.append((SIGNALS, models_df(SIGNALS, m.PairSignal, signals)))
         if adf:
@@ -188,6 +202,7 @@ class Store:
             work.append((ALERTS, models_df(ALERTS, m.Alert, alerts)))
         offset_params = offset_rows(offsets) if offsets else []
         if not work and not offset_params:
+            self.duplicates_skipped += skipped
             return 0
         written = 0
         with self._lock:
@@ -200,7 +215,29 @@ class Store:
                         self._save_fingerprints_tx(offset_params, fingerprints or {})
             except duckdb.Error as e:
                 raise StoreError(f"write to {self.path} failed, nothing was written: {e}") from e
+            self._marks = marks  # only once the rows are durable: a failed write leaves the marks as they were
+            self.duplicates_skipped += skipped
         return written
+
+    def delete_older(self, table: Table, time_col: str, cutoff_ms: int) -> int:
+        """Delete the rows of ``table`` with ``time_col < cutoff_ms`` in one transaction (retention,
+        :mod:`rtqis.sinks.retention`); rows deleted. ``table`` and ``time_col`` come from the schema."""
+        self.require_writable()
+        if time_col not in table.columns:
+            raise StoreError(f"{table.name} has no column {time_col}")
+        sql = f"DELETE FROM {quote(table.name)} WHERE {quote(time_col)} < ?"  # noqa: S608  # schema constants
+        with self._lock:
+            try:
+                with transaction(self._c):
+                    row = self._c.execute(sql, [int(cutoff_ms)]).fetchone()
+            except duckdb.Error as e:
+                raise StoreError(f"retention on {self.path} failed, nothing was deleted: {e}") from e
+        return int(row[0]) if row else 0
+
+    def tick_marks(self) -> TickMarks:
+        """A copy of the tick archive's high-water marks (committed rows only; :mod:`rtqis.sinks.marks`)."""
+        with self._lock:
+            return self._marks.copy()
 
     def _upsert_df(self, table: Table, df: pl.DataFrame) -> int:
         con = self._c
@@ -230,11 +267,12 @@ class Store:
         return self.write_batch(candles=rows, source=source)
 
     def upsert_trades(self, frames: Sequence[Frame]) -> int:
-        """Upsert trade frames into the tick archive (key symbol, trade_id)."""
+        """Append the new trades of ``frames`` to the tick archive (a trade id at or below its symbol's
+        high-water mark is a re-publication: skipped, counted in :attr:`duplicates_skipped`)."""
         return self.write_batch(trades=frames)
 
     def upsert_book(self, frames: Sequence[Frame]) -> int:
-        """Upsert book-ticker frames (key symbol, update_id)."""
+        """Append the new book-ticker updates of ``frames`` (update ids above the symbol's mark)."""
         return self.write_batch(books=frames)
 
     def upsert_signals(self, rows: Sequence[Mapping[str, Any] | m.PairSignal]) -> int:
@@ -280,6 +318,18 @@ class Store:
             assert self._fd is not None  # a writable store keeps its descriptor until close()
             yield self._fd
 
+    def reader(self) -> Store:
+        """A read-only Store on a new cursor of this store's connection (for another thread of this
+        process: the sink's history server, :mod:`rtqis.sinks.serve`). DuckDB runs its queries
+        concurrently with this store's writes; each sees the transactions committed before it started.
+        Close it before this store."""
+        with self._lock:
+            cur = self._c.cursor()
+        r = Store.__new__(Store)
+        r.path, r.read_only, r._lock, r._con, r._fd = self.path, True, threading.RLock(), cur, None
+        r._version, r._marks, r.duplicates_skipped = self._version, TickMarks(), 0
+        return r
+
     # ----------------------------------------------------------------------------------- reads
 
     def _frame(self, table: Table, sql: str, params: Sequence[Any]) -> pl.DataFrame:
@@ -305,7 +355,12 @@ class Store:
         if end_ms is not None:
             conds.append(f"{quote(time_col)} < ?")
             params.append(int(end_ms))
-        cols = ", ".join(quote(c) for c in table.columns)
+        # a list column travels as one joined string, split by polars: a Python list per row cost ~1 s
+        # for the 86,400 signals of a day
+        cols = ", ".join(
+            f"array_to_string({quote(c)}, chr(31)) AS {quote(c)}" if isinstance(dt, pl.List) else quote(c)
+            for c, (dt, _) in table.columns.items()
+        )
         sql = f"SELECT {cols} FROM {quote(table.name)} WHERE {' AND '.join(conds)} ORDER BY {quote(time_col)}"  # noqa: S608  # identifiers are schema constants, values are parameters
         return self._frame(table, sql, params)
 
@@ -314,6 +369,14 @@ class Store:
     ) -> pl.DataFrame:
         """Candles of one symbol and interval with ``start_ms <= open_time < end_ms``, sorted by open_time."""
         return self._range(CANDLES, [("symbol", symbol), ("interval", interval)], "open_time", start_ms, end_ms)
+
+    def trades(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:
+        """Archived trades of ``symbol`` with ``start_ms <= trade_time < end_ms``, sorted by trade_time."""
+        return self._range(TRADES, [("symbol", symbol)], "trade_time", start_ms, end_ms)
+
+    def book_tickers(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:
+        """Archived book tickers of ``symbol`` with ``start_ms <= recv_time < end_ms``, sorted by recv_time."""
+        return self._range(BOOK_TICKERS, [("symbol", symbol)], "recv_time", start_ms, end_ms)
 
     def signals(self, pair: str, start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:
         """Pair signals with ``start_ms <= time < end_ms``, sorted by time."""
@@ -359,3 +422,32 @@ class Store:
         with self._lock:
             rows = self._c.execute(sql).fetchall()
         return {str(name): int(n) for name, n in rows}
+
+
+def _fresh_frames(frames: Sequence[Frame], expected: str, marks: TickMarks, skipped: int) -> tuple[list[Frame], int]:
+    """The rows of ``frames`` above their symbol's high-water mark in ``marks`` (advanced over them), and
+    ``skipped`` plus the rows dropped as re-published. Frames of another type than ``expected`` pass
+    unchanged (:func:`~rtqis.sinks.rows.frames_df` refuses them with the reason)."""
+    out: list[Frame] = []
+    for f in frames:
+        if f.type.name != expected:
+            out.append(f)
+            continue
+        trade = f.type is TRADE_FRAME
+        ids = f.cols["trade_id" if trade else "update_id"]
+        if ids is None or not len(ids):
+            continue
+        keep = marks.fresh_trades(f.symbol, ids) if trade else marks.fresh_books(f.symbol, ids)
+        n = int(np.count_nonzero(keep))
+        skipped += len(ids) - n
+        if n < len(ids):
+            f = f.take(keep)
+        if n:
+            if trade:
+                times = f.cols["trade_time"]
+                assert times is not None  # a required column of every trade frame
+                marks.add_trades(f.symbol, f.cols["trade_id"], times)  # type: ignore[arg-type]
+            else:
+                marks.add_books(f.symbol, f.cols["update_id"])  # type: ignore[arg-type]
+            out.append(f)
+    return out, skipped

@@ -1,7 +1,8 @@
 """Dashboard I/O off the event loop: history from DuckDB, CSV downloads, OHLC uploads, ADF on demand.
 
-History is read through :func:`rtqis.sinks.history.open_history` (read-only: the live database when no
-sink holds it, else the sink's snapshot, republished every 5 s), one short open per read. Every
+History is read through :func:`rtqis.sinks.history.open_history` (read-only: the running sink answers
+over its local socket, with every committed batch; the live database when no sink runs), one short
+open per read. Every
 function here may block for tens of milliseconds: sessions call them from a thread pool.
 """
 
@@ -25,7 +26,7 @@ from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, iso_utc, read_candles_csv, spreadsheet_safe
 from rtqis.sinks.history import check_interval, check_pair, check_symbol, import_rows, open_history
-from rtqis.sinks.store import Store
+from rtqis.sinks.readers import HistoryReader
 from rtqis.ui import tables as tb
 from rtqis.ui.hub import CANDLE_FIELDS, SIGNAL_FIELDS
 
@@ -120,7 +121,7 @@ def _with_all_signal_cols(cols: tb.Cols) -> tb.Cols:
     return {name: cols[name] if name in cols else _null_col(n, dt) for name, dt in SIGNAL_FIELDS.items()}
 
 
-def _read(settings: Settings, fn: Callable[[Store], T]) -> T | RtqisError:
+def _read(settings: Settings, fn: Callable[[HistoryReader], T]) -> T | RtqisError:
     """``fn(store)`` on a short read-only open of the history, or the error saying why there is none."""
     try:
         store = open_history(settings)
@@ -145,7 +146,7 @@ def load_history(
     """Candles of one series, the pair's signals over ``signals_ms``, its latest ADF and last alerts."""
     t0 = time.perf_counter()
 
-    def read(st: Store) -> History:
+    def read(st: HistoryReader) -> History:
         c = st.candles(symbol, interval, end_ms - bars * stored_interval_ms(interval), end_ms + 1)
         s = st.signals(pair, end_ms - signals_ms, end_ms + 1)
         a = st.adf(pair, end_ms - 86_400_000, end_ms + 1)

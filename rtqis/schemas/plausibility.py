@@ -2,9 +2,11 @@
 event-time clock or trade-id high-water mark so far that every later good row looks late or duplicate.
 
 The row rules (:mod:`rtqis.schemas.rows`) are stateless (a price > 0, a time > 0); these bounds compare a
-row with what its symbol already applied, so they live with the worker's per-symbol state
-(:class:`~rtqis.agents.books.SymbolBook`). A row that breaks one is dead-lettered with its reason and not
-applied; the other rows of its frame are.
+row with what its symbol already applied: the worker checks them against its per-symbol state
+(:class:`~rtqis.agents.books.SymbolBook`), the sink against the high-water marks of its tick archive
+(:mod:`rtqis.sinks.marks`), so a row the worker refuses is not archived either. The rule is pure (state,
+row and wall clock in, reasons out) and lives here, below both layers. A row that breaks one is
+dead-lettered with its reason and not applied; the other rows of its frame are.
 
 The bounds, and the data behind them (``tests/data/binance/trades``, Binance spot, 2024-08-08/09, 650 s:
 BTCUSDT 19,904 trades, ETHUSDT 14,515; trade ids step by exactly 1, at most 929 trades in one second,
