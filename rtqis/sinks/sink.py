@@ -306,6 +306,14 @@ def run_sink(
         c.assign(parts)
         if writer.held:  # a rebalance must not start consuming again while a write is held
             c.pause(parts)
+        # the group's commit says where the sink stands (lag in `rtqis topics offsets --group`, the dashboard,
+        # a replay's end): on a new broker a partition with nothing left to read would otherwise show none
+        resumed = [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in parts if tp.offset >= 0]
+        if resumed:
+            try:
+                c.commit(offsets=resumed, asynchronous=True)
+            except KafkaException as e:
+                log.warning("could not commit the resumed offsets (lag figures lag until the next write): %s", e)
 
     c = Consumer(consumer_config(settings, group, **{"auto.offset.reset": "earliest"}))
     c.subscribe(list(names), on_assign=on_assign)
