@@ -2,8 +2,7 @@
 
 A full disk, a read-only remount or an I/O error must neither crash-loop the sink nor lose a batch, and
 Kafka offsets must move only after a successful write (the sink stores them with the rows, and commits
-them to Kafka after). :class:`StoreWriter` wraps the sink's :class:`~rtqis.sinks.store.Store` for that,
-and publishes the readers' snapshot without letting a full disk stop the sink.
+them to Kafka after). :class:`StoreWriter` wraps the sink's :class:`~rtqis.sinks.store.Store` for that.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from pathlib import Path
 import duckdb
 from confluent_kafka import Consumer
 
-from rtqis.sinks.snapshot import publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 
 __all__ = ["WRITE_RETRY_S", "StoreWriter", "free_bytes"]
@@ -26,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: seconds between two tries of a write the disk refused
 WRITE_RETRY_S = 2.0
-#: what a write or snapshot refused by the disk raises (DuckDB's IO/Fatal errors come wrapped or bare)
+#: what a write refused by the disk raises (DuckDB's IO/Fatal errors come wrapped or bare)
 _DISK_ERRORS = (StoreError, OSError, duckdb.Error)
 
 
@@ -59,7 +57,6 @@ class StoreWriter:
         self.retry_s = retry_s
         self.failing_since: float | None = None
         self.next_try = 0.0
-        self.snapshot_error: str | None = None
 
     @property
     def held(self) -> bool:
@@ -89,28 +86,6 @@ class StoreWriter:
             if not last:
                 c.resume(c.assignment())
         return True
-
-    def snapshot(self, snap_path: Path) -> None:
-        """Publish the readers' snapshot; a refused one is logged once (until one succeeds), never fatal."""
-        if self.store is None:
-            return
-        try:
-            publish_snapshot(self.store, snap_path)
-        except _DISK_ERRORS as e:
-            why = _one_line(e)
-            if why != self.snapshot_error:
-                log.warning(
-                    "snapshot %s not published (readers see the previous one): %s; %s bytes free",
-                    snap_path,
-                    why,
-                    free_bytes(snap_path.parent),
-                )
-            self.snapshot_error = why
-            self._check_connection()
-            return
-        if self.snapshot_error is not None:
-            log.info("snapshot %s published again", snap_path)
-            self.snapshot_error = None
 
     def close(self) -> None:
         if self.store is not None:
