@@ -50,6 +50,7 @@ from rtqis.sinks.sink import SINK_TOPICS, sink_paths
 from rtqis.sinks.store import Store
 from rtqis.topics import LEGS, TRADES
 from rtqis.topics.registry import app_id
+from tests.conftest import Procs
 
 __all__ = [
     "INPUT",
@@ -214,19 +215,7 @@ class Services:
 
     def stop(self, name: str, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait up to ``timeout_s`` (a process still running then is stuck: SIGKILL, and -9)."""
-        p = self.proc(name)
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-                return -9
-        return int(p.returncode)
+        return Procs.stop(self.proc(name), timeout_s=timeout_s)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.services)):
