@@ -75,7 +75,7 @@ def cmd_broker(s: Settings, a: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     with local_broker(s, a.port) as b:
-        print(f"{b.description} ready, pid {b.pid}; Ctrl-C stops it", flush=True)
+        print(f"{b.label} ready on {b.bootstrap}, pid {b.pid} ({b.details}); Ctrl-C stops it", flush=True)
         if a.create_topics:
             created = create_topics(s.model_copy(update={"bootstrap_servers": b.bootstrap}))
             print(f"created {len(created)} topics", flush=True)

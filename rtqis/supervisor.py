@@ -107,7 +107,8 @@ class Supervisor:
         if s.embedded:
             self.broker = local_broker(s)
             self.broker.start()
-            self.say(f"broker     {self.broker.description}; log {self.broker.log_path}")
+            b = self.broker
+            self.say(f"broker     {b.label} on {b.bootstrap} ({b.details}; log {b.log_path})")
             env["RTQIS_BOOTSTRAP_SERVERS"] = self.broker.bootstrap
         else:
             self.say(f"broker     {s.bootstrap}")

@@ -283,10 +283,10 @@ class ApacheKafka:
         return self._child.pid if self._child is not None else None
 
     @property
-    def description(self) -> str:
-        """One line for the user: which Kafka, where its data is."""
-        v = f" {self.version}" if self.version else f" ({self.kafka_home})"
-        return f"{self.label}{v} on {self.bootstrap} (KRaft, data in {self.home})"
+    def details(self) -> str:
+        """What the user should know of it, for messages: which Kafka, where its data is."""
+        v = self.version or f"from {self.kafka_home}"
+        return f"{v}, KRaft, data in {self.home}"
 
     def _check_ports(self) -> None:
         for p, what in ((self.port, "RTQIS_BROKER_PORT"), (self.controller_port, "the controller port")):
@@ -333,7 +333,7 @@ class ApacheKafka:
         """Start the JVM and wait until the broker answers a metadata request (first start: the jars
         are fetched first, which the timeout does not count)."""
         argv = self.prepare()
-        log.info("starting %s", self.description)
+        log.info("starting %s on %s (%s)", self.label, self.bootstrap, self.details)
         self._child = ChildProcess("Apache Kafka", argv, self.log_path, stop_timeout_s=30.0).start(dict(os.environ))
         try:
             wait_for_broker(self.bootstrap, timeout_s, self.proc)

@@ -97,9 +97,9 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
-    def description(self) -> str:
-        """One line for the user: which broker, where."""
-        return f"{self.label} on {self.bootstrap} (memory only)"
+    def details(self) -> str:
+        """What the user should know of it, for messages."""
+        return "memory only"
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
@@ -175,7 +175,7 @@ class LocalBroker(Protocol):
     @property
     def bootstrap(self) -> str: ...
     @property
-    def description(self) -> str: ...
+    def details(self) -> str: ...
     @property
     def proc(self) -> subprocess.Popen[bytes] | None: ...
     @property
