@@ -49,6 +49,11 @@ def reference_data(relative: str) -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # TODO(lead): move to pyproject's markers (#24)
+    config.addinivalue_line("markers", "kafka: starts Apache Kafka from its jars (needs java, and mvn or cached jars)")
+
+
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("RTQIS_BOOTSTRAP_SERVERS")
