@@ -70,13 +70,12 @@ def cmd_config(s: Settings, a: argparse.Namespace) -> int:
 
 def cmd_broker(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.kafka.admin import create_topics
-    from rtqis.kafka.embedded import EmbeddedBroker
+    from rtqis.kafka.embedded import local_broker
 
-    port = a.port or s.broker_port
     stop = threading.Event()
     _stop_on_signals(stop)
-    with EmbeddedBroker(s.broker_host, port, s.broker_bin, s.log_dir / "broker.log") as b:
-        print(f"embedded broker (Tansu) ready on {b.bootstrap}, pid {b.pid}; Ctrl-C stops it", flush=True)
+    with local_broker(s, a.port) as b:
+        print(f"{b.label} ready on {b.bootstrap}, pid {b.pid} ({b.details}); Ctrl-C stops it", flush=True)
         if a.create_topics:
             created = create_topics(s.model_copy(update={"bootstrap_servers": b.bootstrap}))
             print(f"created {len(created)} topics", flush=True)
@@ -399,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="as JSON")
     c.set_defaults(func=cmd_config)
 
-    c = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")
+    c = sub.add_parser(
+        "broker", help="run the local broker in the foreground (RTQIS_BROKER: tansu, embedded, or kafka, Apache Kafka)"
+    )
     c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_BROKER_PORT, 9092)")
     c.add_argument("--create-topics", action="store_true", help="create every registry topic once it is up")
     c.set_defaults(func=cmd_broker)

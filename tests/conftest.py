@@ -1,7 +1,7 @@
 """Shared fixtures: a real broker for the session, an isolated namespace per test, child processes.
 
-The broker is the embedded Tansu started here on a free port, or the one named by
-RTQIS_BOOTSTRAP_SERVERS (so the same suite runs against Apache Kafka).
+The broker is the embedded Tansu started here on a free port, Apache Kafka started here from its jars
+when RTQIS_TEST_BROKER=kafka, or the one named by RTQIS_BOOTSTRAP_SERVERS.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from rtqis.kafka.admin import create_topics
-from rtqis.kafka.embedded import EmbeddedBroker
+from rtqis.kafka.embedded import EmbeddedBroker, LocalBroker
 from rtqis.kafka.tail import iter_rows
 from rtqis.process import die_with_parent, free_port, settings_env
 from rtqis.settings import Settings, load_settings
@@ -49,14 +49,34 @@ def reference_data(relative: str) -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # TODO(lead): move to pyproject's markers (#24)
+    config.addinivalue_line("markers", "kafka: starts Apache Kafka from its jars (needs java, and mvn or cached jars)")
+
+
+#: which broker the session fixture starts: tansu (default, embedded) or kafka (Apache Kafka from its jars)
+TEST_BROKER_ENV = "RTQIS_TEST_BROKER"
+
+
+def _session_broker(tmp: Path) -> LocalBroker:
+    """The session's own broker, as ``$RTQIS_TEST_BROKER`` says."""
+    kind = os.environ.get(TEST_BROKER_ENV, "tansu")
+    if kind == "kafka":
+        from rtqis.kafka.apache import ApacheKafka
+
+        return ApacheKafka(port=free_port(), controller_port=free_port(), data_dir=tmp, log_path=tmp / "kafka.log")
+    if kind != "tansu":
+        raise pytest.UsageError(f"{TEST_BROKER_ENV}={kind!r}: expected tansu or kafka")
+    return EmbeddedBroker(port=free_port(), log_path=tmp / "broker.log")
+
+
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("RTQIS_BOOTSTRAP_SERVERS")
     if external:
         yield external
         return
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    b = EmbeddedBroker(port=free_port(), log_path=log)
+    b = _session_broker(tmp_path_factory.mktemp("broker"))
     b.start()
     try:
         yield b.bootstrap

@@ -18,14 +18,17 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka.admin import AdminClient
 
 from rtqis.errors import BrokerError, PortInUseError
 from rtqis.process import ChildProcess
 
-__all__ = ["EmbeddedBroker", "broker_binary", "port_is_free", "wait_for_broker"]
+if TYPE_CHECKING:
+    from rtqis.settings import Settings
+
+__all__ = ["EmbeddedBroker", "LocalBroker", "broker_binary", "local_broker", "port_is_free", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,10 @@ _quiet = logging.getLogger("rtqis.kafka.librdkafka")
 class EmbeddedBroker:
     """Start and stop a Tansu process on ``host:port``; usable as a context manager."""
 
+    label = "embedded Tansu"
+    #: False: a restart loses every topic, message and committed offset
+    durable = False
+
     def __init__(self, host: str = "127.0.0.1", port: int = 9092, binary: str = "", log_path: Path | None = None):
         self.host, self.port = host, port
         self.binary = broker_binary(binary)
@@ -88,6 +95,11 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def details(self) -> str:
+        """What the user should know of it, for messages."""
+        return "memory only"
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
@@ -151,3 +163,48 @@ class EmbeddedBroker:
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class LocalBroker(Protocol):
+    """What `rtqis broker`, `rtqis up` and the tests use of a broker they run themselves."""
+
+    label: str
+    durable: bool
+    log_path: Path | None
+
+    @property
+    def bootstrap(self) -> str: ...
+    @property
+    def details(self) -> str: ...
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    def start(self, timeout_s: float = ...) -> LocalBroker: ...
+    def stop(self, timeout_s: float = ...) -> None: ...
+    def alive(self) -> bool: ...
+    def rss_bytes(self) -> int: ...
+    def __enter__(self) -> LocalBroker: ...
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+
+
+def local_broker(settings: Settings, port: int | None = None, log_path: Path | None = None) -> LocalBroker:
+    """The broker RT-QIS runs itself, as ``settings.broker`` says (``RTQIS_BROKER``): embedded Tansu, or
+    Apache Kafka (:class:`rtqis.kafka.apache.ApacheKafka`) with its data in ``RTQIS_DATA_DIR/kafka``.
+
+    ``port`` defaults to ``broker_port``; ``log_path`` to ``broker.log`` (Tansu) or ``kafka.log`` in the
+    log dir. Not started: call ``start()`` or use it as a context manager."""
+    port = port or settings.broker_port
+    if settings.broker == "kafka":
+        from rtqis.kafka.apache import ApacheKafka
+
+        return ApacheKafka(
+            settings.broker_host,
+            port,
+            settings.data_dir,
+            log_path or settings.log_dir / "kafka.log",
+            kafka_home=settings.kafka_home,
+            heap_mb=settings.kafka_heap_mb,
+            partitions=settings.partitions,
+        )
+    return EmbeddedBroker(settings.broker_host, port, settings.broker_bin, log_path or settings.log_dir / "broker.log")

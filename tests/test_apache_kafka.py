@@ -1,0 +1,280 @@
+"""Apache Kafka as the local broker (``RTQIS_BROKER=kafka``, :mod:`rtqis.kafka.apache`): started from the
+code on loopback, our clients (confluent-kafka, and aiokafka through a Faust worker) work against it, its
+offsets answers are exact, its data survives a restart, and it stops with its parent, even a SIGKILLed one.
+
+Skipped when ``java`` is missing, or when ``mvn`` is missing and the jars are neither cached nor in
+``KAFKA_HOME``. The first run fetches the jars with Maven (~45 MB) into ``~/.cache/rtqis``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import TopicPartition
+
+from rtqis.errors import BrokerError
+from rtqis.kafka import apache
+from rtqis.kafka.admin import create_topics, list_topics
+from rtqis.kafka.apache import ApacheKafka, kafka_classpath, kafka_version, server_properties
+from rtqis.kafka.clients import MessageProducer, new_consumer
+from rtqis.kafka.embedded import EmbeddedBroker, local_broker, port_is_free
+from rtqis.kafka.offsets import broker_capabilities, offsets_at_time, true_end_offsets
+from rtqis.process import die_with_parent, free_port
+from rtqis.schemas.codec import decode
+from rtqis.schemas.frames import Frame
+from rtqis.settings import Settings, load_settings
+from rtqis.topics import TRADES
+from tests.conftest import Procs, alive_pids, make_settings, wait_until
+from tests.test_pipeline import _frame, expected_last, latest_tickers
+
+pytestmark = [pytest.mark.kafka]
+
+_JAVA = shutil.which("java")
+_JARS_AVAILABLE = bool(
+    os.environ.get("KAFKA_HOME") or shutil.which("mvn") or any(Path.home().glob(".cache/rtqis/kafka-*/.complete"))
+)
+_skip_reason = (
+    "java is not on PATH (Apache Kafka needs Java 17+)"
+    if _JAVA is None
+    else "mvn is not on PATH and no Kafka jars are cached or in KAFKA_HOME"
+)
+requires_kafka = pytest.mark.skipif(_JAVA is None or not _JARS_AVAILABLE, reason=_skip_reason)
+
+#: how long a killed parent's JVM may take to go (s): SIGTERM, then Kafka's controlled shutdown
+_ORPHAN_DEADLINE_S = 30.0
+
+
+def _ports() -> tuple[int, int]:
+    """A free broker port whose next port (the controller's default) is free too."""
+    for _ in range(50):
+        p = free_port()
+        if p < 65535 and port_is_free("127.0.0.1", p + 1):
+            return p, p + 1
+    raise AssertionError("no two free consecutive ports")
+
+
+def _kafka_settings(tmp: Path, bootstrap: str = "", **overrides: object) -> Settings:
+    return load_settings(broker="kafka", data_dir=tmp / "var", bootstrap_servers=bootstrap, **overrides)
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """One Apache Kafka node for the module, started from the code."""
+    if _JAVA is None or not _JARS_AVAILABLE:
+        pytest.skip(_skip_reason)
+    tmp = tmp_path_factory.mktemp("kafka")
+    port, controller = _ports()
+    b = ApacheKafka(port=port, controller_port=controller, data_dir=tmp / "var", log_path=tmp / "kafka.log")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def ksettings(kafka: ApacheKafka, tmp_path: Path) -> Settings:
+    """Settings for one test on the module's Kafka: its own namespace, topics created."""
+    s = make_settings(kafka.bootstrap, tmp_path)
+    create_topics(s)
+    return s
+
+
+# --- no broker needed -------------------------------------------------------------------------------------
+
+
+def test_the_setting_chooses_the_broker(tmp_path: Path) -> None:
+    assert load_settings().broker == "tansu"
+    s = _kafka_settings(tmp_path, broker_port=19092, kafka_heap_mb=256)
+    if _JAVA is not None:
+        b = local_broker(s)
+        assert isinstance(b, ApacheKafka) and b.durable and b.label == "Apache Kafka"
+        assert (b.bootstrap, b.controller_port, b.heap_mb) == ("127.0.0.1:19092", 19093, 256)
+        assert b.log_path == tmp_path / "var" / "logs" / "kafka.log" and b.home == tmp_path / "var" / "kafka"
+    t = local_broker(load_settings(data_dir=tmp_path, broker_port=19094))
+    assert isinstance(t, EmbeddedBroker) and not t.durable and t.log_path == tmp_path / "logs" / "broker.log"
+    with pytest.raises(Exception, match="broker"):
+        load_settings(broker="zookeeper")
+
+
+def test_the_config_is_one_loopback_kraft_node(tmp_path: Path) -> None:
+    text = server_properties(host="127.0.0.1", port=9092, controller_port=9093, log_dirs=tmp_path / "d")
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["process.roles"] == "broker,controller" and props["node.id"] == "1"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert props["log.dirs"] == str(tmp_path / "d") and props["offsets.topic.replication.factor"] == "1"
+    assert int(props["log.retention.hours"]) > 0
+    assert kafka_version().startswith("4.")
+
+
+def test_java_or_maven_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apache.shutil, "which", lambda name: None)
+    with pytest.raises(BrokerError, match=r"needs Java 17\+ but `java` is not on PATH") as e:
+        ApacheKafka(data_dir=tmp_path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(BrokerError, match=r"needs Maven \(`mvn`\)") as e:
+        kafka_classpath(cache_dir=tmp_path / "empty-cache")
+    assert "\n" not in str(e.value) and "KAFKA_HOME" in str(e.value)
+    with pytest.raises(BrokerError, match="not a Kafka distribution"):
+        kafka_classpath(kafka_home=tmp_path)
+
+
+# --- on a running Kafka -----------------------------------------------------------------------------------
+
+
+@requires_kafka
+def test_topics_and_a_frame_round_trip_with_our_clients(ksettings: Settings) -> None:
+    names = {t.name for t in list_topics(ksettings)}
+    assert TRADES.full_name(ksettings.namespace) in names
+    p = MessageProducer(ksettings)  # idempotent, acks=all
+    p.send(TRADES, _frame("BTCUSDT", [1, 2, 3]), key="BTCUSDT", timestamp_ms=1_723_161_600_000)
+    assert p.flush() == 0 and (p.stats.delivered, p.stats.failed) == (1, 0)
+    c = new_consumer(ksettings)
+    c.assign([TopicPartition(TRADES.full_name(ksettings.namespace), 0, 0)])
+    try:
+        msgs = []
+        for _ in range(60):
+            msgs += [x for x in c.consume(1, 0.5) if not x.error()]
+            if msgs:
+                break
+    finally:
+        c.close()
+    assert len(msgs) == 1 and msgs[0].key() == b"BTCUSDT" and msgs[0].timestamp()[1] == 1_723_161_600_000
+    f = decode(msgs[0].value(), msgs[0].headers())
+    assert isinstance(f, Frame) and f.symbol == "BTCUSDT" and [r["trade_id"] for r in f.iter_rows()] == [1, 2, 3]
+
+
+@requires_kafka
+def test_end_offsets_and_time_seek_are_exact(ksettings: Settings) -> None:
+    caps = broker_capabilities(ksettings, refresh=True)
+    assert caps.exact_end_offsets and caps.time_index  # unlike Tansu: Kafka's own answers are right
+    p = MessageProducer(ksettings, **{"linger.ms": 50})
+    t0 = 1_723_161_600_000
+    for i in range(10):
+        p.send(TRADES, _frame("ETHUSDT", [i]), key="ETHUSDT", timestamp_ms=t0 + 1000 * i, partition=0)
+    assert p.flush() == 0
+    name = TRADES.full_name(ksettings.namespace)
+    assert true_end_offsets(ksettings, [(name, 0)]) == {(name, 0): 10}
+    assert offsets_at_time(ksettings, [name], t0 + 4500) == {(name, 0): 5}  # first record at or after the time
+    assert offsets_at_time(ksettings, [name], t0) == {(name, 0): 0}
+
+
+@requires_kafka
+@pytest.mark.integration
+def test_a_faust_worker_round_trip(ksettings: Settings, procs: Procs) -> None:
+    p = MessageProducer(ksettings)
+    for k in range(4):
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            p.send(TRADES, _frame(sym, list(range(10 * k, 10 * k + 10)), price=100.0 + k), key=sym)
+    assert p.flush() == 0
+    expected = expected_last(ksettings)
+    assert {s: e["trades"] for s, e in expected.items()} == {"BTCUSDT": 40, "ETHUSDT": 40}
+    worker = procs.start(ksettings, "worker", name="worker")
+    got = latest_tickers(ksettings, {s: e["trades"] for s, e in expected.items()}, timeout_s=90)
+    assert worker.poll() is None, procs.log_of(worker)
+    for sym, e in expected.items():
+        assert (got[sym]["trades"], got[sym]["trade_id"], got[sym]["price"]) == (
+            e["trades"],
+            e["trade_id"],
+            e["price"],
+        )
+
+
+@requires_kafka
+def test_storage_is_formatted_once_and_data_survives_a_restart(tmp_path: Path) -> None:
+    port, controller = _ports()
+    data = tmp_path / "var"
+    s = make_settings(f"127.0.0.1:{port}", tmp_path)
+    with ApacheKafka(port=port, controller_port=controller, data_dir=data, log_path=tmp_path / "k.log") as b:
+        create_topics(s)
+        p = MessageProducer(s)
+        p.send(TRADES, _frame("BTCUSDT", [7]), key="BTCUSDT", partition=0)
+        assert p.flush() == 0
+    assert not b.alive() and port_is_free("127.0.0.1", port)
+    cid = (data / "kafka" / "cluster.id").read_text()
+    meta = (data / "kafka" / "data" / "meta.properties").read_text()
+    with ApacheKafka(port=port, controller_port=controller, data_dir=data, log_path=tmp_path / "k.log"):
+        name = TRADES.full_name(s.namespace)
+        assert true_end_offsets(s, [(name, 0)]) == {(name, 0): 1}  # the message is still there
+    assert (data / "kafka" / "cluster.id").read_text() == cid
+    assert (data / "kafka" / "data" / "meta.properties").read_text() == meta  # not formatted again
+
+
+# --- `rtqis broker` with RTQIS_BROKER=kafka: clean stop, no orphan -----------------------------------------
+
+
+def _rtqis_broker(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    port, _ = _ports()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
+    env.update(RTQIS_BROKER="kafka", RTQIS_BROKER_PORT=str(port), RTQIS_DATA_DIR=str(tmp_path / "var"))
+    log = tmp_path / "broker.out"
+    with log.open("wb") as out:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "rtqis", "broker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
+        )
+    wait_until(lambda: b"ready on" in log.read_bytes() or p.poll() is not None, 120, "rtqis broker (kafka)")
+    assert p.poll() is None, log.read_text(errors="replace")
+    assert b"Apache Kafka ready on 127.0.0.1:" in log.read_bytes()
+    return p, log, port
+
+
+def _jvms(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [k for k in psutil.Process(p.pid).children(recursive=True) if k.name() == "java"]
+
+
+@requires_kafka
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_rtqis_broker_kafka_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    p, log, port = _rtqis_broker(tmp_path)
+    jvms = _jvms(p)
+    try:
+        assert len(jvms) == 1, log.read_text(errors="replace")
+        assert (tmp_path / "var" / "logs" / "kafka.log").exists()
+        p.send_signal(sig)
+        assert p.wait(60) == 0, log.read_text(errors="replace")
+        assert not alive_pids([j.pid for j in jvms])  # stopped before the command exited
+        assert port_is_free("127.0.0.1", port) and b"broker stopped" in log.read_bytes()
+    finally:
+        _cleanup(p, jvms)
+
+
+@requires_kafka
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_sigkill_of_rtqis_broker_leaves_no_jvm(tmp_path: Path) -> None:
+    p, log, port = _rtqis_broker(tmp_path)
+    jvms = _jvms(p)
+    try:
+        assert len(jvms) == 1, log.read_text(errors="replace")
+        p.kill()
+        p.wait(10)
+        pids = [j.pid for j in jvms]
+        wait_until(lambda: not alive_pids(pids), _ORPHAN_DEADLINE_S, "the JVM of a SIGKILLed `rtqis broker` to exit")
+        wait_until(lambda: port_is_free("127.0.0.1", port), 10, f"port {port} to be free")
+    finally:
+        _cleanup(p, jvms)
+
+
+def _cleanup(p: subprocess.Popen[bytes], jvms: list[psutil.Process]) -> None:
+    """Kill what a failed test left: the command and the JVMs it was seen to start (by pid)."""
+    if p.poll() is None:
+        p.kill()
+        p.wait(10)
+    for j in jvms:
+        try:
+            j.kill()
+        except psutil.Error:
+            pass
