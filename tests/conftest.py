@@ -49,11 +49,6 @@ def reference_data(relative: str) -> Path:
     return path
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # TODO(lead): move to pyproject's markers (#24)
-    config.addinivalue_line("markers", "kafka: starts Apache Kafka from its jars (needs java, and mvn or cached jars)")
-
-
 #: which broker the session fixture starts: tansu (default, embedded) or kafka (Apache Kafka from its jars)
 TEST_BROKER_ENV = "RTQIS_TEST_BROKER"
 

@@ -42,7 +42,8 @@ def app_config(settings: Settings, fix: str) -> dict[str, Any]:
         "topic_allow_declare": True,
         # the group join waits for the rebalance timeout: keep it short (measured ~4.5 s to Ready)
         "broker_rebalance_timeout": 5.0,
-        "broker_session_timeout": 5.0,
+        # Kafka refuses sessions below its group.min.session.timeout.ms (default 6 s): 5 s worked on Tansu only
+        "broker_session_timeout": 6.0,
         "broker_heartbeat_interval": 1.0,
         "broker_commit_interval": 1.0,
         "web_port": settings.worker_web_port,
