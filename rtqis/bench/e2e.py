@@ -88,6 +88,7 @@ def bench_e2e(
         peak = {"worker": 0.0, "sink": 0.0, "worker_anon": 0.0}
         deadline = time.monotonic() + max(300.0, n / 2000)
         t_worker = None
+        last_signals = -1
         while time.monotonic() < deadline:
             peak["worker"] = max(peak["worker"], sum(k.rss_mb() for k in kids))
             peak["worker_anon"] = max(peak["worker_anon"], sum(k.anon_mb() for k in kids))
@@ -95,7 +96,12 @@ def bench_e2e(
             if t_worker is None and _lags(s, [TRADES, LEGS], worker_group) == 0:
                 t_worker = time.monotonic() - t0
             if t_worker is not None and _lags(s, [TRADES, PAIR, CANDLES_1M, ADF], sink_group) == 0:
-                break
+                # the worker commits its input before its outbox's signals are delivered (they are safe in
+                # the table state): drained once the signal topic has stopped growing and the sink has it all
+                n_signals = sum(r.end for r in topic_offsets(s, [PAIR.full_name(s.namespace)]))
+                if n_signals > 0 and n_signals == last_signals:
+                    break
+                last_signals = n_signals
             time.sleep(0.2)
         else:
             raise TimeoutError(f"pipeline not drained in time: see {tmp}")
