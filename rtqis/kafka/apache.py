@@ -32,10 +32,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from rtqis.errors import BrokerError, PortInUseError
-from rtqis.kafka.embedded import port_is_free, wait_for_broker
+from rtqis.kafka.embedded import BrokerProcess, port_is_free
 from rtqis.process import ChildProcess
 
 __all__ = [
@@ -236,7 +236,7 @@ def format_storage(java: str, classpath: str, config: Path, log_dirs: Path, clus
     return True
 
 
-class ApacheKafka:
+class ApacheKafka(BrokerProcess):
     """A single-node Apache Kafka (KRaft, combined roles) on ``host:port``; a context manager.
 
     ``data_dir`` holds its config, cluster id and data (``data_dir/kafka``); ``controller_port``
@@ -269,19 +269,6 @@ class ApacheKafka:
         self.java = _java()
         self.version = "" if kafka_home else kafka_version()
         self._child: ChildProcess | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        """The JVM process (None before :meth:`start`)."""
-        return self._child.proc if self._child is not None else None
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
 
     @property
     def details(self) -> str:
@@ -330,38 +317,10 @@ class ApacheKafka:
             str(config),
         ]
 
-    def start(self, timeout_s: float = 120.0) -> ApacheKafka:
+    def start(self, timeout_s: float = 120.0) -> Self:
         """Start the JVM and wait until the broker answers a metadata request (first start: the jars
         are fetched first, which the timeout does not count)."""
         argv = self.prepare()
         log.info("starting %s on %s (%s)", self.label, self.bootstrap, self.details)
-        self._child = ChildProcess("Apache Kafka", argv, self.log_path, stop_timeout_s=30.0).start(dict(os.environ))
-        try:
-            wait_for_broker(self.bootstrap, timeout_s, self.proc)
-        except BrokerError as e:
-            self.stop()
-            raise BrokerError(f"{e}{self._log_tail()}") from None
-        log.info("Apache Kafka ready on %s (pid %s)", self.bootstrap, self.pid)
+        self._launch("Apache Kafka", argv, dict(os.environ), stop_timeout_s=30.0, timeout_s=timeout_s)
         return self
-
-    def _log_tail(self, n: int = 5) -> str:
-        text = self._child.tail(n).strip() if self._child is not None else ""
-        return f"; broker log: {text}" if text else ""
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the JVM (0 when not running)."""
-        return self._child.rss_bytes() if self._child is not None else 0
-
-    def alive(self) -> bool:
-        return self._child is not None and self._child.alive()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Kafka's controlled shutdown), SIGKILL after ``timeout_s``. Safe to call twice."""
-        if self._child is not None:
-            self._child.stop(timeout_s)
-
-    def __enter__(self) -> ApacheKafka:
-        return self.start() if self._child is None else self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()

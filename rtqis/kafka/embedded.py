@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Self
 
 from confluent_kafka.admin import AdminClient
 
@@ -79,7 +79,74 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Po
 _quiet = logging.getLogger("rtqis.kafka.librdkafka")
 
 
-class EmbeddedBroker:
+class BrokerProcess:
+    """The life cycle every broker RT-QIS runs itself shares: one :class:`~rtqis.process.ChildProcess`
+    (dies with its parent), started and waited for until it answers metadata, stopped with SIGTERM then
+    SIGKILL; a context manager. Subclasses set ``host``, ``port``, ``log_path`` and call :meth:`_launch`."""
+
+    label = "a broker"
+    #: whether its messages and committed offsets survive a restart
+    durable = False
+    host: str
+    port: int
+    log_path: Path | None
+    _child: ChildProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def details(self) -> str:
+        """What the user should know of it, for messages."""
+        return ""
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The broker process (None before :meth:`start`)."""
+        return self._child.proc if self._child is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def _launch(self, name: str, argv: list[str], env: dict[str, str], stop_timeout_s: float, timeout_s: float) -> None:
+        """Start ``argv`` as the broker process and wait until it answers (stopped again if it does not)."""
+        self._child = ChildProcess(name, argv, self.log_path, stop_timeout_s=stop_timeout_s).start(env)
+        try:
+            wait_for_broker(self.bootstrap, timeout_s, self.proc)
+        except BrokerError as e:
+            self.stop()
+            raise BrokerError(f"{e}{self._log_tail()}") from None
+        log.info("%s ready on %s (pid %s)", self.label, self.bootstrap, self.pid)
+
+    def _log_tail(self, n: int = 5) -> str:
+        text = self._child.tail(n).strip() if self._child is not None else ""
+        return f"; broker log: {text}" if text else ""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the broker process (0 when not running)."""
+        return self._child.rss_bytes() if self._child is not None else 0
+
+    def alive(self) -> bool:
+        return self._child is not None and self._child.alive()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s`` (default: the process's own). Safe to call twice."""
+        if self._child is not None:
+            self._child.stop(timeout_s)
+
+    def __enter__(self) -> Self:
+        return self.start() if self._child is None else self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
     """Start and stop a Tansu process on ``host:port``; usable as a context manager."""
 
     label = "embedded Tansu"
@@ -93,24 +160,11 @@ class EmbeddedBroker:
         self._child: ChildProcess | None = None
 
     @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def details(self) -> str:
         """What the user should know of it, for messages."""
         return "memory only"
 
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        """The broker process (None before :meth:`start`)."""
-        return self._child.proc if self._child is not None else None
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
-    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
+    def start(self, timeout_s: float = 30.0) -> Self:
         if not port_is_free(self.host, self.port):
             raise PortInUseError(
                 f"port {self.port} on {self.host} is already in use: stop what runs there or set RTQIS_BROKER_PORT"
@@ -133,59 +187,12 @@ class EmbeddedBroker:
         }
         env.setdefault("RUST_LOG", "warn")
         log.info("starting embedded broker %s on %s", self.binary, url)
-        self._child = ChildProcess("the embedded broker", argv, self.log_path, stop_timeout_s=10.0).start(env)
-        try:
-            wait_for_broker(self.bootstrap, timeout_s, self.proc)
-        except BrokerError as e:
-            self.stop()
-            raise BrokerError(f"{e}{self._log_tail()}") from None
-        log.info("embedded broker ready on %s (pid %s)", self.bootstrap, self.pid)
+        self._launch("the embedded broker", argv, env, stop_timeout_s=10.0, timeout_s=timeout_s)
         return self
 
-    def _log_tail(self, n: int = 5) -> str:
-        text = self._child.tail(n).strip() if self._child is not None else ""
-        return f"; broker log: {text}" if text else ""
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the broker process (0 when not running)."""
-        return self._child.rss_bytes() if self._child is not None else 0
-
-    def alive(self) -> bool:
-        return self._child is not None and self._child.alive()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout_s``. Safe to call twice."""
-        if self._child is not None:
-            self._child.stop(timeout_s)
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start() if self._child is None else self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-
-class LocalBroker(Protocol):
-    """What `rtqis broker`, `rtqis up` and the tests use of a broker they run themselves."""
-
-    label: str
-    durable: bool
-    log_path: Path | None
-
-    @property
-    def bootstrap(self) -> str: ...
-    @property
-    def details(self) -> str: ...
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None: ...
-    @property
-    def pid(self) -> int | None: ...
-    def start(self, timeout_s: float = ...) -> LocalBroker: ...
-    def stop(self, timeout_s: float = ...) -> None: ...
-    def alive(self) -> bool: ...
-    def rss_bytes(self) -> int: ...
-    def __enter__(self) -> LocalBroker: ...
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+LocalBroker = BrokerProcess
+"""What `rtqis broker`, `rtqis up` and the tests use of a broker they run themselves."""
 
 
 def local_broker(settings: Settings, port: int | None = None, log_path: Path | None = None) -> LocalBroker:
