@@ -186,6 +186,7 @@ def _seed_figures(seed: int, hours: float, params: PairParams) -> dict[str, Any]
         out[f"break_even_fee_bps_{tag}"] = m["break_even_fee_bps"]
         if fee == 2.0:
             out["gross_bp_per_trip"] = m["gross_bp_per_trip"]
+    out.update(_kalman_tracking(base, lo, ""))
     hl = base.col("half_life_s")[lo:]
     out["half_life_s"] = float(np.nanmedian(hl)) if np.isfinite(hl).any() else math.nan
     out["detection_rate"] = _rate(base.verdicts, lo)
@@ -199,7 +200,24 @@ def _seed_figures(seed: int, hours: float, params: PairParams) -> dict[str, Any]
         float(np.sqrt(np.mean(((est[ok] - true[ok]) / true[ok]) ** 2))) if ok.any() else math.nan
     )
     out["hedge_published_share_0p8"] = float(ok.mean())
+    out.update(_kalman_tracking(h08, lo8, "_0p8"))
     return out
+
+
+def _kalman_tracking(run: Run, lo: int, tag: str) -> dict[str, float]:
+    """How the diagnostic ``kalman_beta`` follows the true hedge dy/dx from row ``lo`` on: relative RMSE,
+    and ``kalman_move_ratio``: the std of its changes over 10 min against the true hedge's (1: it moves as
+    much as the truth; ~0: it stays where it started)."""
+    est, true = run.col("kalman_beta")[lo:], run.truth_hedge[lo:]
+    ok = np.isfinite(est)
+    if not ok.any():
+        return {f"kalman_rel_rmse{tag}": math.nan, f"kalman_move_ratio{tag}": math.nan}
+    rmse = float(np.sqrt(np.mean(((est[ok] - true[ok]) / true[ok]) ** 2)))
+    lag = 600
+    de, dt = est[lag:] - est[:-lag], true[lag:] - true[:-lag]
+    good = np.isfinite(de) & np.isfinite(dt)
+    ratio = float(np.std(de[good]) / np.std(dt[good])) if good.sum() > 2 and np.std(dt[good]) > 0 else math.nan
+    return {f"kalman_rel_rmse{tag}": rmse, f"kalman_move_ratio{tag}": ratio}
 
 
 def _with(params: PairParams, **kw: Any) -> PairParams:

@@ -121,8 +121,12 @@ class Settings(BaseSettings):
     pair_price: Literal["trade", "mid"] = Field("trade", description="leg price: last trade or mid of best bid/ask")
     ols_window: int = Field(300, ge=3, description="rolling OLS window (samples)")
     zscore_window: int = Field(300, ge=3, description="z-score window of the spread (samples)")
-    kalman_delta: float = Field(1e-6, gt=0, lt=1, description="Kalman state noise delta (prices scaled to 1 at start)")
-    kalman_obs_var: float = Field(1e-6, gt=0, description="Kalman observation variance (prices scaled to 1 at start)")
+    kalman_delta: float | None = Field(
+        None, gt=0, lt=1, description="Kalman state noise delta (prices scaled to 1 at start); unset: calibrated"
+    )
+    kalman_obs_var: float | None = Field(
+        None, gt=0, description="Kalman observation variance (prices scaled to 1 at start); unset: calibrated"
+    )
     huber_window: int = Field(600, ge=10, description="Huber fair-value fit window (samples)")
     huber_refit_every: int = Field(30, ge=1, description="refit the Huber fair value every K samples")
     huber_epsilon: float = Field(1.35, gt=1.0, description="Huber epsilon (1.35 = 95% efficiency)")

@@ -32,6 +32,7 @@ from rtqis.analytics import (
     rolling_ols,
     zscore,
 )
+from rtqis.analytics.kalman import calibrated_noise
 from tests.conftest import BINANCE_DATA, reference_data
 
 TRADES = BINANCE_DATA / "trades"
@@ -215,10 +216,19 @@ def test_zscore_zero_variance_is_flagged_and_nan() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- Kalman
-def reference_kalman(x: np.ndarray, y: np.ndarray, delta: float, ve: float) -> tuple[np.ndarray, ...]:
-    """Plain numpy recursion, written from the model and independent of simdkalman."""
+def reference_kalman(
+    x: np.ndarray,
+    y: np.ndarray,
+    delta: float,
+    ve: float,
+    theta0: np.ndarray | None = None,
+    p0: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
+    """Plain numpy recursion, written from the model and independent of simdkalman (state from
+    ``theta0``/``p0``, zero by default)."""
     vw = delta / (1 - delta) * np.eye(2)
-    theta, p = np.zeros(2), np.zeros((2, 2))
+    theta = np.zeros(2) if theta0 is None else np.array(theta0, float)
+    p = np.zeros((2, 2)) if p0 is None else np.array(p0, float)
     out = np.empty((4, len(x)))
     for t in range(len(x)):
         r = p + vw  # predict: random walk
@@ -280,6 +290,44 @@ def test_kalman_vectorised_pairs_and_incremental(
     assert restored.update(float(ex[-1]), float(ey[-1])) == mixed.update(float(ex[-1]), float(ey[-1]))
     with pytest.raises(ValueError, match="length 3"):
         kf.update([1.0, 2.0], [1.0, 2.0])
+
+
+def test_kalman_reset_and_retune_follow_the_reference(ewa_ewc: tuple[np.ndarray, np.ndarray]) -> None:
+    """A filter started at a given state and retuned halfway (the pair model's calibration) is the plain
+    recursion from that state with the new noise from then on; its snapshot keeps the new noise."""
+    x, y = ewa_ewc
+    theta0, p0 = np.array([0.9, 6.0]), np.array([[1e-3, -1e-2], [-1e-2, 0.2]])
+    half = len(x) // 2
+    first = reference_kalman(x[:half], y[:half], 1e-4, 1e-3, theta0, p0)
+    kf = KalmanHedge(1, 1e-4, 1e-3)
+    kf.reset([theta0], [p0])
+    got = [kf.update(float(a), float(b)) for a, b in zip(x[:half], y[:half], strict=True)]
+    for k in range(4):
+        np.testing.assert_allclose([g[k] for g in got], first[k], rtol=1e-10, atol=1e-12)
+    p_half = kf.state()["cov"][0]
+    kf.retune(1e-7, 2e-3)
+    second = reference_kalman(x[half:], y[half:], 1e-7, 2e-3, np.array([first[0][-1], first[1][-1]]), p_half)
+    saved = json.loads(json.dumps(kf.state()))
+    assert (saved["delta"], saved["obs_var"]) == (1e-7, 2e-3)
+    got = [kf.update(float(a), float(b)) for a, b in zip(x[half:], y[half:], strict=True)]
+    for k in range(4):
+        np.testing.assert_allclose([g[k] for g in got], second[k], rtol=1e-9, atol=1e-12)
+    restored = KalmanHedge.from_state(saved)
+    assert [restored.update(float(a), float(b)) for a, b in zip(x[half:], y[half:], strict=True)] == got
+    with pytest.raises(ValueError, match="delta"):
+        kf.retune(0.0, 1e-3)
+    with pytest.raises(ValueError, match="finite"):
+        kf.reset([[math.nan, 0.0]], [p0])
+
+
+def test_calibrated_noise_rule() -> None:
+    """q / obs_var = 1 / (10 half-lives)^2; without a half-life the window's length is the time scale."""
+    delta, obs = calibrated_noise(2e-6, 60.0, 3600)  # type: ignore[misc]
+    q = delta / (1 - delta)
+    assert obs == 2e-6 and q / obs == pytest.approx(1 / 600**2, rel=1e-12)
+    delta, _ = calibrated_noise(2e-6, math.nan, 3600)  # type: ignore[misc]
+    assert delta / (1 - delta) / 2e-6 == pytest.approx(1 / 3600**2, rel=1e-12)
+    assert calibrated_noise(0.0, 60.0, 3600) is None and calibrated_noise(math.nan, 60.0, 3600) is None
 
 
 def test_kalman_invalid_observation_skips_only_that_pair(ewa_ewc: tuple[np.ndarray, np.ndarray]) -> None:

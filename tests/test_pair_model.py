@@ -220,3 +220,34 @@ def test_state_written_before_the_level_model_still_restores() -> None:
     m2 = PairModel.from_state("P", PARAMS, state, [list(r) for r in m.hist])
     rest = _stream(m2, tuple(c[300:] for c in rows))
     assert rest[-1]["zscore"] is not None and rest[-1]["hedge"] is not None
+
+
+def test_kalman_hedge_is_calibrated_unless_hand_set() -> None:
+    """By default the Kalman hedge starts at the first calibration (``level_min_samples``) from the
+    returns hedge, with ``obs_var`` = the window's residual variance and ``q / obs_var = 1/(10 h)^2``,
+    and is retuned at every calibration; hand-set values run from the first sample, never retuned."""
+    rows = aligned_real()
+    m = PairModel("P", PARAMS)
+    sig = _stream(m, rows)
+    start = PARAMS.level_min_samples
+    assert all(s["kalman_beta"] is None and s["spread"] is None for s in sig[:start])
+    assert all(s["kalman_beta"] is not None for s in sig[start:])
+    assert sig[start]["kalman_beta"] == pytest.approx(sig[start - 1]["hedge"], rel=0.05)  # starts at the hedge
+    kf = m.kalman
+    assert kf is not None
+    n = min(len(sig), PARAMS.level_window)
+    last_cal = start + (len(sig) - start) // PARAMS.calib_every * PARAMS.calib_every
+    sx, sy = rows[1][0], rows[2][0]
+    cut = slice(max(0, last_cal - n), last_cal)
+    xs, ys = rows[1][cut] / sx, rows[2][cut] / sy
+    h = m.level.c.hl
+    q = kf.delta / (1 - kf.delta)
+    assert kf.obs_var == pytest.approx(np.var(ys - xs - np.polyval(np.polyfit(xs, ys - xs, 1), xs)), rel=0.5)
+    assert q / kf.obs_var == pytest.approx(1 / (10 * h) ** 2, rel=1e-9)
+    fixed = PairParams(**{**PARAMS.__dict__, "kalman_delta": 1e-6, "kalman_obs_var": 1e-6})
+    m2 = PairModel("P", fixed)
+    sig2 = _stream(m2, rows)
+    assert sig2[0]["kalman_beta"] is not None and m2.kalman is not None
+    assert (m2.kalman.delta, m2.kalman.obs_var) == (1e-6, 1e-6)
+    ref = batch_pair(rows[0], rows[1], rows[2], fixed)
+    np.testing.assert_allclose([s["kalman_beta"] for s in sig2], ref["kalman_beta"], rtol=1e-12)

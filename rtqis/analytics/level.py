@@ -17,6 +17,9 @@ How (every number re-estimated on a slow clock, every ``calib_every`` samples, f
     - z window (the rule): ``Z_HALF_LIVES`` (60) half-lives, clipped to [``min_samples``, ``window``]
       and to the samples available: long enough that the mean is the equilibrium, not a recent
       wiggle (a window of 5 half-lives correlates 0.63 with the true spread, 60 about 0.9).
+    - Kalman hedge (the diagnostic ``kalman_beta``): ``obs_var`` = variance of the OLS residual of
+      the window, state noise ``q = obs_var / (10 half-lives)^2`` (:func:`~.kalman.calibrated_noise`);
+      a filter not yet started starts at the returns hedge with its uncertainty (:class:`KalmanCalib`).
     - per sample: ``z = (s_now - mean) / std`` over that window with the current ``beta``;
       ``spread_bp = (s_now - mean) * 1e4`` (how rich y is against its hedge, in bp of y) and
       ``spread_std_bp``.
@@ -38,14 +41,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from rtqis.analytics.coint import engle_granger_both, half_life, returns_hedge
+from rtqis.analytics.kalman import calibrated_noise
 
-__all__ = ["COINT_VERDICTS", "Z_HALF_LIVES", "LevelParams", "LevelSpread", "batch_level"]
+__all__ = ["COINT_VERDICTS", "Z_HALF_LIVES", "KalmanCalib", "LevelParams", "LevelSpread", "batch_level"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,54 @@ class LevelParams:
     # ~13 ms CPU per test of 3,600 samples in two orderings; hedge and half-life ~0.05 ms)
 
 
+class KalmanCalib(NamedTuple):
+    """What a calibration gives the pair model's Kalman hedge (:mod:`~.kalman`), on prices scaled by the
+    pair's first sample (``X = x/x0``, ``Y = y/y0``) in its ``beta - 1`` parametrisation
+    (``Y - X = b X + a + e``): ``delta`` and ``obs_var`` by :func:`~.kalman.calibrated_noise`, and where
+    a filter that starts at this calibration starts: ``mean`` ``[b, a]`` and ``cov`` (2x2 row-major)."""
+
+    delta: float
+    obs_var: float
+    mean: tuple[float, float]
+    cov: tuple[float, float, float, float]
+
+
+def _kalman_calib(lx: F64, ly: F64, c: _Calib) -> KalmanCalib | None:
+    """The Kalman hedge's calibration from the window (scaled prices ``exp(lx)``, ``exp(ly)``).
+
+    Hedge: the calibration's returns hedge in price units at the window's last sample
+    (``dY/dX = beta * Y/X``, standard error likewise), the intercept its mean residual; where the
+    returns hedge is undefined, the OLS fit of the window (a level fit, poorly identified over an hour
+    of 1 s prices: see :mod:`~.coint`). ``obs_var``: the variance of the residual ``Y - X - b X - a``
+    over the window (the spread the filter must not explain away). The starting covariance is that
+    of ``(b, a)``: ``var(b)`` from the hedge's standard error, ``a``'s from ``var(b)`` and ``obs_var / n``.
+    """
+    n = len(lx)
+    if n < 3:
+        return None
+    xs = np.exp(lx)
+    ys = np.exp(ly) - xs
+    xm, ym = float(xs.mean()), float(ys.mean())
+    if math.isfinite(c.beta) and math.isfinite(c.beta_se):
+        ratio = float(ys[-1] + xs[-1]) / float(xs[-1])
+        b, vb = c.beta * ratio - 1.0, (c.beta_se * ratio) ** 2
+    else:
+        xc = xs - xm
+        sxx = float(xc @ xc)
+        if not sxx > 0:
+            return None
+        b, vb = float(xc @ (ys - ym)) / sxx, math.nan
+    a = ym - b * xm
+    res = ys - b * xs - a
+    r = float(res @ res) / (n - 1)
+    noise = calibrated_noise(r, c.hl, n)
+    if noise is None:
+        return None
+    if not math.isfinite(vb):
+        vb = r / float((xs - xm) @ (xs - xm))
+    return KalmanCalib(noise[0], noise[1], (b, a), (vb, -xm * vb, -xm * vb, r / n + xm * xm * vb))
+
+
 @dataclass
 class _Calib:
     beta: float = math.nan
@@ -82,6 +134,7 @@ class _Calib:
     coint_stat: float = math.nan
     coint_p: float = math.nan
     verdict: str = "insufficient_data"
+    kalman: KalmanCalib | None = None  # used once, at the calibration (not kept in the state)
 
 
 def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams, prev: _Calib, fed: int) -> _Calib:
@@ -97,6 +150,7 @@ def _calibrate(t: F64, lx: F64, ly: F64, p: LevelParams, prev: _Calib, fed: int)
     if math.isfinite(c.beta):
         hl = half_life(ly - c.beta * lx)
         c.hl, c.hl_se = hl.half_life, hl.se
+    c.kalman = _kalman_calib(lx, ly, c)
     zw = n if not math.isfinite(c.hl) else int(round(Z_HALF_LIVES * c.hl))
     c.z_window = max(p.min_samples, min(zw, p.window, n))
     need = p.coint_min
@@ -171,13 +225,16 @@ class LevelSpread:
         self._push(float(t), lx, ly)
         self.n += 1
         lo = max(0, self._k - self.p.window)
-        if self.n >= self.p.min_samples and (self.n - self.p.min_samples) % self.p.calib_every == 0:
+        now = self.n >= self.p.min_samples and (self.n - self.p.min_samples) % self.p.calib_every == 0
+        if now:
             sl = slice(lo, self._k)
             self.c = _calibrate(self._t[sl], self._lx[sl], self._ly[sl], self.p, self.c, self.n)
             self.calibrated = True
         if not self.calibrated:
-            return {**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None}
-        return _values(self.c, self._lx[lo : self._k], self._ly[lo : self._k], x, y)
+            return {**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None, "kalman": None}
+        out = _values(self.c, self._lx[lo : self._k], self._ly[lo : self._k], x, y)
+        out["kalman"] = self.c.kalman if now else None
+        return out
 
     def state(self) -> dict[str, Any]:
         """JSON-safe state without the buffers (see :meth:`from_state`)."""
@@ -214,11 +271,14 @@ def batch_level(t: Any, lx: Any, ly: Any, x: Any, y: Any, params: LevelParams) -
     for i in range(len(ta)):
         n = i + 1
         lo = max(0, n - p.window)
-        if n >= p.min_samples and (n - p.min_samples) % p.calib_every == 0:
+        now = n >= p.min_samples and (n - p.min_samples) % p.calib_every == 0
+        if now:
             c = _calibrate(ta[lo:n], lxa[lo:n], lya[lo:n], p, c, n)
             calibrated = True
         if not calibrated:
-            out.append({**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None})
+            out.append({**dict.fromkeys(LEVEL_FIELDS), "coint": "insufficient_data", "beta": None, "kalman": None})
         else:
-            out.append(_values(c, lxa[lo:n], lya[lo:n], float(x[i]), float(y[i])))
+            row = _values(c, lxa[lo:n], lya[lo:n], float(x[i]), float(y[i]))
+            row["kalman"] = c.kalman if now else None
+            out.append(row)
     return out

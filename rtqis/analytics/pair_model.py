@@ -51,7 +51,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rtqis.analytics.alerts import ZAlert
-from rtqis.analytics.level import LEVEL_FIELDS, LevelParams, LevelSpread, batch_level
+from rtqis.analytics.kalman import KalmanResult
+from rtqis.analytics.level import LEVEL_FIELDS, KalmanCalib, LevelParams, LevelSpread, batch_level
 from rtqis.analytics.pairs import (
     AdfResult,
     HuberFairValue,
@@ -99,8 +100,8 @@ _CORE_FIELDS = (*SIGNAL_FIELDS, "innovation_z")  # all defined = no longer warmi
 class PairParams:
     ols_window: int = 300
     zscore_window: int = 300
-    kalman_delta: float = 1e-6
-    kalman_obs_var: float = 1e-6
+    kalman_delta: float | None = None  # None: calibrated (see the module doc); a number: that, fixed
+    kalman_obs_var: float | None = None
     warmup: int = 30
     huber_window: int = 600
     huber_refit_every: int = 30
@@ -166,6 +167,23 @@ class PairParams:
 MIN_ADF_SAMPLES = 20
 """Fewest samples :func:`spread_adf` tests (fewer: no result)."""
 
+_NO_KALMAN = KalmanResult(math.nan, math.nan, math.nan, math.nan)  # the filter has not started
+
+
+def _calibrate_kalman(kf: KalmanHedge | None, cal: KalmanCalib | None, p: PairParams) -> KalmanHedge | None:
+    """Apply a slow-clock calibration to the Kalman hedge: the calibrated noise, except a hand-set
+    ``kalman_delta`` / ``kalman_obs_var``; a filter not yet started starts at the window's OLS fit."""
+    if cal is None or (p.kalman_delta is not None and p.kalman_obs_var is not None):
+        return kf
+    delta = cal.delta if p.kalman_delta is None else p.kalman_delta
+    obs_var = cal.obs_var if p.kalman_obs_var is None else p.kalman_obs_var
+    if kf is None:
+        kf = KalmanHedge(1, delta, obs_var)
+        kf.reset([cal.mean], [cal.cov])
+    else:
+        kf.retune(delta, obs_var)
+    return kf
+
 
 def _f(v: float) -> float | None:
     return v if math.isfinite(v) else None
@@ -202,7 +220,9 @@ class PairModel:
     def __init__(self, pair: str, params: PairParams) -> None:
         self.pair, self.p = pair, params
         self.ols = RollingOLS(params.ols_window)
-        self.kalman = KalmanHedge(1, params.kalman_delta, params.kalman_obs_var)
+        self.kalman: KalmanHedge | None = None  # None until the first calibration (unless hand-set)
+        if params.kalman_delta is not None and params.kalman_obs_var is not None:
+            self.kalman = KalmanHedge(1, params.kalman_delta, params.kalman_obs_var)
         self.z = RollingZScore(params.zscore_window)
         self.huber = HuberFairValue(
             params.huber_window,
@@ -247,14 +267,15 @@ class PairModel:
             self.scale = (x, y)
         sx, sy = self.scale
         ob, oa = self.ols.update(x, y)
-        k = self.kalman.update(x / sx, y / sy - x / sx)  # beta - 1 on scaled prices: see the module doc
+        k = _NO_KALMAN if self.kalman is None else self.kalman.update(x / sx, y / sy - x / sx)  # see module doc
         spread = k.error * sy  # y - (beta*x + alpha) with the prior state, in quote currency
         self.n += 1
         iz, flat = self.z.update(spread) if self.n > self.p.warmup else (math.nan, False)
         hb, ha = self.huber.update(x, y)
         self.hist.append((t, x, y, spread))
         lv = self.level.update(t, math.log(x / sx), math.log(y / sy), x, y)
-        beta = lv.pop("beta")
+        beta = lv.pop("beta", None)
+        self.kalman = _calibrate_kalman(self.kalman, lv.pop("kalman"), self.p)
         z = lv["zscore"]
         flags = []
         if flat:
@@ -344,7 +365,7 @@ class PairModel:
                 kernels[name].pop(key)
         return {
             **kernels,
-            "kalman": self.kalman.state(),
+            "kalman": None if self.kalman is None else self.kalman.state(),
             "alert": self.alert.state(),
             "level": self.level.state(),
             "scale": list(self.scale) if self.scale else None,
@@ -377,12 +398,13 @@ class PairModel:
         ols["xs"], ols["ys"] = ring(xs, params.ols_window, ols["pos"]), ring(ys, params.ols_window, ols["pos"])
         fed_z = max(0, n - params.warmup)  # spreads fed to the z-score
         spreads = [r[3] for r in rows][len(rows) - min(len(rows), fed_z) :]
+        spreads = [v for v in spreads if math.isfinite(v)]  # NaN before the Kalman hedge starts: skipped
         z["buf"] = ring(spreads, params.zscore_window, z["pos"])
         huber["xs"], huber["ys"] = xs[-params.huber_window :], ys[-params.huber_window :]
         obj.ols = RollingOLS.from_state(ols)
         obj.z = RollingZScore.from_state(z)
         obj.huber = HuberFairValue.from_state(huber)
-        obj.kalman = KalmanHedge.from_state(d["kalman"])
+        obj.kalman = None if d["kalman"] is None else KalmanHedge.from_state(d["kalman"])
         obj.alert = ZAlert.from_state(d["alert"])
         obj.scale = (float(d["scale"][0]), float(d["scale"][1])) if d["scale"] else None
         if obj.scale is not None:
@@ -417,6 +439,24 @@ def spread_adf(x: NDArray[np.float64], y: NDArray[np.float64], regression: str =
     return adf_test(ols_residual(x, y), regression=regression)
 
 
+def _batch_calibrated_kalman(
+    xs: NDArray[np.float64], ys: NDArray[np.float64], cals: list[KalmanCalib | None], params: PairParams
+) -> KalmanResult[NDArray[np.float64]]:
+    """The calibrated Kalman hedge over arrays: NaN until the first calibration, then the filter,
+    retuned at each calibration. It runs the stream's scalar recursion: the filter started at an hour's
+    hedge is ill-conditioned (slope and intercept nearly collinear at prices near 1), so its array path
+    (simdkalman) drifts from the scalar one by ~1e-9 relative, rounding that says nothing about the
+    composition checked here (the two paths are compared on Chan's data in tests/test_pair_kernels.py)."""
+    out = [np.full(len(xs), np.nan) for _ in range(4)]
+    kf: KalmanHedge | None = None
+    for i in range(len(xs)):
+        if kf is not None:
+            for arr, v in zip(out, kf.update(float(xs[i]), float(ys[i])), strict=True):
+                arr[i] = v
+        kf = _calibrate_kalman(kf, cals[i], params)
+    return KalmanResult(*out)
+
+
 def batch_pair(t: Any, x: Any, y: Any, params: PairParams) -> dict[str, NDArray[Any]]:
     """The signal columns of :class:`PairModel` for fresh, valid samples, with the batch kernels.
 
@@ -426,14 +466,17 @@ def batch_pair(t: Any, x: Any, y: Any, params: PairParams) -> dict[str, NDArray[
     t, x, y = np.asarray(t, np.int64), np.asarray(x, np.float64), np.asarray(y, np.float64)
     sx, sy = float(x[0]), float(y[0])
     ob, oa = rolling_ols(x, y, params.ols_window)
-    k = kalman_hedge(x / sx, y / sy - x / sx, params.kalman_delta, params.kalman_obs_var)
+    lv = batch_level(t, np.log(x / sx), np.log(y / sy), x, y, params.level)
+    if params.kalman_delta is not None and params.kalman_obs_var is not None:
+        k = kalman_hedge(x / sx, y / sy - x / sx, params.kalman_delta, params.kalman_obs_var)
+    else:
+        k = _batch_calibrated_kalman(x / sx, y / sy - x / sx, [r["kalman"] for r in lv], params)
     spread = k.error * sy
     z = np.full(len(t), np.nan)
     w = params.warmup
     if len(t) > w:
         z[w:] = zscore(spread[w:], params.zscore_window)
     iz = z
-    lv = batch_level(t, np.log(x / sx), np.log(y / sy), x, y, params.level)
     lcols = {f: np.array([np.nan if r[f] is None else r[f] for r in lv]) for f in (*LEVEL_FIELDS, "beta")}
     lbeta, lz = lcols.pop("beta"), lcols["zscore"]
     known = np.isfinite(lbeta) & np.isfinite(lz)
