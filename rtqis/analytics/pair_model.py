@@ -25,7 +25,12 @@ Diagnostics (unchanged models, parameters in :class:`PairParams`):
 - rolling OLS of y on x over ``ols_window`` samples -> ``ols_beta``, ``ols_alpha``,
   ``spread_ols = y - ols_beta*x - ols_alpha``;
 - Kalman dynamic regression on prices scaled by the pair's first sample (``x/x0``, ``y/y0``),
-  estimating ``beta - 1`` in scaled units (zero initial state = "the legs move in proportion").
+  estimating ``beta - 1`` in scaled units. Calibrated by default (``kalman_delta`` / ``kalman_obs_var``
+  None): it starts at the first calibration of :mod:`~.level` (``level_min_samples``) from the returns
+  hedge with its uncertainty, and every calibration sets ``obs_var`` to the window's residual variance
+  and the state noise to ``obs_var / (10 half-lives)^2`` (:func:`~.kalman.calibrated_noise`). Hand-set
+  values (both given) keep the filter from the first sample with a zero initial state ("the legs move
+  in proportion"), never retuned.
   ``spread`` is its one-step prediction error ``y - (beta*x + alpha)`` with the state *before* the
   sample, in quote currency, and ``innovation_z`` the rolling z of it over ``zscore_window`` samples
   (fed once the filter has seen ``warmup`` samples). This was ``zscore`` before #20: a filter's
