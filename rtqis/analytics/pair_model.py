@@ -383,7 +383,8 @@ class PairModel:
     def from_state(cls, pair: str, params: PairParams, d: dict[str, Any], hist: list[Any]) -> PairModel:
         """Restore from :meth:`state` and the history rows ``(t, x, y, spread)`` (oldest first)."""
         obj = cls(pair, params)
-        obj.hist.extend((int(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in hist)
+        # a spread undefined before the Kalman hedge starts is NaN here, null once stored as JSON
+        obj.hist.extend((int(r[0]), float(r[1]), float(r[2]), math.nan if r[3] is None else float(r[3])) for r in hist)
         rows = list(obj.hist)
         n = int(d["n"])
         if len(rows) < min(n, params.history):
