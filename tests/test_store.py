@@ -292,7 +292,7 @@ def test_upgrade_from_v2_file_adds_the_signal_columns(tmp_path: Path) -> None:
         )
         con.execute("INSERT INTO alerts VALUES (?, 'BTCUSDT/ETHUSDT', 'exit', 0.4, 0.5, 0.1, 1.2, 1, 2, 'old')", [T0])
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         s.upsert_signals([full_signal(T0 + 1000)])
         s.insert_alerts([full_alert(T0 + 1000)])
         sig = s.signals("BTCUSDT/ETHUSDT")

@@ -43,6 +43,7 @@ from rtqis.sinks.schema import (
     COUNTED,
     SAVE_FINGERPRINTS_SQL,
     SAVE_OFFSETS_SQL,
+    SAVE_TICK_MARKS_SQL,
     SIGNALS,
     TRADES,
     StoreError,
@@ -201,6 +202,7 @@ class Store:
         if alerts:
             work.append((ALERTS, models_df(ALERTS, m.Alert, alerts)))
         offset_params = offset_rows(offsets) if offsets else []
+        mark_rows = marks.changed(self._marks) if marks is not self._marks else []
         if not work and not offset_params:
             self.duplicates_skipped += skipped
             return 0
@@ -210,6 +212,8 @@ class Store:
                 with transaction(self._c):
                     for table, df in work:
                         written += self._upsert_df(table, df)
+                    if mark_rows:  # with the ticks: retention may delete them, never their marks
+                        self._c.executemany(SAVE_TICK_MARKS_SQL, mark_rows)
                     if offset_params:
                         self._save_offsets_tx(offset_params)
                         self._save_fingerprints_tx(offset_params, fingerprints or {})
