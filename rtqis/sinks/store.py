@@ -238,6 +238,13 @@ class Store:
                 raise StoreError(f"retention on {self.path} failed, nothing was deleted: {e}") from e
         return int(row[0]) if row else 0
 
+    def memory_bytes(self) -> int:
+        """Bytes DuckDB holds in memory for this database (``duckdb_memory()``: cached table blocks,
+        indexes, rows not yet checkpointed), bounded by ``memory_mb``."""
+        with self._lock:
+            row = self._c.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
     def tick_marks(self) -> TickMarks:
         """A copy of the tick archive's high-water marks (committed rows only; :mod:`rtqis.sinks.marks`)."""
         with self._lock:
