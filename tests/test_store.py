@@ -510,7 +510,9 @@ def test_candle_reads_are_ranged_and_sorted(store: Store) -> None:
     assert empty.schema["open_time"] == pl.Int64
     assert empty.schema["close"] == pl.Float64
     assert empty.columns == list(CANDLES.columns) and empty.schema["symbol"] == pl.String
-    # the columns the query fixes are filled in, not fetched: same values, types and order as stored
+    # the columns the query fixes are filled in, not fetched: same values, types and order as stored;
+    # a read right after a fetchone() (an unfinished duckdb result) works
+    assert store.memory_bytes() > 0
     got = store.candles("BTCUSDT", "1m")
     assert got.columns == list(CANDLES.columns)
     assert got["symbol"].to_list() == ["BTCUSDT"] * 4 and got["interval"].to_list() == ["1m"] * 4

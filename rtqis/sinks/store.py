@@ -33,7 +33,7 @@ import polars as pl
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.sinks.marks import TickMarks
-from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows, table_df
+from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows
 from rtqis.sinks.schema import (
     ADF_RESULTS,
     ALERTS,
@@ -344,11 +344,18 @@ class Store:
     # ----------------------------------------------------------------------------------- reads
 
     def _frame(self, table: Table, sql: str, params: Sequence[Any]) -> pl.DataFrame:
-        # fetchnumpy, not DuckDB's Arrow export: that needs pyarrow or, through the Arrow C stream, makes
-        # duckdb 2.0 print "nanobind: leaked ... instances" when the process exits
+        """The rows of ``sql`` as a frame typed as ``table``'s columns, through the Arrow C stream of a
+        DuckDB relation (no pyarrow needed): a third of ``fetchnumpy``'s CPU for the 86,400 signals of
+        a day (31 against 99 ms), and NULLs and lists arrive as Arrow has them (no masked arrays, no
+        Python object per row). The relation is consumed at once and dropped, so nothing of it is left
+        for the interpreter's exit. duckdb 2.0 refuses a relation while a result of ``execute()`` is
+        unfinished (any ``fetchone``, here or by a caller on this connection): ``complete()`` runs it
+        to its end first (it never cancels it: a cancelled write would fail an open transaction)."""
         with self._lock:
-            cols = self._c.execute(sql, list(params)).fetchnumpy()
-        return table_df(cols, table)
+            self._c.complete()
+            got = pl.from_arrow(self._c.sql(sql, params=list(params)))
+        df = got.struct.unnest() if isinstance(got, pl.Series) else got  # a stream of record batches
+        return df.select(pl.col(c).cast(dt) for c, (dt, _) in table.columns.items())
 
     def _range(
         self,
@@ -376,12 +383,7 @@ class Store:
             conds.append(f"{quote(time_col)} < ?")
             params.append(int(end_ms))
         fetched = Table(table.name, {c: v for c, v in table.columns.items() if c not in fixed}, table.key)
-        # a list column travels as one joined string, split by polars: a Python list per row cost ~1 s
-        # for the 86,400 signals of a day
-        cols = ", ".join(
-            f"array_to_string({quote(c)}, chr(31)) AS {quote(c)}" if isinstance(dt, pl.List) else quote(c)
-            for c, (dt, _) in fetched.columns.items()
-        )
+        cols = ", ".join(quote(c) for c in fetched.columns)
         sql = f"SELECT {cols} FROM {quote(table.name)} WHERE {' AND '.join(conds)}"  # noqa: S608  # identifiers are schema constants, values are parameters
         df = self._frame(fetched, sql, params)
         df = df.with_columns(pl.lit(v, dtype=table.columns[c][0]).alias(c) for c, v in fixed.items())
