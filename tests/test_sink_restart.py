@@ -271,7 +271,7 @@ def test_offsets_are_stored_with_their_fingerprints_and_a_v3_file_migrates(tmp_p
             con.execute("INSERT INTO schema_version VALUES (?, 0, 'old')", [mig.version])
         con.execute("INSERT INTO consumer_offsets VALUES ('ticks.trade', 0, 42, 0)")
     with Store(path) as st:
-        assert st.schema_version == 5
+        assert st.schema_version == 6
         assert st.load_offsets() == {("ticks.trade", 0): 42}
         assert st.load_fingerprints() == {}  # unknown for offsets stored before v4: checked as before
         st.write_batch(

@@ -78,7 +78,7 @@ def test_migration_from_v3_drops_the_tick_keys_and_keeps_every_row(tmp_path: Pat
         "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'trades' AND constraint_type = 'PRIMARY KEY'",
     ) == [(1,)]
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         marks = s.tick_marks()
         assert marks.trade_id == {"BTCUSDT": 3, "ETHUSDT": 7}
         assert marks.trade_time == {"BTCUSDT": T0 + 3, "ETHUSDT": T0 + 50}
@@ -96,7 +96,7 @@ def test_migration_from_v3_drops_the_tick_keys_and_keeps_every_row(tmp_path: Pat
         ) == [(0,)]
         assert rows(path, f"SELECT count(*) FROM duckdb_indexes() WHERE table_name = '{table}'") == [(0,)]  # noqa: S608
     rows_v = rows(path, "SELECT version FROM schema_version ORDER BY version")
-    assert [int(r[0]) for r in rows_v] == [1, 2, 3, 4, 5]  # type: ignore[call-overload]
+    assert [int(r[0]) for r in rows_v] == [1, 2, 3, 4, 5, 6]  # type: ignore[call-overload]
 
 
 def test_a_republished_tick_is_skipped_and_never_overwrites_the_archived_one(tmp_path: Path) -> None:

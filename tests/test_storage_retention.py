@@ -13,7 +13,7 @@ from rtqis.bench.day import bench_day
 from rtqis.settings import load_settings
 from rtqis.sinks.retention import Housekeeper, apply_retention, disk_use, retention_rules
 from rtqis.sinks.store import Store
-from tests.test_store import T0, candle, signal, trade_frame
+from tests.test_store import T0, book_frame, candle, signal, trade_frame
 
 DAY = 86_400_000
 
@@ -44,6 +44,30 @@ def test_retention_per_kind_counts_back_from_the_event_clock(tmp_path: Path) -> 
         assert apply_retention(st, s) == {k: 0 for k in got}  # idempotent
         # the marks survive the deletes: an old trade id is still a re-publication
         assert st.upsert_trades([trade_frame("BTCUSDT", 3, 1)]) == 0
+
+
+def test_the_marks_of_a_quiet_symbol_survive_retention_and_a_restart(tmp_path: Path) -> None:
+    """Retention deleting every tick of a quiet symbol must not lose its high-water marks: after a
+    restart (the marks are loaded again) an old tick of it re-published is still a duplicate."""
+    s = load_settings(data_dir=tmp_path, retain_ticks_days=1, retain_book_days=1)
+    path = tmp_path / "db.duckdb"
+    with Store(path) as st:
+        st.write_batch(trades=[trade_frame("ETHUSDT", 1, 5)], books=[book_frame("ETHUSDT", 1, 4)])
+        late = trade_frame("BTCUSDT", 1, 1)
+        late.cols["trade_time"] = np.array([T0 + 3 * DAY], dtype=np.int64)  # the clock moves on
+        st.write_batch(trades=[late])
+        got = apply_retention(st, s)
+        assert got["trades"] == 5 and got["book_tickers"] == 4
+        assert st.trades("ETHUSDT").height == 0 and st.book_tickers("ETHUSDT").height == 0
+    with Store(path) as st:
+        marks = st.tick_marks()
+        assert marks.trade_id == {"ETHUSDT": 5, "BTCUSDT": 1} and marks.update_id == {"ETHUSDT": 4}
+        assert marks.trade_time["ETHUSDT"] == T0 + 5 and marks.trade_time["BTCUSDT"] == T0 + 3 * DAY
+        assert st.write_batch(trades=[trade_frame("ETHUSDT", 1, 5)], books=[book_frame("ETHUSDT", 1, 4)]) == 0
+        assert st.duplicates_skipped == 9
+        assert st.write_batch(trades=[trade_frame("ETHUSDT", 6, 1)], books=[book_frame("ETHUSDT", 5, 1)]) == 2
+    with Store(path) as st:  # the marks stored with the last batch
+        assert st.tick_marks().trade_id["ETHUSDT"] == 6 and st.tick_marks().update_id["ETHUSDT"] == 5
 
 
 def test_the_housekeeper_runs_when_due_and_warns_before_the_disk_fills(

@@ -23,7 +23,7 @@ from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.sinks import schema
 from rtqis.sinks.candle_files import EXPORT_COLUMNS, ImportError_, export_candles, import_candles_csv
-from rtqis.sinks.schema import MIGRATIONS, SCHEMA_VERSION
+from rtqis.sinks.schema import CANDLES, MIGRATIONS, SCHEMA_VERSION, SIGNALS
 from rtqis.sinks.snapshot import open_snapshot, publish_snapshot
 from rtqis.sinks.store import Store, StoreError
 from tests.conftest import BINANCE_DATA
@@ -292,7 +292,7 @@ def test_upgrade_from_v2_file_adds_the_signal_columns(tmp_path: Path) -> None:
         )
         con.execute("INSERT INTO alerts VALUES (?, 'BTCUSDT/ETHUSDT', 'exit', 0.4, 0.5, 0.1, 1.2, 1, 2, 'old')", [T0])
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         s.upsert_signals([full_signal(T0 + 1000)])
         s.insert_alerts([full_alert(T0 + 1000)])
         sig = s.signals("BTCUSDT/ETHUSDT")
@@ -509,8 +509,18 @@ def test_candle_reads_are_ranged_and_sorted(store: Store) -> None:
     assert empty.height == 0
     assert empty.schema["open_time"] == pl.Int64
     assert empty.schema["close"] == pl.Float64
+    assert empty.columns == list(CANDLES.columns) and empty.schema["symbol"] == pl.String
+    # the columns the query fixes are filled in, not fetched: same values, types and order as stored;
+    # a read right after a fetchone() (an unfinished duckdb result) works
+    assert store.memory_bytes() > 0
+    got = store.candles("BTCUSDT", "1m")
+    assert got.columns == list(CANDLES.columns)
+    assert got["symbol"].to_list() == ["BTCUSDT"] * 4 and got["interval"].to_list() == ["1m"] * 4
     store.upsert_signals([signal(T0 + 2000), signal(T0), signal(T0 + 1000)])
-    assert store.signals("BTCUSDT/ETHUSDT", T0 + 1)["time"].to_list() == [T0 + 1000, T0 + 2000]
+    sig = store.signals("BTCUSDT/ETHUSDT", T0 + 1)
+    assert sig["time"].to_list() == [T0 + 1000, T0 + 2000]
+    assert sig["pair"].to_list() == ["BTCUSDT/ETHUSDT"] * 2 and sig.columns == list(SIGNALS.columns)
+    assert sig["flags"].to_list() == [["warmup"], ["warmup"]]
 
 
 def test_missing_minutes(store: Store) -> None:

@@ -13,7 +13,10 @@ history (the broker's growth is the Apache Kafka issue's; the worker's state is 
 
 At each simulated hour the writer pauses and the parent measures, as a reader:
 
-* ``sink_rss_mb``: the writer's RSS; ``disk_bytes``: the database file and its WAL;
+* ``sink_rss_mb``: the writer's RSS; ``duckdb_mb``: what DuckDB holds of it (``duckdb_memory()``: its
+  page cache of the tables, bounded by ``RTQIS_SINK_MEMORY_MB``, the indexes, uncheckpointed rows);
+  ``cpu_s``: the writer's CPU seconds so far (its throughput on a loaded host, where wall time measures
+  the other processes too); ``disk_bytes``: the database file and its WAL;
 * ``visible_ms``: from asking the writer for one more batch to seeing it through the socket (what a
   dashboard waits for new data, write included); ``copy_before_s``: what the whole-file snapshot copy
   that readers needed before #22 (:func:`~rtqis.sinks.snapshot.publish_snapshot`) costs at this size,
@@ -176,7 +179,7 @@ def _writer(settings: Settings, start: int, hours: float, rate: float, legacy_ke
         try:
             end = start + int(hours * _HOUR)
             todo = [start + int(h * _HOUR) for h in MARK_HOURS if h <= hours] or [end]
-            w, off, wall, refused = start, 0, time.perf_counter(), 0
+            w, off, wall, cpu, refused = start, 0, time.perf_counter(), time.process_time(), 0
             while w < end:
                 w1 = min(w + _BATCH_MS, end)
                 kept: list[Frame] = []
@@ -194,7 +197,10 @@ def _writer(settings: Settings, start: int, hours: float, rate: float, legacy_ke
                 w = w1
                 if todo and w >= todo[0]:
                     todo.pop(0)
-                    conn.send({"sim_ms": w - start, "wall_s": time.perf_counter() - wall, "refused": refused})
+                    conn.send({
+                        "sim_ms": w - start, "wall_s": time.perf_counter() - wall, "refused": refused,
+                        "cpu_s": time.process_time() - cpu, "duckdb_mb": store.memory_bytes() / 1e6,
+                    })  # fmt: skip
                     while (cmd := conn.recv()) != "go":
                         if cmd == "probe":
                             off += 1
@@ -294,13 +300,15 @@ def bench_day(
             if msg == "done":
                 break
             sim_h = msg["sim_ms"] / _HOUR
-            fig = {"sim_hour": round(sim_h, 2), "wall_s": round(msg["wall_s"], 1), "refused": msg["refused"]}
+            fig = {"sim_hour": round(sim_h, 2), "wall_s": round(msg["wall_s"], 1), "cpu_s": round(msg["cpu_s"], 1),
+                   "refused": msg["refused"], "duckdb_mb": round(msg["duckdb_mb"], 1)}  # fmt: skip
             fig |= _measure(s, proc.pid or 0, parent, start + msg["sim_ms"])
             marks.append(fig)
-            say(f"day h{sim_h:>4.0f}: sink RSS {fig['sink_rss_mb']:.0f} MB, disk {fig['disk_bytes'] / 1e6:.0f} MB, "
+            say(f"day h{sim_h:>4.0f}: sink RSS {fig['sink_rss_mb']:.0f} MB (DuckDB {fig['duckdb_mb']:.0f}), "
+                f"disk {fig['disk_bytes'] / 1e6:.0f} MB, "
                 f"24 h query {fig['history_24h_ms']:.0f} ms, dashboard load {fig['dashboard_load_ms']:.0f} ms, "
                 f"new data visible in {fig['visible_ms']:.1f} ms (whole-file copy before: "
-                f"{fig['copy_before_s']:.2f} s), {fig['wall_s']:.0f} s wall")  # fmt: skip
+                f"{fig['copy_before_s']:.2f} s), {fig['wall_s']:.0f} s wall, {fig['cpu_s']:.0f} s CPU")  # fmt: skip
             parent.send("go")
     finally:
         proc.join(60)

@@ -17,8 +17,12 @@ What the data guarantees, and what the archive relies on instead of a global key
   stored message; messages re-read after a crash carry ids at or below the marks and are skipped.
 
 The marks (per symbol: the largest trade id and trade time stored, and the largest book-ticker update id)
-are loaded from DuckDB when the store opens (``max`` per symbol: the rows are the truth) and kept in
-memory: a few integers per symbol, whatever the archive holds. The same marks feed the plausibility
+are kept in memory (a few integers per symbol, whatever the archive holds) and in the store's small
+``tick_marks`` table, written in the same transaction as the ticks (:meth:`TickMarks.changed`). Retention
+(:mod:`rtqis.sinks.retention`) deletes old ticks, possibly every tick of a quiet symbol; the table keeps
+that symbol's marks, so after a restart its old ticks re-published are still skipped. When the store
+opens, the marks are the larger of the table and of the rows themselves (``max`` per symbol: rows written
+straight into the archive by another program count too). The same marks feed the plausibility
 bounds (:mod:`rtqis.schemas.plausibility`) the sink applies, as the worker does, so a row the worker
 refuses is not archived.
 """
@@ -63,16 +67,36 @@ class TickMarks:
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection) -> TickMarks:
-        """The marks of the rows stored in the open database (one aggregate per tick table)."""
+        """The marks of the open database: the stored ``tick_marks`` and the rows of the tick tables
+        (one aggregate per table), the larger of the two per symbol."""
         marks = cls()
         for sym, tid, ttime in con.execute(
             "SELECT symbol, max(trade_id), max(trade_time) FROM trades GROUP BY symbol"
         ).fetchall():
-            marks.trade_id[str(sym)] = int(tid)
-            marks.trade_time[str(sym)] = int(ttime)
+            marks.add_trades(str(sym), np.array([tid], dtype=np.int64), np.array([ttime], dtype=np.int64))
         for sym, uid in con.execute("SELECT symbol, max(update_id) FROM book_tickers GROUP BY symbol").fetchall():
-            marks.update_id[str(sym)] = int(uid)
+            marks.add_books(str(sym), np.array([uid], dtype=np.int64))
+        for sym, kind, last_id, last_time in con.execute(
+            "SELECT symbol, kind, last_id, last_time FROM tick_marks"
+        ).fetchall():
+            ids = np.array([last_id], dtype=np.int64)
+            if kind == "trade":
+                marks.add_trades(str(sym), ids, np.array([last_time], dtype=np.int64))
+            elif kind == "book":
+                marks.add_books(str(sym), ids)
         return marks
+
+    def changed(self, before: TickMarks) -> list[tuple[str, str, int, int | None]]:
+        """The ``tick_marks`` rows ``(symbol, kind, last_id, last_time)`` that moved since ``before``
+        (to be stored with the ticks that moved them)."""
+        out: list[tuple[str, str, int, int | None]] = []
+        for sym, tid in self.trade_id.items():
+            if before.trade_id.get(sym) != tid or before.trade_time.get(sym) != self.trade_time.get(sym):
+                out.append((sym, "trade", tid, self.trade_time.get(sym)))
+        for sym, uid in self.update_id.items():
+            if before.update_id.get(sym) != uid:
+                out.append((sym, "book", uid, None))
+        return out
 
     def copy(self) -> TickMarks:
         """An independent copy (a batch advances its own marks until it is committed)."""

@@ -5,7 +5,9 @@ Per kind, a number of days kept (settings; 0 = forever): ``RTQIS_RETAIN_TICKS_DA
 results and alerts, forever) and ``RTQIS_RETAIN_CANDLES_DAYS`` (candles, forever). Days are counted back
 from the store's **event clock** - the newest trade time it holds (:mod:`rtqis.sinks.marks`) - not from
 the wall clock, so a replay of 2024 data keeps its week instead of being deleted as it is written;
-without trades nothing is deleted.
+without trades nothing is deleted. The high-water marks that de-duplicate the tick archive live in
+their own table (``tick_marks``, :mod:`rtqis.sinks.marks`): deleting every tick of a quiet symbol keeps
+its marks, so its old ticks re-published after a restart are still skipped.
 
 :class:`Housekeeper` runs in the sink's loop: every ``every_s`` (60 s) one ``DELETE`` per kind with a
 retention, in its own transaction (rows only ever leave whole time ranges, so it never touches the

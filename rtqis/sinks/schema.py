@@ -50,6 +50,12 @@ Tables (schema version :data:`SCHEMA_VERSION`; primary key in brackets):
     ``last_timestamp`` (the message's Kafka timestamp, epoch ms) and ``last_digest`` (a hash of its key
     and value) fingerprint the message at ``next_offset - 1`` (v4, #21; NULL when unknown): the sink
     compares them with the broker's message at that offset to tell the same log from a new one.
+``tick_marks`` [symbol, kind]
+    The tick archive's high-water marks (:mod:`rtqis.sinks.marks`, v6): per symbol and ``kind``
+    (``'trade'``: ``last_id`` the largest trade id, ``last_time`` the largest trade time; ``'book'``:
+    ``last_id`` the largest book-ticker update id, ``last_time`` NULL), written in the same transaction as
+    the ticks. Retention deletes old ticks, possibly all of a quiet symbol's; the marks stay, so after a
+    restart a re-published old tick of that symbol is still recognised as a duplicate.
 ``schema_version`` [version]
     One row per applied migration (``version``, ``applied_at`` epoch ms, ``description``).
 
@@ -85,6 +91,7 @@ __all__ = [
     "MIGRATIONS",
     "OFFSETS_TABLE",
     "SAVE_OFFSETS_SQL",
+    "SAVE_TICK_MARKS_SQL",
     "SCHEMA_VERSION",
     "SIGNALS",
     "SOURCES",
@@ -224,6 +231,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " event_time, recv_time FROM book_tickers ORDER BY recv_time, symbol, update_id",
             "DROP TABLE book_tickers",
             "ALTER TABLE book_tickers_v5 RENAME TO book_tickers",
+        ),
+    ),
+    Migration(
+        6,
+        "high-water marks of the tick archive in their own table: retention cannot lose them (#22)",
+        (
+            """CREATE TABLE tick_marks (
+                symbol VARCHAR NOT NULL, kind VARCHAR NOT NULL, last_id BIGINT NOT NULL, last_time BIGINT,
+                PRIMARY KEY (symbol, kind))""",
+            "INSERT INTO tick_marks SELECT symbol, 'trade', max(trade_id), max(trade_time) FROM trades GROUP BY symbol",
+            "INSERT INTO tick_marks SELECT symbol, 'book', max(update_id), NULL FROM book_tickers GROUP BY symbol",
         ),
     ),
 )
@@ -391,6 +409,13 @@ SAVE_OFFSETS_SQL = (
     'INSERT INTO consumer_offsets (topic, "partition", next_offset, updated_at) VALUES (?, ?, ?, ?) '
     'ON CONFLICT (topic, "partition") DO UPDATE SET next_offset = excluded.next_offset, '
     "updated_at = excluded.updated_at"
+)
+
+#: advance the stored high-water mark of one (symbol, kind) of the tick archive (never lowers it)
+SAVE_TICK_MARKS_SQL = (
+    "INSERT INTO tick_marks (symbol, kind, last_id, last_time) VALUES (?, ?, ?, ?) ON CONFLICT (symbol, kind) DO"
+    " UPDATE SET last_id = greatest(tick_marks.last_id, excluded.last_id),"
+    " last_time = greatest(tick_marks.last_time, excluded.last_time)"
 )
 
 #: the fingerprint of the message at ``next_offset - 1`` (NULL: unknown), set right after its offset

@@ -33,7 +33,7 @@ import polars as pl
 from rtqis.schemas import models as m
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
 from rtqis.sinks.marks import TickMarks
-from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows, table_df
+from rtqis.sinks.rows import candles_df, frames_df, models_df, offset_rows
 from rtqis.sinks.schema import (
     ADF_RESULTS,
     ALERTS,
@@ -43,6 +43,7 @@ from rtqis.sinks.schema import (
     COUNTED,
     SAVE_FINGERPRINTS_SQL,
     SAVE_OFFSETS_SQL,
+    SAVE_TICK_MARKS_SQL,
     SIGNALS,
     TRADES,
     StoreError,
@@ -201,6 +202,7 @@ class Store:
         if alerts:
             work.append((ALERTS, models_df(ALERTS, m.Alert, alerts)))
         offset_params = offset_rows(offsets) if offsets else []
+        mark_rows = marks.changed(self._marks) if marks is not self._marks else []
         if not work and not offset_params:
             self.duplicates_skipped += skipped
             return 0
@@ -210,6 +212,8 @@ class Store:
                 with transaction(self._c):
                     for table, df in work:
                         written += self._upsert_df(table, df)
+                    if mark_rows:  # with the ticks: retention may delete them, never their marks
+                        self._c.executemany(SAVE_TICK_MARKS_SQL, mark_rows)
                     if offset_params:
                         self._save_offsets_tx(offset_params)
                         self._save_fingerprints_tx(offset_params, fingerprints or {})
@@ -233,6 +237,13 @@ class Store:
             except duckdb.Error as e:
                 raise StoreError(f"retention on {self.path} failed, nothing was deleted: {e}") from e
         return int(row[0]) if row else 0
+
+    def memory_bytes(self) -> int:
+        """Bytes DuckDB holds in memory for this database (``duckdb_memory()``: cached table blocks,
+        indexes, rows not yet checkpointed), bounded by ``memory_mb``."""
+        with self._lock:
+            row = self._c.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def tick_marks(self) -> TickMarks:
         """A copy of the tick archive's high-water marks (committed rows only; :mod:`rtqis.sinks.marks`)."""
@@ -333,11 +344,18 @@ class Store:
     # ----------------------------------------------------------------------------------- reads
 
     def _frame(self, table: Table, sql: str, params: Sequence[Any]) -> pl.DataFrame:
-        # fetchnumpy, not DuckDB's Arrow export: that needs pyarrow or, through the Arrow C stream, makes
-        # duckdb 2.0 print "nanobind: leaked ... instances" when the process exits
+        """The rows of ``sql`` as a frame typed as ``table``'s columns, through the Arrow C stream of a
+        DuckDB relation (no pyarrow needed): a third of ``fetchnumpy``'s CPU for the 86,400 signals of
+        a day (31 against 99 ms), and NULLs and lists arrive as Arrow has them (no masked arrays, no
+        Python object per row). The relation is consumed at once and dropped, so nothing of it is left
+        for the interpreter's exit. duckdb 2.0 refuses a relation while a result of ``execute()`` is
+        unfinished (any ``fetchone``, here or by a caller on this connection): ``complete()`` runs it
+        to its end first (it never cancels it: a cancelled write would fail an open transaction)."""
         with self._lock:
-            cols = self._c.execute(sql, list(params)).fetchnumpy()
-        return table_df(cols, table)
+            self._c.complete()
+            got = pl.from_arrow(self._c.sql(sql, params=list(params)))
+        df = got.struct.unnest() if isinstance(got, pl.Series) else got  # a stream of record batches
+        return df.select(pl.col(c).cast(dt) for c, (dt, _) in table.columns.items())
 
     def _range(
         self,
@@ -347,22 +365,30 @@ class Store:
         start_ms: int | None,
         end_ms: int | None,
     ) -> pl.DataFrame:
-        conds = [f"{quote(col)} = ?" for col, _ in where]
-        params: list[Any] = [v for _, v in where]
+        """Rows of ``table`` whose ``where`` columns equal the given values, in ``[start_ms, end_ms)`` of
+        ``time_col``, sorted by it (ties in storage order).
+
+        Built for the dashboard's 24 h read (86,400 signals of ~30 columns, #22): the columns fixed by
+        ``where`` are not fetched but filled in by polars (no Python string per row), and there is no
+        ``ORDER BY``: DuckDB keeps the storage order of a scan, which is time order for everything the
+        sink appends, and sorting the full-width rows was about 40 % of the query; polars sorts only a
+        frame that is not sorted already (rows back-filled into holes, imports)."""
+        fixed = dict(where)
+        conds = [f"{quote(col)} = ?" for col in fixed]
+        params: list[Any] = list(fixed.values())
         if start_ms is not None:
             conds.append(f"{quote(time_col)} >= ?")
             params.append(int(start_ms))
         if end_ms is not None:
             conds.append(f"{quote(time_col)} < ?")
             params.append(int(end_ms))
-        # a list column travels as one joined string, split by polars: a Python list per row cost ~1 s
-        # for the 86,400 signals of a day
-        cols = ", ".join(
-            f"array_to_string({quote(c)}, chr(31)) AS {quote(c)}" if isinstance(dt, pl.List) else quote(c)
-            for c, (dt, _) in table.columns.items()
-        )
-        sql = f"SELECT {cols} FROM {quote(table.name)} WHERE {' AND '.join(conds)} ORDER BY {quote(time_col)}"  # noqa: S608  # identifiers are schema constants, values are parameters
-        return self._frame(table, sql, params)
+        fetched = Table(table.name, {c: v for c, v in table.columns.items() if c not in fixed}, table.key)
+        cols = ", ".join(quote(c) for c in fetched.columns)
+        sql = f"SELECT {cols} FROM {quote(table.name)} WHERE {' AND '.join(conds)}"  # noqa: S608  # identifiers are schema constants, values are parameters
+        df = self._frame(fetched, sql, params)
+        df = df.with_columns(pl.lit(v, dtype=table.columns[c][0]).alias(c) for c, v in fixed.items())
+        df = df.select(list(table.columns))
+        return df if df[time_col].is_sorted() else df.sort(time_col, maintain_order=True)
 
     def candles(
         self, symbol: str, interval: str, start_ms: int | None = None, end_ms: int | None = None
