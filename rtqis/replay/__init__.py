@@ -1,7 +1,9 @@
 """``rtqis replay``: recorded ticks through the unchanged worker and sink, isolated, to a provable end.
 
-A replay publishes the ticks of Binance data files (every format ``rtqis produce file`` reads) into the
-topics of its own namespace (``replay.NAME.*``), runs the real ``rtqis worker`` and ``rtqis sink`` as
+A replay publishes the ticks of Binance data files (every format ``rtqis produce file`` reads), or of
+the live sink's tick archive between two times (:mod:`rtqis.replay.archive`, which documents the
+archive's layout: the span is exported read-only to Parquet files that are then replayed as files), into
+the topics of its own namespace (``replay.NAME.*``), runs the real ``rtqis worker`` and ``rtqis sink`` as
 child processes (:class:`~rtqis.process.ChildProcess`: they die with the replay, stop cleanly) under
 that namespace, and ends by itself once
 
@@ -20,8 +22,9 @@ broker configured a fresh embedded one (memory only) is started on a free port f
 stopped after it: the replay's outputs then live on in its DuckDB file only.
 
 Default namespace: ``r`` + the first 10 hex digits of the SHA-256 of the inputs' file names and sizes
-(in the order given) and the sorted symbols, so the same inputs map to the same name (and replace its
-previous replay) and different inputs never collide.
+(in the order given) and the sorted symbols (of an archive span: of its times and the symbols), so the
+same inputs map to the same name (and replace its previous replay) and different inputs never collide.
+The configured (live) namespace is refused as a replay's: a replay resets its namespace first.
 
 The digest (:func:`digest`) is a SHA-256 over the replay's outputs read back from its DuckDB in a
 canonical order and encoding, so two runs compare by one string.
@@ -61,6 +64,7 @@ __all__ = [
     "digest",
     "add_parser",
     "cmd_replay",
+    "run_archive_replay",
     "run_replay",
     "summary_counts",
     "worker_inputs",
@@ -107,12 +111,16 @@ class ReplayResult:
     inputs: list[str] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)
     pairs: list[str] = field(default_factory=list)
+    #: an archive replay's span ``[from, to)`` (epoch ms); None for files
+    span_ms: tuple[int, int] | None = None
 
     def summary(self) -> dict[str, Any]:
+        span = {} if self.span_ms is None else {"from_ms": self.span_ms[0], "to_ms": self.span_ms[1]}
         return {
             "namespace": self.namespace,
             "database": str(self.database),
             "inputs": self.inputs,
+            **span,
             "symbols": self.symbols,
             "pairs": self.pairs,
             "ticks": self.ticks,
@@ -343,14 +351,21 @@ def _check_alive(kids: list[ChildProcess]) -> None:
             raise ReplayError(f"the replay's {k.name} exited with code {code}: see {k.log_path}")
 
 
+def replay_symbols(settings: Settings, symbols: list[str] | None) -> list[str]:
+    """``symbols`` upper-cased without blanks, or the configured ones."""
+    return [x.strip().upper() for x in symbols if x.strip()] if symbols else list(settings.symbols)
+
+
 def replay_settings(settings: Settings, paths: list[str], namespace: str | None, symbols: list[str] | None) -> Settings:
     """The replay's settings: its namespace (default :func:`default_namespace`), its symbols (default:
     the configured ones) and the configured pairs of those symbols, its own worker web port."""
     from rtqis.process import free_port
 
-    syms = [x.strip().upper() for x in symbols if x.strip()] if symbols else list(settings.symbols)
+    syms = replay_symbols(settings, symbols)
     pairs = [p for p in settings.pairs if all(leg in syms for leg in p.split("/"))]
     ns = namespace or default_namespace(paths, syms)
+    if ns == settings.namespace:
+        raise ReplayError(f"namespace {ns!r} is the configured (live) one: a replay resets its namespace, give another")
     values = settings.model_dump() | {"namespace": ns, "symbols": syms, "pairs": pairs, "worker_web_port": free_port()}
     try:
         return Settings.model_validate(values)
@@ -492,6 +507,42 @@ def run_replay(
     )
 
 
+def run_archive_replay(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    namespace: str | None = None,
+    symbols: list[str] | None = None,
+    speed: float | None = None,
+    progress: TextIO | None = None,
+    window_ms: int | None = None,
+) -> ReplayResult:
+    """Replay the live tick archive (of ``settings``: the live store) between ``start_ms`` and
+    ``end_ms`` (epoch ms, half-open) exactly as files are replayed (:mod:`rtqis.replay.archive`).
+
+    ``namespace`` defaults to :func:`~rtqis.replay.archive.archive_namespace`; ``window_ms`` is how
+    much of the archive is read at a time (default an hour); the rest as :func:`run_replay`."""
+    import tempfile
+
+    from rtqis.replay.archive import WINDOW_MS, ArchiveError, archive_namespace, export_archive, iso
+
+    syms = replay_symbols(settings, symbols)
+    ns = namespace or archive_namespace(start_ms, end_ms, syms)
+    replay_settings(settings, [], ns, syms)  # a bad namespace or symbol fails before the archive is read
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"replay-{ns}-archive-", dir=settings.data_dir) as tmp:
+        try:
+            exp = export_archive(settings, start_ms, end_ms, syms, Path(tmp), window_ms=window_ms or WINDOW_MS)
+        except ArchiveError as e:
+            raise ReplayError(str(e)) from None
+        paths = [str(p) for p in exp.paths]
+        res = run_replay(settings, paths, namespace=ns, symbols=syms, speed=speed, progress=progress)
+    res.inputs = [f"archive {iso(start_ms)} .. {iso(end_ms)}"]
+    res.span_ms = (start_ms, end_ms)
+    return res
+
+
 def _check_durable(db: Path, ends: list[PartitionOffsets]) -> None:
     """The offsets stored in the replay's DuckDB (with their rows) reach every output partition's true end."""
     import duckdb
@@ -518,18 +569,24 @@ def add_parser(sub: Any) -> None:
     """The ``replay`` subcommand (hooked into ``rtqis`` by :mod:`rtqis.cli`)."""
     c = sub.add_parser(
         "replay",
-        help="replay Binance data files through the worker and sink, isolated; JSON summary with a digest",
+        help="replay Binance data files or the live tick archive through the worker and sink, isolated; "
+        "JSON summary with a digest",
         description=(
-            "Publish the ticks of Binance data files (every format `rtqis produce file` reads) into the topics "
-            "of a namespace of their own (replay.NAME.*), run the real worker and sink on them, and stop once "
-            "every tick is processed and every output is stored in DATA_DIR/rtqis-NAME.duckdb. A namespace "
-            "replayed before is reset first. Prints (and with --json writes) a summary: ticks, candles "
-            "(closed), signals, alerts, adf, seconds, ticks_per_s and digest, a SHA-256 of the outputs that "
-            "equals between runs of the same input. Without a configured broker a fresh embedded one is "
-            "started for the replay."
+            "Publish the ticks of Binance data files (every format `rtqis produce file` reads), or with --from "
+            "[--to] those the live sink archived between two times, into the topics of a namespace of their "
+            "own (replay.NAME.*), run the real worker and sink on them, and stop once every tick is processed "
+            "and every output is stored in DATA_DIR/rtqis-NAME.duckdb. A namespace replayed before is reset "
+            "first. Prints (and with --json writes) a summary: ticks, candles (closed), signals, alerts, adf, "
+            "seconds, ticks_per_s and digest, a SHA-256 of the outputs that equals between runs of the same "
+            "input. Without a configured broker a fresh embedded one is started for the replay."
         ),
     )
-    c.add_argument("paths", nargs="+", metavar="FILE", help="Binance data files, merged by event time")
+    c.add_argument("paths", nargs="*", metavar="FILE", help="Binance data files, merged by event time")
+    c.add_argument(
+        "--from", dest="start", metavar="T",
+        help="replay the live tick archive from T (ISO-8601 UTC, e.g. 2024-08-09T00:00:00Z, or epoch ms)",
+    )  # fmt: skip
+    c.add_argument("--to", dest="end", metavar="T", help="... up to T, excluded (default: now)")
     c.add_argument("--symbols", help="only these symbols (comma-separated; default: RTQIS_SYMBOLS)")
     c.add_argument("--namespace", metavar="NAME", help="default: r + 10 hex digits derived from the inputs")
     c.add_argument("--speed", default="max", help="1 = real time, 60 = 60x, max = as fast as possible (default)")
@@ -541,6 +598,15 @@ def cmd_replay(settings: Settings, a: Any) -> int:
     """Run ``rtqis replay``: the summary as JSON on stdout (and in ``--json OUT``)."""
     import json
 
+    from rtqis.replay.archive import parse_span
+
+    if a.paths and (a.start is not None or a.end is not None):
+        raise ReplayError("give FILE... or --from/--to, not both")
+    if a.end is not None and a.start is None:
+        raise ReplayError("--to goes with --from")
+    if not a.paths and a.start is None:
+        raise ReplayError("nothing to replay: give FILE... or --from T [--to T]")
+    span = parse_span(a.start, a.end) if a.start is not None else None
     speed: float | None = None
     if a.speed != "max":
         try:
@@ -551,14 +617,13 @@ def cmd_replay(settings: Settings, a: Any) -> int:
             raise ReplayError(f"--speed must be > 0, got {a.speed}")
     if a.json and not Path(a.json).resolve().parent.is_dir():
         raise ReplayError(f"--json {a.json}: its folder does not exist")
-    res = run_replay(
-        settings,
-        a.paths,
-        namespace=a.namespace,
-        symbols=a.symbols.split(",") if a.symbols else None,
-        speed=speed,
-        progress=sys.stderr if sys.stderr.isatty() else None,
-    )
+    common: dict[str, Any] = {
+        "namespace": a.namespace,
+        "symbols": a.symbols.split(",") if a.symbols else None,
+        "speed": speed,
+        "progress": sys.stderr if sys.stderr.isatty() else None,
+    }
+    res = run_archive_replay(settings, *span, **common) if span else run_replay(settings, a.paths, **common)
     text = json.dumps(res.summary(), indent=2)
     sys.stdout.write(text + "\n")
     if a.json:
