@@ -94,7 +94,7 @@ def test_same_input_twice_gives_the_same_digest(baseline: dict[str, Any]) -> Non
     again = run_replay(baseline["settings"], FILES, progress=bar)
     assert again.namespace == first.namespace
     assert "ticks published" in bar.getvalue() and "% processed" in bar.getvalue()  # the progress line
-    timing = ("seconds", "ticks_per_s", "worker_ready_s", "ticks_per_s_after_start")
+    timing = ("seconds", "ticks_per_s", "worker_ready_s", "ticks_per_s_after_start", "phases_s")
     assert {k: v for k, v in again.summary().items() if k not in timing} == {
         k: v for k, v in first.summary().items() if k not in timing
     }

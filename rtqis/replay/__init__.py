@@ -108,6 +108,9 @@ class ReplayResult:
     digest: str
     worker_restarts: int = 0
     worker_ready_s: float | None = None
+    #: when (s after the start) the last tick was published and the worker had committed every input
+    published_s: float | None = None
+    worker_done_s: float | None = None
     inputs: list[str] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)
     pairs: list[str] = field(default_factory=list)
@@ -132,6 +135,13 @@ class ReplayResult:
             "ticks_per_s_after_start": round(self.ticks / (self.seconds - self.worker_ready_s), 1)
             if self.worker_ready_s is not None and self.seconds > self.worker_ready_s
             else None,
+            # where the time went: ticks all published, all processed by the worker, all stored (seconds)
+            "phases_s": {
+                "worker_ready": None if self.worker_ready_s is None else round(self.worker_ready_s, 3),
+                "published": None if self.published_s is None else round(self.published_s, 3),
+                "worker_done": None if self.worker_done_s is None else round(self.worker_done_s, 3),
+                "sink_done": round(self.seconds, 3),
+            },
             "worker_restarts": self.worker_restarts,
             "digest": self.digest,
         }
@@ -444,7 +454,7 @@ def run_replay(
         bar = _Progress(progress)
         worker_group = app_id(ns)
         last_change, last_seen = time.monotonic(), (-1, -1)
-        ready_s: float | None = None
+        ready_s = published_s = worker_done_s = None
         while True:
             time.sleep(_POLL_S)
             if ready_s is None and _logged(kids[0], _WORKER_READY):
@@ -453,6 +463,8 @@ def run_replay(
                 raise failure[0]
             _check_alive(kids)
             done_feeding = not feeder.is_alive()
+            if done_feeding and published_s is None:
+                published_s = time.monotonic() - t0
             w = _offsets(s, worker_inputs(s), worker_group)
             done_msgs, total_msgs = sum(r.committed or 0 for r in w), sum(r.end for r in w)
             if bar.due():
@@ -465,6 +477,8 @@ def run_replay(
                 kids[0] = _child(s, "worker2", "worker")
                 restarts += 1
                 continue
+            if done_feeding and worker_done_s is None and _lag(w) == 0:
+                worker_done_s = time.monotonic() - t0
             o = _offsets(s, sink_topics, _sink_group(ns))
             seen = (done_msgs, sum(r.committed or 0 for r in o))
             if seen != last_seen:
@@ -501,6 +515,8 @@ def run_replay(
         digest=digest(db),
         worker_restarts=restarts,
         worker_ready_s=ready_s,
+        published_s=published_s,
+        worker_done_s=worker_done_s,
         inputs=[str(p) for p in paths],
         symbols=list(s.symbols),
         pairs=list(s.pairs),
