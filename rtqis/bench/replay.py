@@ -86,7 +86,7 @@ def bench_replay(settings: Settings, n: int, runs: int, tmp: Path, say: Say) -> 
         say(
             f"replay of {res.ticks:,} trades: {out['ticks_per_s']:,.0f} ticks/s ({res.seconds:.1f} s; after the "
             f"worker's start-up of {out['worker_ready_s']} s: {out['ticks_per_s_after_start'] or 0:,.0f} ticks/s), "
-            f"{out['signals']:,} signals, digest {res.digest[:12]}"
+            f"{out['signals']:,} signals, digest {res.digest[:12]}; phases (s from the start): {out['phases_s']}"
         )
         return out
 
