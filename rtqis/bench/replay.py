@@ -8,7 +8,9 @@ starting 2024-08-09 00:00 UTC, so the pair analytics cost what they cost on real
 whole :func:`rtqis.replay.run_replay` (fresh namespace reset, worker and sink started, the files
 published, the end proven, the digest read back); its ``ticks_per_s`` is the input ticks over the time
 from the first tick published to the last output durable (worker start-up included;
-``ticks_per_s_after_start`` leaves out the worker's start-up, from its launch to Faust's "Ready"). The
+``ticks_per_s_after_start`` leaves out the worker's start-up, from its launch to Faust's "Ready"). Each run
+also prints its phases (:meth:`rtqis.replay.ReplayResult.summary` ``phases_s``: worker ready, last tick
+published, worker done, sink done, in s from the start), which say where the time goes. The
 figure is the median of ``runs``; the digests of every run are reported (they must be equal)."""
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def bench_replay(settings: Settings, n: int, runs: int, tmp: Path, say: Say) -> 
         say(
             f"replay of {res.ticks:,} trades: {out['ticks_per_s']:,.0f} ticks/s ({res.seconds:.1f} s; after the "
             f"worker's start-up of {out['worker_ready_s']} s: {out['ticks_per_s_after_start'] or 0:,.0f} ticks/s), "
-            f"{out['signals']:,} signals, digest {res.digest[:12]}"
+            f"{out['signals']:,} signals, digest {res.digest[:12]}; phases (s from the start): {out['phases_s']}"
         )
         return out
 

@@ -1,7 +1,9 @@
 """``rtqis replay``: recorded ticks through the unchanged worker and sink, isolated, to a provable end.
 
-A replay publishes the ticks of Binance data files (every format ``rtqis produce file`` reads) into the
-topics of its own namespace (``replay.NAME.*``), runs the real ``rtqis worker`` and ``rtqis sink`` as
+A replay publishes the ticks of Binance data files (every format ``rtqis produce file`` reads), or of
+the live sink's tick archive between two times (:mod:`rtqis.replay.archive`, which documents the
+archive's layout: the span is exported read-only to Parquet files that are then replayed as files), into
+the topics of its own namespace (``replay.NAME.*``), runs the real ``rtqis worker`` and ``rtqis sink`` as
 child processes (:class:`~rtqis.process.ChildProcess`: they die with the replay, stop cleanly) under
 that namespace, and ends by itself once
 
@@ -20,8 +22,9 @@ broker configured a fresh embedded one (memory only) is started on a free port f
 stopped after it: the replay's outputs then live on in its DuckDB file only.
 
 Default namespace: ``r`` + the first 10 hex digits of the SHA-256 of the inputs' file names and sizes
-(in the order given) and the sorted symbols, so the same inputs map to the same name (and replace its
-previous replay) and different inputs never collide.
+(in the order given) and the sorted symbols (of an archive span: of its times and the symbols), so the
+same inputs map to the same name (and replace its previous replay) and different inputs never collide.
+The configured (live) namespace is refused as a replay's: a replay resets its namespace first.
 
 The digest (:func:`digest`) is a SHA-256 over the replay's outputs read back from its DuckDB in a
 canonical order and encoding, so two runs compare by one string.
@@ -60,7 +63,9 @@ __all__ = [
     "default_namespace",
     "digest",
     "add_parser",
+    "feed_settings",
     "cmd_replay",
+    "run_archive_replay",
     "run_replay",
     "summary_counts",
     "worker_inputs",
@@ -73,6 +78,9 @@ _STOP_TIMEOUT_S = 30.0
 #: no progress of the worker nor of the sink for this long fails the replay (s)
 _STALL_S = 300.0
 _POLL_S = 0.25
+#: "as fast as possible" is this many times real time: the file feed then cuts frames by event time
+#: (every ``frame_max_ms``) as it does when paced, and never waits (see :func:`feed_settings`)
+_MAX_SPEED = 1e12
 #: the line a Faust worker logs once it has joined its group and recovered its tables
 _WORKER_READY = b"Worker]: Ready"
 
@@ -104,15 +112,22 @@ class ReplayResult:
     digest: str
     worker_restarts: int = 0
     worker_ready_s: float | None = None
+    #: when (s after the start) the last tick was published and the worker had committed every input
+    published_s: float | None = None
+    worker_done_s: float | None = None
     inputs: list[str] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)
     pairs: list[str] = field(default_factory=list)
+    #: an archive replay's span ``[from, to)`` (epoch ms); None for files
+    span_ms: tuple[int, int] | None = None
 
     def summary(self) -> dict[str, Any]:
+        span = {} if self.span_ms is None else {"from_ms": self.span_ms[0], "to_ms": self.span_ms[1]}
         return {
             "namespace": self.namespace,
             "database": str(self.database),
             "inputs": self.inputs,
+            **span,
             "symbols": self.symbols,
             "pairs": self.pairs,
             "ticks": self.ticks,
@@ -124,6 +139,13 @@ class ReplayResult:
             "ticks_per_s_after_start": round(self.ticks / (self.seconds - self.worker_ready_s), 1)
             if self.worker_ready_s is not None and self.seconds > self.worker_ready_s
             else None,
+            # where the time went: ticks all published, all processed by the worker, all stored (seconds)
+            "phases_s": {
+                "worker_ready": None if self.worker_ready_s is None else round(self.worker_ready_s, 3),
+                "published": None if self.published_s is None else round(self.published_s, 3),
+                "worker_done": None if self.worker_done_s is None else round(self.worker_done_s, 3),
+                "sink_done": round(self.seconds, 3),
+            },
             "worker_restarts": self.worker_restarts,
             "digest": self.digest,
         }
@@ -343,14 +365,39 @@ def _check_alive(kids: list[ChildProcess]) -> None:
             raise ReplayError(f"the replay's {k.name} exited with code {code}: see {k.log_path}")
 
 
+def feed_settings(s: Settings, speed: float | None) -> tuple[Settings, float]:
+    """The settings and speed the replay's file feed runs with.
+
+    Paced (``speed`` given): as configured. As fast as possible: no frame may span more than half of
+    ``align_wait_s`` of event time (at most 10 s, the settings' bound on ``frame_max_ms``). Why: a feed
+    that cuts frames by count only lets a sparse symbol's frame cover minutes (500 trades of a symbol at
+    2 trades/s: 250 s); the worker then holds one leg's samples far ahead of the other's, beyond the
+    aligner's wait, and the pair goes on with the late leg's stale price: signals flagged ``stale_leg``
+    that a live run (frames cut every 20 ms) never makes. Measured: 300,000 synthetic trades at 25/s
+    per symbol in frames of 5,000 gave 3,636 stale signals of 5,999 and another digest. The feed cuts by
+    time only when paced, so the replay paces at :data:`_MAX_SPEED` x real time (never waits) with
+    ``frame_max_ms`` = that bound."""
+    if speed is not None:
+        return s, speed
+    span_ms = max(1, min(10_000, int(s.align_wait_s * 1000 / 2)))
+    return s.model_copy(update={"frame_max_ms": span_ms}), _MAX_SPEED
+
+
+def replay_symbols(settings: Settings, symbols: list[str] | None) -> list[str]:
+    """``symbols`` upper-cased without blanks, or the configured ones."""
+    return [x.strip().upper() for x in symbols if x.strip()] if symbols else list(settings.symbols)
+
+
 def replay_settings(settings: Settings, paths: list[str], namespace: str | None, symbols: list[str] | None) -> Settings:
     """The replay's settings: its namespace (default :func:`default_namespace`), its symbols (default:
     the configured ones) and the configured pairs of those symbols, its own worker web port."""
     from rtqis.process import free_port
 
-    syms = [x.strip().upper() for x in symbols if x.strip()] if symbols else list(settings.symbols)
+    syms = replay_symbols(settings, symbols)
     pairs = [p for p in settings.pairs if all(leg in syms for leg in p.split("/"))]
     ns = namespace or default_namespace(paths, syms)
+    if ns == settings.namespace:
+        raise ReplayError(f"namespace {ns!r} is the configured (live) one: a replay resets its namespace, give another")
     values = settings.model_dump() | {"namespace": ns, "symbols": syms, "pairs": pairs, "worker_web_port": free_port()}
     try:
         return Settings.model_validate(values)
@@ -417,9 +464,13 @@ def run_replay(
         def on_feed(st: FeedStats, _done: int, _total: int) -> None:
             live["ticks"] = st.trades + st.books
 
+        feed_s, feed_speed = feed_settings(s, speed)
+
         def publish() -> None:
             try:
-                fed.append(run_files(s, paths, speed=speed, symbols=set(s.symbols), stop=stop, on_progress=on_feed))
+                fed.append(
+                    run_files(feed_s, paths, speed=feed_speed, symbols=set(s.symbols), stop=stop, on_progress=on_feed)
+                )
             except BaseException as e:  # re-raised in the main thread  # noqa: BLE001
                 failure.append(e)
 
@@ -429,7 +480,7 @@ def run_replay(
         bar = _Progress(progress)
         worker_group = app_id(ns)
         last_change, last_seen = time.monotonic(), (-1, -1)
-        ready_s: float | None = None
+        ready_s = published_s = worker_done_s = None
         while True:
             time.sleep(_POLL_S)
             if ready_s is None and _logged(kids[0], _WORKER_READY):
@@ -438,6 +489,8 @@ def run_replay(
                 raise failure[0]
             _check_alive(kids)
             done_feeding = not feeder.is_alive()
+            if done_feeding and published_s is None:
+                published_s = time.monotonic() - t0
             w = _offsets(s, worker_inputs(s), worker_group)
             done_msgs, total_msgs = sum(r.committed or 0 for r in w), sum(r.end for r in w)
             if bar.due():
@@ -450,6 +503,8 @@ def run_replay(
                 kids[0] = _child(s, "worker2", "worker")
                 restarts += 1
                 continue
+            if done_feeding and worker_done_s is None and _lag(w) == 0:
+                worker_done_s = time.monotonic() - t0
             o = _offsets(s, sink_topics, _sink_group(ns))
             seen = (done_msgs, sum(r.committed or 0 for r in o))
             if seen != last_seen:
@@ -486,10 +541,48 @@ def run_replay(
         digest=digest(db),
         worker_restarts=restarts,
         worker_ready_s=ready_s,
+        published_s=published_s,
+        worker_done_s=worker_done_s,
         inputs=[str(p) for p in paths],
         symbols=list(s.symbols),
         pairs=list(s.pairs),
     )
+
+
+def run_archive_replay(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    namespace: str | None = None,
+    symbols: list[str] | None = None,
+    speed: float | None = None,
+    progress: TextIO | None = None,
+    window_ms: int | None = None,
+) -> ReplayResult:
+    """Replay the live tick archive (of ``settings``: the live store) between ``start_ms`` and
+    ``end_ms`` (epoch ms, half-open) exactly as files are replayed (:mod:`rtqis.replay.archive`).
+
+    ``namespace`` defaults to :func:`~rtqis.replay.archive.archive_namespace`; ``window_ms`` is how
+    much of the archive is read at a time (default an hour); the rest as :func:`run_replay`."""
+    import tempfile
+
+    from rtqis.replay.archive import WINDOW_MS, ArchiveError, archive_namespace, export_archive, iso
+
+    syms = replay_symbols(settings, symbols)
+    ns = namespace or archive_namespace(start_ms, end_ms, syms)
+    replay_settings(settings, [], ns, syms)  # a bad namespace or symbol fails before the archive is read
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"replay-{ns}-archive-", dir=settings.data_dir) as tmp:
+        try:
+            exp = export_archive(settings, start_ms, end_ms, syms, Path(tmp), window_ms=window_ms or WINDOW_MS)
+        except ArchiveError as e:
+            raise ReplayError(str(e)) from None
+        paths = [str(p) for p in exp.paths]
+        res = run_replay(settings, paths, namespace=ns, symbols=syms, speed=speed, progress=progress)
+    res.inputs = [f"archive {iso(start_ms)} .. {iso(end_ms)}"]
+    res.span_ms = (start_ms, end_ms)
+    return res
 
 
 def _check_durable(db: Path, ends: list[PartitionOffsets]) -> None:
@@ -518,18 +611,24 @@ def add_parser(sub: Any) -> None:
     """The ``replay`` subcommand (hooked into ``rtqis`` by :mod:`rtqis.cli`)."""
     c = sub.add_parser(
         "replay",
-        help="replay Binance data files through the worker and sink, isolated; JSON summary with a digest",
+        help="replay Binance data files or the live tick archive through the worker and sink, isolated; "
+        "JSON summary with a digest",
         description=(
-            "Publish the ticks of Binance data files (every format `rtqis produce file` reads) into the topics "
-            "of a namespace of their own (replay.NAME.*), run the real worker and sink on them, and stop once "
-            "every tick is processed and every output is stored in DATA_DIR/rtqis-NAME.duckdb. A namespace "
-            "replayed before is reset first. Prints (and with --json writes) a summary: ticks, candles "
-            "(closed), signals, alerts, adf, seconds, ticks_per_s and digest, a SHA-256 of the outputs that "
-            "equals between runs of the same input. Without a configured broker a fresh embedded one is "
-            "started for the replay."
+            "Publish the ticks of Binance data files (every format `rtqis produce file` reads), or with --from "
+            "[--to] those the live sink archived between two times, into the topics of a namespace of their "
+            "own (replay.NAME.*), run the real worker and sink on them, and stop once every tick is processed "
+            "and every output is stored in DATA_DIR/rtqis-NAME.duckdb. A namespace replayed before is reset "
+            "first. Prints (and with --json writes) a summary: ticks, candles (closed), signals, alerts, adf, "
+            "seconds, ticks_per_s and digest, a SHA-256 of the outputs that equals between runs of the same "
+            "input. Without a configured broker a fresh embedded one is started for the replay."
         ),
     )
-    c.add_argument("paths", nargs="+", metavar="FILE", help="Binance data files, merged by event time")
+    c.add_argument("paths", nargs="*", metavar="FILE", help="Binance data files, merged by event time")
+    c.add_argument(
+        "--from", dest="start", metavar="T",
+        help="replay the live tick archive from T (ISO-8601 UTC, e.g. 2024-08-09T00:00:00Z, or epoch ms)",
+    )  # fmt: skip
+    c.add_argument("--to", dest="end", metavar="T", help="... up to T, excluded (default: now)")
     c.add_argument("--symbols", help="only these symbols (comma-separated; default: RTQIS_SYMBOLS)")
     c.add_argument("--namespace", metavar="NAME", help="default: r + 10 hex digits derived from the inputs")
     c.add_argument("--speed", default="max", help="1 = real time, 60 = 60x, max = as fast as possible (default)")
@@ -541,6 +640,15 @@ def cmd_replay(settings: Settings, a: Any) -> int:
     """Run ``rtqis replay``: the summary as JSON on stdout (and in ``--json OUT``)."""
     import json
 
+    from rtqis.replay.archive import parse_span
+
+    if a.paths and (a.start is not None or a.end is not None):
+        raise ReplayError("give FILE... or --from/--to, not both")
+    if a.end is not None and a.start is None:
+        raise ReplayError("--to goes with --from")
+    if not a.paths and a.start is None:
+        raise ReplayError("nothing to replay: give FILE... or --from T [--to T]")
+    span = parse_span(a.start, a.end) if a.start is not None else None
     speed: float | None = None
     if a.speed != "max":
         try:
@@ -551,14 +659,13 @@ def cmd_replay(settings: Settings, a: Any) -> int:
             raise ReplayError(f"--speed must be > 0, got {a.speed}")
     if a.json and not Path(a.json).resolve().parent.is_dir():
         raise ReplayError(f"--json {a.json}: its folder does not exist")
-    res = run_replay(
-        settings,
-        a.paths,
-        namespace=a.namespace,
-        symbols=a.symbols.split(",") if a.symbols else None,
-        speed=speed,
-        progress=sys.stderr if sys.stderr.isatty() else None,
-    )
+    common: dict[str, Any] = {
+        "namespace": a.namespace,
+        "symbols": a.symbols.split(",") if a.symbols else None,
+        "speed": speed,
+        "progress": sys.stderr if sys.stderr.isatty() else None,
+    }
+    res = run_archive_replay(settings, *span, **common) if span else run_replay(settings, a.paths, **common)
     text = json.dumps(res.summary(), indent=2)
     sys.stdout.write(text + "\n")
     if a.json:
