@@ -1,10 +1,11 @@
 """Create and list topics from the registry, on any broker.
 
 A created topic is usable when :func:`create_topics` returns: Apache Kafka (KRaft) answers CreateTopics
-once its controller has committed the topic, but its broker learns of it from the metadata log a moment
-later (~0.1 s on an idle node, more under load), and a client asking in between is told
-UNKNOWN_TOPIC_OR_PART. :func:`wait_for_topics` waits for the broker's metadata to show each new topic
-with all its partitions led; Tansu shows them at once.
+once its controller has committed the topic, but its broker learns of it from the metadata log later
+(~0.1 s on an idle node, seconds when the machine is loaded) and serves a partition only once it has
+created its log: a client asking in between is told UNKNOWN_TOPIC_OR_PART, then NOT_LEADER_FOR_PARTITION.
+:func:`wait_for_topics` waits until the metadata shows each new topic with all its partitions led and
+each partition answers an offsets request; Tansu serves them at once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from rtqis.errors import BrokerError
 from rtqis.settings import Settings
@@ -53,7 +54,7 @@ def list_topics(settings: Settings, timeout_s: float = 10.0) -> list[TopicInfo]:
 
 def _not_ready(admin: AdminClient, wanted: dict[str, int], timeout_s: float) -> dict[str, str]:
     """``{topic: why}`` for each topic of ``wanted`` (name -> partition count) the broker's metadata does
-    not yet show with that many partitions, each with a leader."""
+    not yet show with that many partitions, each with a leader that answers for it."""
     md = admin.list_topics(timeout=timeout_s)
     why: dict[str, str] = {}
     for name, parts in wanted.items():
@@ -68,13 +69,23 @@ def _not_ready(admin: AdminClient, wanted: dict[str, int], timeout_s: float) -> 
             leaderless = sorted(p for p, pm in tm.partitions.items() if pm.leader < 0)
             if leaderless:
                 why[name] = f"partitions {leaderless} have no leader"
+    if why:
+        return why
+    # the metadata names a leader a moment before that broker serves the partition (Kafka creates its
+    # log first; NOT_LEADER_FOR_PARTITION meanwhile): every partition must answer an offsets request
+    asked = {TopicPartition(n, p): OffsetSpec.earliest() for n, parts in wanted.items() for p in range(parts)}
+    for tp, fut in admin.list_offsets(asked, request_timeout=timeout_s).items():
+        try:
+            fut.result()
+        except KafkaException as e:
+            why.setdefault(tp.topic, f"partition {tp.partition}: {e.args[0].str() if e.args else e}")
     return why
 
 
 def wait_for_topics(admin: AdminClient, wanted: dict[str, int], timeout_s: float = 30.0) -> None:
     """Return once the broker's metadata shows every topic of ``wanted`` (name -> partition count) with
-    all its partitions and a leader for each; raise :class:`BrokerError` naming what is still missing
-    after ``timeout_s`` seconds.
+    all its partitions and a leader for each, and each leader answers an offsets request for it; raise
+    :class:`BrokerError` naming what is still missing after ``timeout_s`` seconds.
 
     Needed after a CreateTopics answer, which Apache Kafka gives before its broker's metadata has the
     topic (see the module docstring): without the wait a client's first lookup may fail."""
