@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import ConfigResource, NewTopic
 
 from rtqis.kafka.admin import admin_client, create_topics, wait_for_topics
 from rtqis.kafka.offsets import BrokerCapabilities, broker_capabilities, offsets_at_time, topic_offsets
 from rtqis.settings import Settings
+from rtqis.topics import TRADES
 from tests.conftest import make_settings
 from tests.test_cli import run_cli
 
@@ -118,6 +119,18 @@ def test_created_topics_are_usable_when_create_topics_returns(bootstrap: str, tm
         finally:
             c.close()
         assert set(ends.values()) == {(0, 0)}, round_
+
+
+def test_a_replay_namespace_keeps_old_trades(settings: Settings) -> None:
+    """Replayed trades carry their event time (2024) as record timestamp, and Kafka's time retention counts
+    from it: with the registry's 7 days, Kafka deleted a replay's input within its retention check (a
+    minute) before the worker had read it (test_candles_pipeline's second worker found the log empty).
+    A replay namespace's topics have no time retention; both brokers report the config."""
+    trades = TRADES.full_name(settings.namespace)
+    res = ConfigResource("topic", trades)
+    admin = admin_client(settings)  # kept alive until the future resolves
+    conf = admin.describe_configs([res])[res].result(timeout=10)
+    assert (conf["cleanup.policy"].value, conf["retention.ms"].value) == ("delete", "-1")
 
 
 #: does the broker let a consumer group member ask for a 3 s session? Kafka's group.min.session.timeout.ms
