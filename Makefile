@@ -35,8 +35,9 @@ run: setup  ## set up and run the whole system on the embedded broker
 browser:  ## install Debian's chromium for the browser tests, if missing (apt-get, as root)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: lint audit browser  ## set up, lint (ruff, mypy, import contract) and run the test suite
+test: lint audit browser  ## set up, lint (ruff, mypy, import contract) and run the test suite on Tansu, then on Apache Kafka
 	$(BIN)/python -m pytest
+	RTQIS_TEST_BROKER=kafka $(BIN)/python -m pytest -m both_brokers
 
 lint: setup  ## ruff, mypy and the import-layer contract (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check rtqis tests bench deploy examples

@@ -49,20 +49,36 @@ def reference_data(relative: str) -> Path:
     return path
 
 
-#: which broker the session fixture starts: tansu (default, embedded) or kafka (Apache Kafka from its jars)
+#: which broker the session fixture starts: tansu (default, embedded) or kafka (Apache Kafka from its jars);
+#: with RTQIS_BOOTSTRAP_SERVERS it says which kind that external broker is (default kafka)
 TEST_BROKER_ENV = "RTQIS_TEST_BROKER"
+BROKER_KINDS = ("tansu", "kafka")
+
+
+def session_broker_kind() -> str:
+    """The kind of the session's broker (``tansu`` or ``kafka``), as ``$RTQIS_TEST_BROKER`` says; an external
+    broker (``$RTQIS_BOOTSTRAP_SERVERS``) is taken to be Apache Kafka unless it says otherwise."""
+    default = "kafka" if os.environ.get("RTQIS_BOOTSTRAP_SERVERS") else "tansu"
+    kind = os.environ.get(TEST_BROKER_ENV) or default
+    if kind not in BROKER_KINDS:
+        raise pytest.UsageError(f"{TEST_BROKER_ENV}={kind!r}: expected tansu or kafka")
+    return kind
 
 
 def _session_broker(tmp: Path) -> LocalBroker:
     """The session's own broker, as ``$RTQIS_TEST_BROKER`` says."""
-    kind = os.environ.get(TEST_BROKER_ENV, "tansu")
-    if kind == "kafka":
+    if session_broker_kind() == "kafka":
         from rtqis.kafka.apache import ApacheKafka
 
         return ApacheKafka(port=free_port(), controller_port=free_port(), data_dir=tmp, log_path=tmp / "kafka.log")
-    if kind != "tansu":
-        raise pytest.UsageError(f"{TEST_BROKER_ENV}={kind!r}: expected tansu or kafka")
     return EmbeddedBroker(port=free_port(), log_path=tmp / "broker.log")
+
+
+@pytest.fixture(scope="session")
+def broker_kind() -> str:
+    """Which broker the session's ``bootstrap`` is: ``tansu`` or ``kafka``. Tests where the two brokers
+    behave differently state each one's behaviour keyed by this (never a skip)."""
+    return session_broker_kind()
 
 
 @pytest.fixture(scope="session")

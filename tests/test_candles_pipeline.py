@@ -15,7 +15,7 @@ from rtqis.topics import CANDLES_1M, CANDLES_5M
 from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
-pytestmark = [pytest.mark.broker, pytest.mark.integration]
+pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.both_brokers]
 
 BINANCE = BINANCE_DATA
 UM_ETH = BINANCE / "trades" / "ETHUSDT-um-trades-2024-08-08T235416_to_2024-08-09T000000.csv.gz"

@@ -39,6 +39,11 @@ def test_a_dead_letter_is_bounded_whatever_the_message() -> None:
     assert bounded_dead_letter("sink", "r", whole).payload == whole
 
 
+#: the largest random messages each broker takes: Tansu 0.6 has no limit this side of 5 MB; Kafka refuses a
+#: batch over its message.max.bytes (1 MiB + 12 by default, MESSAGE_TOO_LARGE)
+LARGEST_ACCEPTED = {"tansu": (5_000_000, 1_500_000), "kafka": (1_000_000, 800_000)}
+
+
 def _produce_largest(p: Producer, topic: str, sizes: list[int]) -> int:
     """Produce random bytes of the first size the broker accepts: that size."""
     for size in sizes:
@@ -67,13 +72,17 @@ def _stored_trades(s: object) -> int:
 
 @pytest.mark.broker
 @pytest.mark.integration
-def test_huge_random_messages_are_dead_lettered_once_as_excerpts(bootstrap: str, tmp_path: Path, procs: Procs) -> None:
+@pytest.mark.both_brokers
+def test_huge_random_messages_are_dead_lettered_once_as_excerpts(
+    bootstrap: str, broker_kind: str, tmp_path: Path, procs: Procs
+) -> None:
     s = make_settings(bootstrap, tmp_path, candle_grace_ms=0)
     create_topics(s)
     topic = TRADES.full_name(s.namespace)
     raw = Producer({"bootstrap.servers": s.bootstrap, "message.max.bytes": 8_000_000})
-    big = _produce_largest(raw, topic, [5_000_000, 4_000_000, 3_000_000, 2_000_000])
-    mid = _produce_largest(raw, topic, [1_500_000])
+    big = _produce_largest(raw, topic, [5_000_000, 4_000_000, 3_000_000, 2_000_000, 1_000_000])
+    mid = _produce_largest(raw, topic, [1_500_000, 800_000])
+    assert (big, mid) == LARGEST_ACCEPTED[broker_kind]
     good = MessageProducer(s)
     good.send(TRADES, _frame("BTCUSDT", [1, 2, 3]), key="BTCUSDT")
     good.send(TRADES, _frame("BTCUSDT", [4, 5], t0=1_723_161_660_000), key="BTCUSDT")
@@ -106,6 +115,7 @@ def test_huge_random_messages_are_dead_lettered_once_as_excerpts(bootstrap: str,
 
 @pytest.mark.broker
 @pytest.mark.integration
+@pytest.mark.both_brokers
 def test_the_worker_refuses_implausible_rows_and_unknown_symbols_and_goes_on(
     bootstrap: str, tmp_path: Path, procs: Procs
 ) -> None:

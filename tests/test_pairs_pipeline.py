@@ -24,7 +24,7 @@ from rtqis.topics import ADF, DEADLETTER, LEGS, PAIR
 from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
-pytestmark = [pytest.mark.broker, pytest.mark.integration]
+pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.both_brokers]
 
 TRADES = BINANCE_DATA / "trades"
 FILES = [str(next(TRADES.glob(f"{s}-spot-trades-*.csv"))) for s in ("BTCUSDT", "ETHUSDT")]

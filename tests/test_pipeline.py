@@ -25,7 +25,7 @@ from rtqis.topics.registry import changelog_topics
 from tests.conftest import Procs, collect, env_of, make_settings
 from tests.test_cli import run_cli
 
-pytestmark = [pytest.mark.broker, pytest.mark.integration]
+pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.both_brokers]
 
 
 def expected_last(settings: Settings) -> dict[str, dict[str, Any]]:

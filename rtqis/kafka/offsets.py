@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 
 from rtqis.errors import BrokerError
-from rtqis.kafka.admin import admin_client
+from rtqis.kafka.admin import admin_client, wait_for_topics
 from rtqis.kafka.clients import consumer_config
 from rtqis.settings import Settings
 
@@ -95,6 +95,7 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
     except KafkaException as e:
         raise BrokerError(f"broker self-check could not create a topic: {e}") from None
     try:
+        wait_for_topics(admin, {topic: 1}, _PROBE_TIMEOUT_S)
         conf = settings.kafka_client_config()
         conf.update({"linger.ms": 100, "logger": logging.getLogger("rtqis.librdkafka")})
         p = Producer(conf)
