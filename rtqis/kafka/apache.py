@@ -39,8 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Self
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from rtqis.errors import BrokerError, PortInUseError
 from rtqis.kafka.embedded import BrokerProcess, port_is_free, wait_for_broker
@@ -222,10 +222,15 @@ def server_properties(
 
 
 def _cluster_id(path: Path) -> str:
-    """The cluster id kept in ``path`` (a new one, base64url of a random UUID, written the first time)."""
+    """The cluster id kept in ``path`` (a new one, base64url of a random UUID, written the first time).
+
+    Never one that starts with ``-`` (1 in 64): the storage tool would read it as an option, which is why
+    Kafka's own ``Uuid.randomUuid`` skips those too."""
     if path.exists():
         return path.read_text().strip()
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cid = "-"
+    while cid.startswith("-"):
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(cid + "\n")
     return cid
 
@@ -390,6 +395,29 @@ def _broker_count(bootstrap: str) -> int:
         return 0
 
 
+def _first_write(bootstrap: str, timeout_s: float) -> None:
+    """One idempotent acks=all write to a scratch topic, retried until acknowledged or ``timeout_s``.
+
+    A fresh cluster lists its brokers seconds before it takes such a write: the first producer id comes
+    from the transaction coordinator, whose replicated log is created and loaded on that first request
+    ("Coordinator load in progress"); a client with a short timeout (the offsets self-check) would fail."""
+    topic = f"_rtqis.ready.{uuid.uuid4().hex[:12]}"
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet}
+    admin = AdminClient(conf)
+    try:
+        admin.create_topics([NewTopic(topic, 1)], operation_timeout=timeout_s)[topic].result()
+    except KafkaException as e:
+        raise BrokerError(f"the Kafka cluster cannot create a topic: {e}") from None
+    try:
+        p = Producer(conf | {"enable.idempotence": True, "acks": "all", "message.timeout.ms": int(timeout_s * 1000)})
+        errors: list[KafkaError] = []
+        p.produce(topic, b"ready", on_delivery=lambda err, _msg: errors.extend([err] if err else []))
+        if p.flush(timeout_s) or errors:
+            raise BrokerError(f"the Kafka cluster took no write within {timeout_s:.0f} s ({errors or 'no answer'})")
+    finally:
+        admin.delete_topics([topic], operation_timeout=timeout_s)[topic].result()
+
+
 class KafkaCluster(BrokerProcess):
     """``nodes`` Apache Kafka nodes on loopback, each a :class:`ApacheKafka` with combined roles, one static
     voter set of all of them, one cluster id; a context manager with the single node's interface.
@@ -468,7 +496,8 @@ class KafkaCluster(BrokerProcess):
         return self.nodes[0].pid
 
     def start(self, timeout_s: float = 180.0) -> Self:
-        """Start every node, then wait until each answers and the metadata lists them all."""
+        """Start every node, then wait until each answers, the metadata lists them all and an idempotent
+        write is acknowledged (:func:`_first_write`)."""
         for n in self.nodes:
             n.check_ports()  # before any JVM starts
         try:
@@ -483,6 +512,7 @@ class KafkaCluster(BrokerProcess):
                         f"the Kafka cluster lists {count} of {len(self.nodes)} brokers after {timeout_s:.0f} s"
                     )
                 time.sleep(0.2)
+            _first_write(self.bootstrap, max(10.0, deadline - time.monotonic()))
         except BaseException:
             self.stop()
             raise
