@@ -31,33 +31,26 @@ from rtqis.errors import BrokerError
 from rtqis.kafka.apache import ApacheKafka, KafkaCluster
 from rtqis.kafka.embedded import port_is_free
 from rtqis.kafka.offsets import topic_offsets
-from rtqis.process import free_port
 from rtqis.replay import ReplayResult, _sink_group, run_replay
 from rtqis.settings import Settings
 from rtqis.sinks.sink import SINK_TOPICS
 from rtqis.topics import TRADES
 from rtqis.topics.registry import topic_name
-from tests.conftest import BINANCE_DATA, make_settings, wait_until
-from tests.test_apache_kafka import _skip_reason, requires_kafka
+from tests.conftest import BINANCE_DATA, alive_pids, make_settings, wait_until
+from tests.test_apache_kafka import _cleanup, _jvms, _port_block, _rtqis_broker, _skip_reason, requires_kafka
 
-pytestmark = [pytest.mark.kafka, pytest.mark.integration, requires_kafka]
+#: each test's bound (s), its share of the module's cluster start and clean replay included: a loaded
+#: machine (other JVMs, a busy CI runner) runs the three JVMs and the worker many times slower
+pytestmark = [pytest.mark.kafka, pytest.mark.integration, requires_kafka, pytest.mark.timeout(900)]
 
 FILES = [str(next((BINANCE_DATA / "trades").glob(f"{s}-spot-trades-*.csv"))) for s in ("BTCUSDT", "ETHUSDT")]
 NODES = 3
 #: JVM heap of each node (MB): three of them share CI's two cores and memory
 HEAP_MB = 256
-#: many small frames: the replay lasts long enough to kill a broker part-way (the outputs do not depend on
-#: the framing: tests/test_replay.py)
-SMALL_FRAMES = {"frame_max_ticks": 50}
-
-
-def _port_block(n: int) -> int:
-    """A port p such that p .. p + n - 1 are all free (node i takes p + 2(i-1) and the next)."""
-    for _ in range(100):
-        p = free_port()
-        if p + n < 65535 and all(port_is_free("127.0.0.1", p + i) for i in range(n)):
-            return p
-    raise AssertionError(f"no {n} free consecutive ports")
+#: the failover replay is paced (the files span 11 minutes: ~33 s at 20x), so the broker is killed while the
+#: producer still sends, whatever the machine's speed; the outputs do not depend on the pace or the framing
+#: (the clean run goes at full speed)
+FAILOVER_SPEED = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def _keep_history(s: Settings) -> None:
 @pytest.fixture(scope="module")
 def clean(cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> ReplayResult:
     """One uninterrupted replay on the cluster: the reference outputs."""
-    s = make_settings(cluster.bootstrap, tmp_path_factory.mktemp("clean"), **SMALL_FRAMES)
+    s = make_settings(cluster.bootstrap, tmp_path_factory.mktemp("clean"))
     return run_replay(s, FILES, namespace="clean", on_ready=_keep_history)
 
 
@@ -190,7 +183,7 @@ def test_a_broker_sigkilled_mid_replay_changes_nothing(
     cluster: KafkaCluster, clean: ReplayResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     poll_failures = _patient_offsets(monkeypatch)
-    s = make_settings(cluster.bootstrap, tmp_path, **SMALL_FRAMES)
+    s = make_settings(cluster.bootstrap, tmp_path)
     ns = "failover"
     out: dict[str, Any] = {}
     ready = threading.Event()
@@ -202,7 +195,7 @@ def test_a_broker_sigkilled_mid_replay_changes_nothing(
 
     def replay() -> None:
         try:
-            out["result"] = run_replay(s, FILES, namespace=ns, on_ready=on_ready)
+            out["result"] = run_replay(s, FILES, namespace=ns, speed=FAILOVER_SPEED, on_ready=on_ready)
         except BaseException as e:  # noqa: BLE001 - re-raised below
             out["error"] = e
             ready.set()
@@ -217,7 +210,7 @@ def test_a_broker_sigkilled_mid_replay_changes_nothing(
     try:
         assert ready.wait(120) and "error" not in out, out.get("error")
         rs: Settings = out["settings"]
-        wait_until(lambda: _stored(rs) > 0 or not t.is_alive(), 180, "the first outputs in the sink")
+        wait_until(lambda: _stored(rs) > 0 or not t.is_alive(), 400, "the first outputs in the sink")
         assert t.is_alive(), out.get("error") or "the replay ended before a broker could be killed"
         victim = _leader_of(cluster, topic_name(TRADES.name, ns))  # the trades' leader: producer and worker move
         at_kill, t_kill = _stored(rs), time.monotonic()
@@ -225,12 +218,12 @@ def test_a_broker_sigkilled_mid_replay_changes_nothing(
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(10)
         assert cluster.alive()  # 2 of 3 run: the cluster serves
-        wait_until(lambda: _stored(rs) > at_kill or not t.is_alive(), 180, "outputs to flow again")
+        wait_until(lambda: _stored(rs) > at_kill or not t.is_alive(), 300, "outputs to flow again")
         recover_s = time.monotonic() - t_kill
         time.sleep(max(0.0, 5.0 - recover_s))  # down for 5 s at least
         down_s = time.monotonic() - t_kill
         victim.start(timeout_s=120)
-        t.join(300)
+        t.join(600)
         assert not t.is_alive(), "the replay did not finish"
     finally:
         logging.getLogger().removeHandler(records)
@@ -256,3 +249,29 @@ def test_a_broker_sigkilled_mid_replay_changes_nothing(
         "logged": {k: dict(_problems(v).most_common(12)) for k, v in logs.items()},
     }
     print("\nFAILOVER " + json.dumps(report, indent=1))
+
+
+# --- `rtqis broker --nodes 3`: all stop on SIGTERM, none outlives a SIGKILLed parent -------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_rtqis_broker_nodes_3_stops_all_its_jvms(tmp_path: Path, sig: int) -> None:
+    p, log, port = _rtqis_broker(tmp_path, nodes=NODES)
+    jvms = _jvms(p)
+    try:
+        assert len(jvms) == NODES, log.read_text(errors="replace")
+        assert sorted(x.name for x in (tmp_path / "var" / "logs").glob("kafka-node-*.log")) == [
+            f"kafka-node-{i}.log" for i in (1, 2, 3)
+        ]
+        p.send_signal(sig)
+        if sig == signal.SIGTERM:
+            assert p.wait(120) == 0, log.read_text(errors="replace")
+            assert not alive_pids([j.pid for j in jvms])  # all stopped before the command exited
+            assert b"broker stopped" in log.read_bytes()
+        else:
+            p.wait(10)
+            pids = [j.pid for j in jvms]
+            wait_until(lambda: not alive_pids(pids), 60, "the JVMs of a SIGKILLed `rtqis broker --nodes 3` to exit")
+        wait_until(lambda: all(port_is_free("127.0.0.1", port + i) for i in range(2 * NODES)), 10, "the ports")
+    finally:
+        _cleanup(p, jvms)
