@@ -9,6 +9,7 @@ Skipped when ``java`` is missing, or when ``mvn`` is missing and the jars are ne
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -248,10 +249,13 @@ def test_storage_is_formatted_once_and_data_survives_a_restart(tmp_path: Path) -
 
 
 def _port_block(n: int) -> int:
-    """A port p such that p .. p + n - 1 are all free (cluster node i takes p + 2(i-1) and the next)."""
-    for _ in range(100):
-        p = free_port()
-        if p + n < 65535 and all(port_is_free("127.0.0.1", p + i) for i in range(n)):
+    """A port p such that p .. p + n - 1 are all free (cluster node i takes p + 2(i-1) and the next),
+    below Linux's ephemeral range (32768+): formatting three nodes takes seconds, and a port the OS may
+    give any outgoing connection meanwhile (as ``free_port`` picks) can be gone by the time a node binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(port_is_free("127.0.0.1", p + i) for i in range(n)):
             return p
     raise AssertionError(f"no {n} free consecutive ports")
 

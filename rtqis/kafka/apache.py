@@ -359,10 +359,10 @@ class ApacheKafka(BrokerProcess):
             str(config),
         ]
 
-    def spawn(self) -> None:
-        """Start the JVM without waiting for it (a cluster starts all its nodes first: none answers
-        before a majority of the quorum runs). Call it from a thread that outlives the JVM."""
-        argv = self.prepare()
+    def spawn(self, argv: list[str]) -> None:
+        """Start the JVM (``argv`` from :meth:`prepare`) without waiting for it (a cluster starts all its
+        nodes first: none answers before a majority of the quorum runs). Call it from a thread that
+        outlives the JVM."""
         log.info("starting %s node %d on %s (%s)", self.label, self.node_id, self.bootstrap, self.details)
         self._child = ChildProcess(f"Apache Kafka node {self.node_id}", argv, self.log_path, stop_timeout_s=30.0)
         self._child.start(dict(os.environ))
@@ -380,7 +380,7 @@ class ApacheKafka(BrokerProcess):
         """Start the JVM and wait until the broker answers a metadata request (first start: the jars
         are fetched first, which the timeout does not count). Also restarts a node that was stopped or
         killed, on its existing data."""
-        self.spawn()
+        self.spawn(self.prepare())
         self.wait_ready(timeout_s)
         return self
 
@@ -501,8 +501,11 @@ class KafkaCluster(BrokerProcess):
         for n in self.nodes:
             n.check_ports()  # before any JVM starts
         try:
-            for n in self.nodes:
-                n.spawn()
+            # every node configured and formatted (a JVM each, seconds) before the first starts: their
+            # ports are then checked and bound within moments of each other
+            argvs = [n.prepare() for n in self.nodes]
+            for n, argv in zip(self.nodes, argvs, strict=True):
+                n.spawn(argv)
             deadline = time.monotonic() + timeout_s
             for n in self.nodes:
                 n.wait_ready(max(1.0, deadline - time.monotonic()))
