@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from rtqis import replay as replay_module
@@ -34,7 +35,7 @@ from rtqis.kafka.offsets import topic_offsets
 from rtqis.replay import ReplayResult, _sink_group, run_replay
 from rtqis.settings import Settings
 from rtqis.sinks.sink import SINK_TOPICS
-from rtqis.topics import TRADES
+from rtqis.topics import ALL_TOPICS, TRADES
 from rtqis.topics.registry import topic_name
 from tests.conftest import BINANCE_DATA, alive_pids, make_settings, wait_until
 from tests.test_apache_kafka import _cleanup, _jvms, _port_block, _rtqis_broker, _skip_reason, requires_kafka
@@ -71,14 +72,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 def _keep_history(s: Settings) -> None:
     """Keep the replay's topics' records whatever their timestamps: the Binance files are from 2024 and
     the registry's time retention (7 days) deletes such records at the broker's next retention check (every
-    60 s), often before the worker has read them (a replay on Apache Kafka then loses its input)."""
+    60 s), often before the worker has read them (a replay on Apache Kafka then loses its input).
+
+    Retried: right after their creation a node may not know the topics yet (UNKNOWN_TOPIC_OR_PART)."""
     admin = _admin(s.bootstrap)
-    names = [n for n in admin.list_topics(timeout=10).topics if s.namespace in n]
     keep = [ConfigEntry("retention.ms", "-1", incremental_operation=AlterConfigOpType.SET)]
-    for fut in admin.incremental_alter_configs(
-        [ConfigResource("topic", n, incremental_configs=keep) for n in names]
-    ).values():
-        fut.result()
+    resources = [ConfigResource("topic", t.full_name(s.namespace), incremental_configs=keep) for t in ALL_TOPICS]
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            for fut in admin.incremental_alter_configs(resources).values():
+                fut.result()
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
