@@ -74,6 +74,8 @@ def cmd_broker(s: Settings, a: argparse.Namespace) -> int:
 
     stop = threading.Event()
     _stop_on_signals(stop)
+    if a.nodes is not None:
+        s = s.model_copy(update={"kafka_nodes": a.nodes})
     with local_broker(s, a.port) as b:
         print(f"{b.label} ready on {b.bootstrap}, pid {b.pid} ({b.details}); Ctrl-C stops it", flush=True)
         if a.create_topics:
@@ -403,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_BROKER_PORT, 9092)")
     c.add_argument("--create-topics", action="store_true", help="create every registry topic once it is up")
+    c.add_argument(
+        "--nodes",
+        type=_positive_int,
+        help="kafka only: a loopback cluster of N nodes (3: replication factor 3, min ISR 2; "
+        "default: RTQIS_KAFKA_NODES, 1)",
+    )
     c.set_defaults(func=cmd_broker)
 
     c = sub.add_parser("topics", help="create, list and inspect topics")

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         "(deploy/kafka/pom.xml) into ~/.cache/rtqis",
     )
     kafka_heap_mb: int = Field(512, ge=128, description="JVM heap bound (-Xmx) of the kafka broker, MB")
+    kafka_nodes: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="nodes of the local kafka broker: 1, or a loopback cluster (3: replication factor 3, min ISR 2; "
+        "node N on RTQIS_BROKER_PORT + 2(N-1) and the next port, data in RTQIS_DATA_DIR/kafka/node-N)",
+    )
     broker_memory_limit_mb: int = Field(
         2048, ge=64, description="`rtqis up` warns once when the embedded broker's RSS passes this"
     )

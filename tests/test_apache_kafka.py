@@ -9,6 +9,7 @@ Skipped when ``java`` is missing, or when ``mvn`` is missing and the jars are ne
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from confluent_kafka import TopicPartition
 from rtqis.errors import BrokerError
 from rtqis.kafka import apache
 from rtqis.kafka.admin import create_topics, list_topics
-from rtqis.kafka.apache import ApacheKafka, kafka_classpath, kafka_version, server_properties
+from rtqis.kafka.apache import ApacheKafka, KafkaCluster, kafka_classpath, kafka_version, server_properties
 from rtqis.kafka.clients import MessageProducer, new_consumer
 from rtqis.kafka.embedded import EmbeddedBroker, local_broker, port_is_free
 from rtqis.kafka.offsets import broker_capabilities, offsets_at_time, true_end_offsets
@@ -115,6 +116,40 @@ def test_the_config_is_one_loopback_kraft_node(tmp_path: Path) -> None:
     assert props["log.dirs"] == str(tmp_path / "d") and props["offsets.topic.replication.factor"] == "1"
     assert int(props["log.retention.hours"]) > 0
     assert kafka_version().startswith("4.")
+
+
+def test_three_nodes_are_one_cluster_with_rf3_and_min_isr2(tmp_path: Path) -> None:
+    voters = "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
+    text = server_properties(
+        host="127.0.0.1", port=9094, controller_port=9095, log_dirs=tmp_path, node_id=2, voters=voters, replication=3
+    )
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert (props["node.id"], props["controller.quorum.voters"]) == ("2", voters)
+    for k in (
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+    ):
+        assert props[k] == "3", k
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    if _JAVA is None:
+        return
+    s = _kafka_settings(tmp_path, broker_port=19092, kafka_nodes=3, kafka_heap_mb=256)
+    c = local_broker(s)
+    assert isinstance(c, KafkaCluster) and c.durable
+    assert c.bootstrap == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert [(n.node_id, n.port, n.controller_port, n.heap_mb) for n in c.nodes] == [
+        (1, 19092, 19093, 256),
+        (2, 19094, 19095, 256),
+        (3, 19096, 19097, 256),
+    ]
+    assert [n.home for n in c.nodes] == [tmp_path / "var" / "kafka" / f"node-{i}" for i in (1, 2, 3)]
+    assert [n.log_path for n in c.nodes] == [tmp_path / "var" / "logs" / f"kafka-node-{i}.log" for i in (1, 2, 3)]
+    assert {n.cluster_id_file for n in c.nodes} == {tmp_path / "var" / "kafka" / "cluster.id"}
+    assert {n.voters for n in c.nodes} == {"1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"}
+    assert isinstance(local_broker(_kafka_settings(tmp_path)), ApacheKafka)  # one node: as before
+    with pytest.raises(BrokerError, match="needs RTQIS_BROKER=kafka"):
+        local_broker(load_settings(data_dir=tmp_path, kafka_nodes=3))
 
 
 def test_java_or_maven_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,22 +248,38 @@ def test_storage_is_formatted_once_and_data_survives_a_restart(tmp_path: Path) -
 # --- `rtqis broker` with RTQIS_BROKER=kafka: clean stop, no orphan -----------------------------------------
 
 
-def _rtqis_broker(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
-    port, _ = _ports()
+def _port_block(n: int) -> int:
+    """A port p such that p .. p + n - 1 are all free (cluster node i takes p + 2(i-1) and the next),
+    below Linux's ephemeral range (32768+): formatting three nodes takes seconds, and a port the OS may
+    give any outgoing connection meanwhile (as ``free_port`` picks) can be gone by the time a node binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(port_is_free("127.0.0.1", p + i) for i in range(n)):
+            return p
+    raise AssertionError(f"no {n} free consecutive ports")
+
+
+def _rtqis_broker(tmp_path: Path, nodes: int = 1) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """`rtqis broker` with RTQIS_BROKER=kafka (``--nodes nodes``), once it says it is ready."""
+    port = _ports()[0] if nodes == 1 else _port_block(2 * nodes)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
     env.update(RTQIS_BROKER="kafka", RTQIS_BROKER_PORT=str(port), RTQIS_DATA_DIR=str(tmp_path / "var"))
+    env.update(RTQIS_KAFKA_HEAP_MB="256")
     log = tmp_path / "broker.out"
     with log.open("wb") as out:
         p = subprocess.Popen(
-            [sys.executable, "-m", "rtqis", "broker"],
+            [sys.executable, "-m", "rtqis", "broker", *(["--nodes", str(nodes)] if nodes > 1 else [])],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent(),
         )
-    wait_until(lambda: b"ready on" in log.read_bytes() or p.poll() is not None, 120, "rtqis broker (kafka)")
+    wait_until(lambda: b"ready on" in log.read_bytes() or p.poll() is not None, 120 * nodes, "rtqis broker (kafka)")
     assert p.poll() is None, log.read_text(errors="replace")
-    assert b"Apache Kafka ready on 127.0.0.1:" in log.read_bytes()
+    assert (b"Apache Kafka ready on 127.0.0.1:" if nodes == 1 else b"Apache Kafka cluster ready on 127.0.0.1:") in (
+        log.read_bytes()
+    )
     return p, log, port
 
 

@@ -197,11 +197,27 @@ LocalBroker = BrokerProcess
 
 def local_broker(settings: Settings, port: int | None = None, log_path: Path | None = None) -> LocalBroker:
     """The broker RT-QIS runs itself, as ``settings.broker`` says (``RTQIS_BROKER``): embedded Tansu, or
-    Apache Kafka (:class:`rtqis.kafka.apache.ApacheKafka`) with its data in ``RTQIS_DATA_DIR/kafka``.
+    Apache Kafka (:class:`rtqis.kafka.apache.ApacheKafka`) with its data in ``RTQIS_DATA_DIR/kafka``, a
+    cluster of ``RTQIS_KAFKA_NODES`` of them when more than 1 (:class:`rtqis.kafka.apache.KafkaCluster`).
 
     ``port`` defaults to ``broker_port``; ``log_path`` to ``broker.log`` (Tansu) or ``kafka.log`` in the
     log dir. Not started: call ``start()`` or use it as a context manager."""
     port = port or settings.broker_port
+    if settings.kafka_nodes > 1 and settings.broker != "kafka":
+        raise BrokerError(f"RTQIS_KAFKA_NODES={settings.kafka_nodes} needs RTQIS_BROKER=kafka (Tansu runs one node)")
+    if settings.broker == "kafka" and settings.kafka_nodes > 1:
+        from rtqis.kafka.apache import KafkaCluster
+
+        return KafkaCluster(
+            settings.broker_host,
+            port,
+            settings.data_dir,
+            log_path or settings.log_dir / "kafka.log",
+            nodes=settings.kafka_nodes,
+            kafka_home=settings.kafka_home,
+            heap_mb=settings.kafka_heap_mb,
+            partitions=settings.partitions,
+        )
     if settings.broker == "kafka":
         from rtqis.kafka.apache import ApacheKafka
 
