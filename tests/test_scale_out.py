@@ -49,7 +49,11 @@ WINDOWS = {"ols_window": 60, "zscore_window": 60, "huber_window": 120, "huber_re
 #: frames, 5 closed 1m candles and one 5m candle per symbol, ~330 PairSignals per pair (the time of the
 #: file is mostly the worker's per-frame cost: frames, not trades, make it longer)
 FEED_S, RATE, FRAME_S = 330, 4.0, 2
-START_MS = 1_723_161_600_000  # a whole 5 minutes: every candle window is complete
+#: the feed's event time: a whole 5 minutes (every candle window complete) a day ago. Not older: Apache
+#: Kafka deletes records whose timestamp is past the topic's retention (7 days; checked every minute by
+#: the local Kafka), so a feed from 2024 was deleted under the workers (a restarted one's committed
+#: offset was then out of range and half the outputs never came)
+START_MS = (int(time.time() * 1000) - 86_400_000) // 300_000 * 300_000
 #: a worker joins, is given partitions and recovers its tables within this (s); Kafka's JVM may be busy
 READY_S = 90.0
 #: the outputs are complete within this after the input is in (s); a rebalance takes ~6 - 15 s of it
