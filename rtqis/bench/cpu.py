@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,19 @@ class CpuMeter:
         b = broker_pid(self.settings.bootstrap)
         named = {"producer": psutil.Process().pid, **({"broker": b} if b else {}), **pids}
         self.pids = {k: v for k, v in named.items() if v is not None}
-        self.before = {k: c for k, pid in self.pids.items() if (c := _cpu_s(pid)) is not None}
+        self.before = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {k: c for k, pid in self.pids.items() if (c := _cpu_s(pid)) is not None}
+
+    def idle(self, seconds: float) -> dict[str, float]:
+        """CPU % of one core per process over ``seconds`` of no input (call after :meth:`start`, before
+        the feed): what the processes cost by the clock alone (fetch polls, heartbeats, timers)."""
+        a = self._now()
+        time.sleep(seconds)
+        b = self._now()
+        self.before = b
+        return {k: round(100 * (b[k] - a[k]) / seconds, 1) for k in a if k in b and k != "producer"}
 
     def mark(self, name: str) -> None:
         """Stop counting ``name`` now (the producer once it has sent everything)."""

@@ -22,6 +22,8 @@ __all__ = ["SCALING_PLAN", "bench_e2e", "bench_scaling"]
 
 log = logging.getLogger(__name__)
 
+#: seconds of no input before the feed, over which each process's idle CPU is measured
+_IDLE_S = 3.0
 #: (pairs, partitions, workers) of each scaling run, in order; the first two give the 100-pair cost
 SCALING_PLAN: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (100, 1, 1), (1, 4, 1), (1, 4, 2))
 
@@ -83,6 +85,7 @@ def bench_e2e(
             wait_ready(k)
         feed = s.model_copy(update={"synthetic_rate": rate})
         cpu.start({f"worker{i}": k.pid for i, k in enumerate(kids)} | {"sink": sink.pid})
+        idle = cpu.idle(_IDLE_S)
         t0 = time.monotonic()
         # the market starts on a whole sample time: from a random phase of the grid, when each pair's
         # first joint sample falls varied, and with it the first minute's signal count (52,779 - 52,873
@@ -134,6 +137,7 @@ def bench_e2e(
         "worker_rss_anon_mb": peak["worker_anon"],
         "sink_rss_mb": peak["sink"],
         "cpu_s": cpu_s,
+        "idle_cpu_pct": idle,
         "worker_shares": shares,
     }
     say(
@@ -144,6 +148,7 @@ def bench_e2e(
         f"sink {peak['sink']:.0f} MB"
     )
     say("  CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_s.items()) + f" in {t_all:.1f} s wall")
+    say("  idle CPU % of a core: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items()))
     if workers > 1:
         say(
             "  "
