@@ -31,7 +31,9 @@ from rtqis.topics import CANDLES_1M, CANDLES_5M, LEGS, PAIR, TRADES
 from rtqis.topics.registry import app_id
 from tests.conftest import Procs, collect, env_of, make_settings
 
-pytestmark = [pytest.mark.broker, pytest.mark.integration]
+# the module's reference run (a whole pipeline, and the session broker's start) is charged to the first
+# test: on a loaded 2-core machine with Apache Kafka that took 229 s of pytest-timeout's default 300 s
+pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.timeout(600)]
 
 PARTITIONS = 4
 #: leader first; with the producer's key hash over 4 partitions: ETHUSDT 0, ADAUSDT 1, BNBUSDT 2,
@@ -45,10 +47,10 @@ SYMBOLS = (
 #: each pair's legs on two partitions, so most pairs have a leg on each worker
 PAIRS = ("ETHUSDT/BTCUSDT", "ADAUSDT/BTCUSDT", "BNBUSDT/ETHUSDT")
 WINDOWS = {"ols_window": 60, "zscore_window": 60, "huber_window": 120, "huber_refit_every": 10, "adf_window": 200}
-#: event time of the feed (s), trades per second per symbol and seconds per frame: ~5,300 trades in ~660
-#: frames, 5 closed 1m candles and one 5m candle per symbol, ~330 PairSignals per pair (the time of the
-#: file is mostly the worker's per-frame cost: frames, not trades, make it longer)
-FEED_S, RATE, FRAME_S = 330, 4.0, 2
+#: event time of the feed (s), trades per second per symbol and seconds per frame: ~3,000 trades in ~380
+#: frames, 3 closed 1m candles per symbol, ~190 PairSignals per pair (the time of the file is mostly the
+#: workers' start, group joins and per-frame cost: frames, not trades, make it longer)
+FEED_S, RATE, FRAME_S = 190, 4.0, 2
 #: the feed's event time: a whole 5 minutes (every candle window complete) a day ago. Not older: Apache
 #: Kafka deletes records whose timestamp is past the topic's retention (7 days; checked every minute by
 #: the local Kafka), so a feed from 2024 was deleted under the workers (a restarted one's committed
@@ -214,7 +216,7 @@ def reference(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
     pairs = {k[0] for k in got if len(k) == 2}
     candles = [k for k in got if len(k) == 3]
     assert pairs == set(PAIRS), pairs
-    assert len(candles) >= len(SYMBOLS) * (FEED_S // 60 + FEED_S // 300), candles  # the last ones stay open
+    assert len(candles) >= len(SYMBOLS) * (FEED_S // 60), candles  # the last minute stays open
     assert not any((tmp / "cwd").iterdir()), "the worker wrote into its current directory"
     return got
 
