@@ -54,8 +54,10 @@ def bench_e2e(
     after the rows are durable). ``symbols`` (default: :func:`symbols_for`) names the symbols.
 
     The result's ``cpu_s`` is the CPU time (user + system, s) of each process over the run: producer
-    (this process), broker (when it listens on this machine), each worker, sink; ``worker_shares``
-    which ticks.trade partitions each worker held and the share of the frames in them."""
+    (this process), broker (when it listens on this machine), each worker, sink; ``idle_cpu_pct`` the
+    same processes' CPU (% of one core) over the 3 s before the feed, with no input (fetch polls,
+    heartbeats, timers); ``worker_shares`` which ticks.trade partitions each worker held and the share
+    of the frames in them."""
     if symbols is None:
         symbols = symbols_for(max(2, min(15, pairs + 1)) if pairs > 1 else 2)
     s = fresh_namespace(
