@@ -22,8 +22,6 @@ __all__ = ["SCALING_PLAN", "bench_e2e", "bench_scaling"]
 
 log = logging.getLogger(__name__)
 
-#: seconds of no input before the feed, over which each process's idle CPU is measured
-_IDLE_S = 3.0
 #: (pairs, partitions, workers) of each scaling run, in order; the first two give the 100-pair cost
 SCALING_PLAN: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (100, 1, 1), (1, 4, 1), (1, 4, 2))
 
@@ -44,6 +42,7 @@ def bench_e2e(
     workers: int = 1,
     rate: float = 25.0,
     symbols: list[str] | None = None,
+    idle_s: float = 0.0,
     say: Say = print,
 ) -> dict[str, Any]:
     """``n`` synthetic trades through the whole pipeline: producer -> worker (candles, pair sampler,
@@ -55,7 +54,7 @@ def bench_e2e(
 
     The result's ``cpu_s`` is the CPU time (user + system, s) of each process over the run: producer
     (this process), broker (when it listens on this machine), each worker, sink; ``idle_cpu_pct`` the
-    same processes' CPU (% of one core) over the 3 s before the feed, with no input (fetch polls,
+    same processes' CPU (% of one core) over ``idle_s`` seconds before the feed, with no input (fetch polls,
     heartbeats, timers); ``worker_shares`` which ticks.trade partitions each worker held and the share
     of the frames in them."""
     if symbols is None:
@@ -87,7 +86,7 @@ def bench_e2e(
             wait_ready(k)
         feed = s.model_copy(update={"synthetic_rate": rate})
         cpu.start({f"worker{i}": k.pid for i, k in enumerate(kids)} | {"sink": sink.pid})
-        idle = cpu.idle(_IDLE_S)
+        idle = cpu.idle(idle_s) if idle_s > 0 else {}
         t0 = time.monotonic()
         # the market starts on a whole sample time: from a random phase of the grid, when each pair's
         # first joint sample falls varied, and with it the first minute's signal count (52,779 - 52,873
@@ -150,7 +149,8 @@ def bench_e2e(
         f"sink {peak['sink']:.0f} MB"
     )
     say("  CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_s.items()) + f" in {t_all:.1f} s wall")
-    say("  idle CPU % of a core: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items()))
+    if idle:
+        say("  idle CPU % of a core: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items()))
     if workers > 1:
         say(
             "  "

@@ -10,8 +10,9 @@ Why: 2 workers were measured no faster than 1 (section ``scaling``). Two causes 
 - the machine: every process of the run shares 2 cores. The sum of their CPU seconds over 2 is the
   shortest wall time the run can take (the ceiling), whatever the number of workers.
 
-Each run is :func:`rtqis.bench.e2e.bench_e2e` (producer -> worker(s) -> sink) with its ``cpu_s`` and
-``worker_shares``; this section adds ``cpu_ms_per_1k_ticks`` per process and ``ceiling_ticks_per_s``.
+Each run is :func:`rtqis.bench.e2e.bench_e2e` (producer -> worker(s) -> sink) with its ``cpu_s``,
+``worker_shares`` and ``idle_cpu_pct``; this section adds ``cpu_ms_per_1k_ticks`` per process and
+``ceiling_ticks_per_s``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ SPREAD_SYMBOLS: tuple[str, ...] = tuple(
         "APT",
     ]
 )
+#: seconds of no input before each feed, over which each process's idle CPU is measured
+IDLE_S = 3.0
 #: partitions of every scale run
 PARTITIONS = 4
 #: (label, symbols, pairs) of each load; each runs with 1 then 2 workers
@@ -92,6 +95,7 @@ def bench_scale(settings: Settings, ticks: int, tmp: Path, say: Say) -> list[dic
                 partitions=PARTITIONS,
                 workers=workers,
                 symbols=list(symbols),
+                idle_s=IDLE_S,
                 say=say,
             )
             r |= {"load": label} | _figures(r, cores)
