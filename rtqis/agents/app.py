@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rtqis.agents.books import PairBook, SymbolBook
-from rtqis.agents.config import app_config, recovery_fix
+from rtqis.agents.config import app_config, faust_datadir, recovery_fix
 from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     """
     fix = recovery_fix(settings, exact_end_offsets)
     apply_patches(settings, fix)
+    faust_datadir(settings).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = RtqisApp(app_id(settings.namespace), **app_config(settings, fix))
     log.info("recovery fix: %s; fetch wait %d ms", fix, settings.fetch_max_wait_ms)
 

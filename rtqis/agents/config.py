@@ -5,18 +5,30 @@ bench/README.md).
   offsets fail the self-check at start (``RTQIS_RECOVERY_FIX``, :func:`recovery_fix`);
 - consumer fetch wait = ``RTQIS_FETCH_MAX_WAIT_MS`` (Faust hard-codes 1,500 ms and the broker holds each
   fetch that long even when data is there: :mod:`rtqis.agents.patches`);
-- rebalance/session timeouts of a few seconds (the group join waits for the rebalance timeout).
+- rebalance/session timeouts of a few seconds (the group join waits for the rebalance timeout);
+- Faust's data directory under ``RTQIS_DATA_DIR`` (:func:`faust_datadir`), not the current directory.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rtqis.agents.security import broker_credentials
 from rtqis.kafka.offsets import broker_capabilities
 from rtqis.settings import Settings
+from rtqis.topics.registry import app_id
 
-__all__ = ["app_config", "recovery_fix"]
+__all__ = ["app_config", "faust_datadir", "recovery_fix"]
+
+
+def faust_datadir(settings: Settings) -> Path:
+    """Faust's data directory of the worker: ``RTQIS_DATA_DIR/faust/<app id>``.
+
+    Faust's default is ``"{app id}-data"`` relative to the current directory, so every worker, test
+    and replay left a ``rtqis-...-data/v1/tables`` folder (empty: the tables are in memory) wherever it
+    was started. Faust makes this directory without its parents: the caller creates the parent."""
+    return settings.data_dir / "faust" / app_id(settings.namespace)
 
 
 def recovery_fix(settings: Settings, exact_end_offsets: bool | None = None) -> str:
@@ -38,6 +50,7 @@ def app_config(settings: Settings, fix: str) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
         "store": "memory://",
+        "datadir": str(faust_datadir(settings)),
         "topic_partitions": settings.partitions,
         "topic_allow_declare": True,
         # the group join waits for the rebalance timeout: keep it short (measured ~4.5 s to Ready)

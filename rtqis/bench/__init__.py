@@ -6,6 +6,8 @@ Sections (each runs on the embedded broker, or the configured one, in its own na
 - raw: confluent-kafka consume rate of the tick frames, the ceiling (:mod:`rtqis.bench.raw`);
 - e2e: ticks through producer -> worker -> sink (:mod:`rtqis.bench.e2e`);
 - scaling: e2e with 1 vs 100 pairs, 1 vs 4 partitions, 1 vs 2 workers (:mod:`rtqis.bench.e2e`);
+- scale (opt-in): 1 vs 2 workers on 4 partitions, 20 symbols / 10 pairs and 100 pairs, CPU time per
+  process (producer, broker, workers, sink) and the ceiling on this machine's cores (:mod:`rtqis.bench.scale`);
 - latency: a steady live-like feed; latency per hop, produce -> consume up to the pair signal
   (:mod:`rtqis.bench.latency`);
 - shapes (opt-in): Faust worker throughput with one tick per message vs frames of 50/500/5000 ticks,
@@ -33,7 +35,7 @@ __all__ = ["ALL_SECTIONS", "BROKER_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECT
 #: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
 DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
 #: sections run only when named in ``--only``
-OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay", "day")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay", "day", "scale")
 ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
 #: the sections that need a broker (`rtqis bench --only signals` starts none)
-BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak", "replay")
+BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak", "replay", "scale")

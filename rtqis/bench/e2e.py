@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rtqis.bench.cpu import CpuMeter, worker_shares
 from rtqis.bench.harness import Say, fresh_namespace, median_runs, pairs_of, start_rtqis, symbols_for, wait_ready
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.process import free_port
@@ -40,6 +41,8 @@ def bench_e2e(
     partitions: int = 1,
     workers: int = 1,
     rate: float = 25.0,
+    symbols: list[str] | None = None,
+    idle_s: float = 0.0,
     say: Say = print,
 ) -> dict[str, Any]:
     """``n`` synthetic trades through the whole pipeline: producer -> worker (candles, pair sampler,
@@ -47,8 +50,15 @@ def bench_e2e(
     of ``rate`` trades/s per symbol of event time (the recorded Binance capture: BTCUSDT 30, ETHUSDT
     22), so the per-sample analytics cost what they cost on real data. Timed from the first tick
     produced to the moment the sink has committed every trade, candle and signal (it commits only
-    after the rows are durable)."""
-    symbols = symbols_for(max(2, min(15, pairs + 1)) if pairs > 1 else 2)
+    after the rows are durable). ``symbols`` (default: :func:`symbols_for`) names the symbols.
+
+    The result's ``cpu_s`` is the CPU time (user + system, s) of each process over the run: producer
+    (this process), broker (when it listens on this machine), each worker, sink; ``idle_cpu_pct`` the
+    same processes' CPU (% of one core) over ``idle_s`` seconds before the feed, with no input (fetch polls,
+    heartbeats, timers); ``worker_shares`` which ticks.trade partitions each worker held and the share
+    of the frames in them."""
+    if symbols is None:
+        symbols = symbols_for(max(2, min(15, pairs + 1)) if pairs > 1 else 2)
     s = fresh_namespace(
         settings,
         symbols=symbols,
@@ -70,10 +80,13 @@ def bench_e2e(
     res: dict[str, Any] = {"ticks": n, "pairs": pairs, "symbols": len(symbols), "partitions": partitions}
     res["align_wait_s"] = s.align_wait_s
     res["workers"] = workers
+    cpu = CpuMeter(s)
     try:
         for k in kids:
             wait_ready(k)
         feed = s.model_copy(update={"synthetic_rate": rate})
+        cpu.start({f"worker{i}": k.pid for i, k in enumerate(kids)} | {"sink": sink.pid})
+        idle = cpu.idle(idle_s) if idle_s > 0 else {}
         t0 = time.monotonic()
         # the market starts on a whole sample time: from a random phase of the grid, when each pair's
         # first joint sample falls varied, and with it the first minute's signal count (52,779 - 52,873
@@ -83,6 +96,7 @@ def bench_e2e(
             feed, rate=rate, max_rate=True, keep_rate=True, limit=n, report_every_s=1e9, book=False, start_ms=start
         )
         t_prod = time.monotonic() - t0
+        cpu.mark("producer")
         worker_group = app_id(s.namespace)
         sink_group = f"rtqis-sink-{s.namespace}"
         peak = {"worker": 0.0, "sink": 0.0, "worker_anon": 0.0}
@@ -106,7 +120,9 @@ def bench_e2e(
         else:
             raise TimeoutError(f"pipeline not drained in time: see {tmp}")
         t_all = time.monotonic() - t0
+        cpu_s = cpu.stop()
         signals = sum(r.end for r in topic_offsets(s, [PAIR.full_name(s.namespace)]))
+        shares = worker_shares(s, [k.log_path for k in kids])
     finally:
         for k in [*kids, sink]:
             k.stop()
@@ -121,6 +137,9 @@ def bench_e2e(
         "worker_rss_mb": peak["worker"],
         "worker_rss_anon_mb": peak["worker_anon"],
         "sink_rss_mb": peak["sink"],
+        "cpu_s": cpu_s,
+        "idle_cpu_pct": idle,
+        "worker_shares": shares,
     }
     say(
         f"end to end, {n:,} trades ({res['event_hours']} h of {len(symbols)} symbols), {pairs} pair(s), "
@@ -129,6 +148,17 @@ def bench_e2e(
         f"{signals:,} signals; worker RSS {peak['worker']:.0f} MB ({peak['worker_anon']:.0f} anonymous), "
         f"sink {peak['sink']:.0f} MB"
     )
+    say("  CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu_s.items()) + f" in {t_all:.1f} s wall")
+    if idle:
+        say("  idle CPU % of a core: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items()))
+    if workers > 1:
+        say(
+            "  "
+            + "; ".join(
+                f"worker{i}: partitions {sorted(w['partitions'])}, {w['share']:.0%} of the frames"
+                for i, w in enumerate(shares)
+            )
+        )
     return res
 
 

@@ -49,7 +49,7 @@ def run_bench(
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
-    """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, latency,
+    """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, scale, latency,
     soak, signals, replay, day); return the results and write them to ``json_path`` when given. The embedded broker
     is started only for sections that need one."""
     tmp = settings.data_dir / "bench"
@@ -112,6 +112,10 @@ def run_bench(
                 lambda s: bench_latency(s, max(3.0, latency_seconds / 4), latency_rate, say, tmp, pairs=100),
                 embedded=broker is not None,
             )
+        if "scale" in sections:
+            from rtqis.bench.scale import bench_scale
+
+            res["scale"] = bench_scale(settings, ticks, tmp, say)
         if "latency" in sections:
             # one steady run is a few dozen pair samples, and runs on the shared 2 cores differ more than
             # samples within a run: the median of --latency-runs runs, each on a fresh broker
