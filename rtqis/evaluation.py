@@ -10,7 +10,8 @@ Protocol (a smaller version of ``notes/signals.md``; seeds and hours are argumen
 - Control markets: ``cointegrated=False`` (random-walk spread) for the false "cointegrated" rate;
   ``hedge_beta=0.8`` for the hedge-ratio error (the leader/follower price ratio is then not the hedge).
 - Real data: Chan's EWA/EWC (daily closes, ``$RTQIS_REFERENCE_DATA/chan/inputData_EWA_EWC.csv``),
-  days 329-1499, no costs, PairModel defaults with a daily sample step.
+  days 329-1499, no costs, PairModel defaults with a daily sample step; and, as details,
+  :func:`chan_innovation_filter` (why the Sharpe >= 2 target is out of reach of the level z).
 
 Run: ``python -m rtqis.evaluation [--seeds N] [--hours H]`` prints a markdown table; :func:`evaluate`
 returns the numbers as a dict (the bench wires it as ``rtqis bench --only signals``).
