@@ -14,7 +14,7 @@ per market. Derived from the data instead, on the pair model's slow clock (:mod:
 at (the spread the filter must not explain away), and the state noise from the spread's half-life ``h``
 (samples): a state-to-observation noise ratio ``q / obs_var = 1 / (K h)^2`` with ``K`` =
 :data:`HEDGE_HALF_LIVES` (10): the hedge drifts on a scale ten times slower than the spread reverts.
-``delta = q / (1 + q)``; on the synthetic market ``obs_var`` ~2e-6 and ``delta`` ~6e-12 (1 s samples,
+``delta = q / (1 + q)``; on the synthetic market ``obs_var`` ~2e-6 and ``delta`` ~7e-12 (1 s samples,
 h ~ 55 s), on Chan's EWA/EWC (daily) ~7e-3 and ~4e-8 (scaled prices).
 Why these (notes/signals.md, 8 seeds x 4 h, hours 2-4): a filter so calibrated has a prediction error
 that follows the spread's level (normalised by its predicted std: correlation 0.90 with the true
