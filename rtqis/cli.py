@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     c = sub.add_parser(
-        "broker", help="run the local broker in the foreground (RTQIS_BROKER: tansu, embedded, or kafka, Apache Kafka)"
+        "broker",
+        help="run the local broker in the foreground (RTQIS_BROKER: auto, the default: Apache Kafka where java is, "
+        "else Tansu; tansu, embedded; kafka, Apache Kafka)",
     )
     c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_BROKER_PORT, 9092)")
     c.add_argument("--create-topics", action="store_true", help="create every registry topic once it is up")

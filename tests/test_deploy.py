@@ -275,3 +275,64 @@ def test_runtime_lock_is_the_lock_without_dev_extras() -> None:
     for name, e in every.items():
         if name not in entries:
             assert not any(lockfile.normalize(v.split()[0]) in entries for v in e.via if not v.startswith("rtqis"))
+
+
+# --- the default local broker (`make run`): RTQIS_BROKER=auto --------------------------------------------
+
+
+def _which(present: set[str]) -> Any:
+    return lambda name, *a, **k: f"/usr/bin/{name}" if name in present else None
+
+
+def test_auto_is_the_default_and_explicit_choices_stand(monkeypatch: Any) -> None:
+    from rtqis.kafka.embedded import broker_kind
+
+    monkeypatch.delenv("RTQIS_BROKER", raising=False)
+    monkeypatch.setenv("RTQIS_CONFIG", "/nonexistent.toml")
+    assert Settings().broker == "auto"
+    monkeypatch.setattr("shutil.which", _which(set()))  # not even java: the explicit choice is still kept
+    assert broker_kind(Settings(broker="tansu")) == "tansu" and broker_kind(Settings(broker="kafka")) == "kafka"
+
+
+def test_auto_runs_kafka_where_java_and_maven_are(monkeypatch: Any, tmp_path: Path) -> None:
+    from rtqis.kafka.apache import ApacheKafka
+    from rtqis.kafka.embedded import broker_kind, local_broker
+
+    monkeypatch.setattr("shutil.which", _which({"java", "mvn"}))
+    s = Settings(broker="auto", data_dir=tmp_path)
+    assert broker_kind(s) == "kafka"
+    assert isinstance(local_broker(s), ApacheKafka)
+
+
+def test_auto_without_java_runs_tansu_and_says_why(monkeypatch: Any, tmp_path: Path, caplog: Any) -> None:
+    from rtqis.kafka.embedded import EmbeddedBroker, broker_kind, local_broker
+
+    monkeypatch.setattr("shutil.which", _which({"mvn"}))
+    s = Settings(broker="auto", data_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="rtqis.kafka.embedded"):
+        assert broker_kind(s) == "tansu"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "Tansu" in lines[0] and "`java` is not on PATH" in lines[0] and "memory" in lines[0]
+    caplog.clear()
+    assert isinstance(local_broker(s), EmbeddedBroker)
+
+
+def test_auto_without_maven_needs_the_jars(monkeypatch: Any, tmp_path: Path, caplog: Any) -> None:
+    from rtqis.kafka.embedded import broker_kind, kafka_unavailable
+
+    monkeypatch.setattr("shutil.which", _which({"java"}))
+    for var in ("KAFKA_HOME", "RTQIS_KAFKA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "empty"
+    (empty / "libs").mkdir(parents=True)
+    assert "not a Kafka distribution" in str(kafka_unavailable(Settings(kafka_home=empty)))
+    with caplog.at_level("WARNING", logger="rtqis.kafka.embedded"):
+        assert broker_kind(Settings(broker="auto", kafka_home=empty)) == "tansu"
+    dist = tmp_path / "kafka"
+    (dist / "libs").mkdir(parents=True)
+    (dist / "libs" / "kafka_2.13-4.4.0.jar").write_bytes(b"")
+    assert kafka_unavailable(Settings(kafka_home=dist)) is None
+    assert broker_kind(Settings(broker="auto", kafka_home=dist)) == "kafka"
+    # no KAFKA_HOME, no Maven: the jars cached by an earlier fetch, or Tansu
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert "Maven" in str(kafka_unavailable(Settings()))
