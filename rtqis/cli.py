@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
+from pydantic import SecretStr
 
 from rtqis import __version__
 from rtqis.bench import ALL_SECTIONS, DEFAULT_SECTIONS
@@ -61,6 +62,14 @@ def cmd_config(s: Settings, a: argparse.Namespace) -> int:
     d = s.masked()
     if a.json:
         print(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
+    elif a.env:
+        # an env file (docker compose env_file, `env $(cat FILE)`): unset and secret values commented out
+        for k, v in d.items():
+            shown = ",".join(map(str, v)) if isinstance(v, list) else v
+            if v is None or isinstance(getattr(s, k), SecretStr):
+                print(f"# RTQIS_{k.upper()}=")
+            else:
+                print(f"RTQIS_{k.upper()}={str(shown).lower() if isinstance(v, bool) else shown}")
     else:
         for k, v in d.items():
             shown = ",".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
@@ -397,11 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_up)
 
     c = sub.add_parser("config", help="print the effective configuration (secrets masked)")
-    c.add_argument("--json", action="store_true", help="as JSON")
+    fmt = c.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="as JSON")
+    fmt.add_argument(
+        "--env", action="store_true", help="as an env file (RTQIS_NAME=value lines, e.g. for deploy/rtqis.env)"
+    )
     c.set_defaults(func=cmd_config)
 
     c = sub.add_parser(
-        "broker", help="run the local broker in the foreground (RTQIS_BROKER: tansu, embedded, or kafka, Apache Kafka)"
+        "broker",
+        help="run the local broker in the foreground (RTQIS_BROKER: auto, the default: Apache Kafka where java is, "
+        "else Tansu; tansu, embedded; kafka, Apache Kafka)",
     )
     c.add_argument("--port", type=_positive_int, help="port (default: RTQIS_BROKER_PORT, 9092)")
     c.add_argument("--create-topics", action="store_true", help="create every registry topic once it is up")

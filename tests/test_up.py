@@ -34,6 +34,7 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RTQIS_")}
     base.update(
         {
+            "RTQIS_BROKER": "tansu",
             "RTQIS_BROKER_PORT": str(free_port()),
             "RTQIS_WORKER_WEB_PORT": str(free_port()),
             "RTQIS_UI_PORT": str(free_port()),

@@ -28,7 +28,16 @@ from rtqis.process import ChildProcess
 if TYPE_CHECKING:
     from rtqis.settings import Settings
 
-__all__ = ["EmbeddedBroker", "LocalBroker", "broker_binary", "local_broker", "port_is_free", "wait_for_broker"]
+__all__ = [
+    "EmbeddedBroker",
+    "LocalBroker",
+    "broker_binary",
+    "broker_kind",
+    "kafka_unavailable",
+    "local_broker",
+    "port_is_free",
+    "wait_for_broker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -195,17 +204,57 @@ LocalBroker = BrokerProcess
 """What `rtqis broker`, `rtqis up` and the tests use of a broker they run themselves."""
 
 
+def kafka_unavailable(settings: Settings) -> str | None:
+    """Why Apache Kafka cannot run here (one phrase), or None when it can: ``java`` on PATH, and the jars
+    in ``KAFKA_HOME``, already fetched into the cache, or fetchable (``mvn`` on PATH)."""
+    import shutil
+
+    if shutil.which("java") is None:
+        return "`java` is not on PATH"
+    if settings.kafka_home is None and shutil.which("mvn") is not None:
+        return None  # Maven fetches the jars on the first start
+    from rtqis.kafka.apache import kafka_classpath
+
+    try:
+        kafka_classpath(settings.kafka_home)  # no Maven here: only checks KAFKA_HOME or the cached jars
+    except BrokerError as e:
+        return str(e)
+    return None
+
+
+def broker_kind(settings: Settings) -> str:
+    """The local broker ``RTQIS_BROKER`` means: ``tansu`` or ``kafka``. ``auto`` (the default) is Apache
+    Kafka wherever it can run (:func:`kafka_unavailable`), because only it can run a day at a Binance-like
+    rate: its memory is bounded (JVM heap) and its log survives a restart, while Tansu keeps every
+    message in memory (~0.5 GB an hour at 250 ticks/s) and a restart loses them (bench/broker_memory.py,
+    deploy/README.md). Else Tansu, with one warning saying why."""
+    if settings.broker != "auto":
+        return settings.broker
+    why = kafka_unavailable(settings)
+    if why is None:
+        return "kafka"
+    log.warning(
+        "RTQIS_BROKER=auto: running the embedded Tansu, not Apache Kafka (%s); Tansu keeps every message in "
+        "memory (~0.5 GB/hour at 250 ticks/s) and loses them when it stops: install Java 17+ and Maven for "
+        "Kafka, or set RTQIS_BROKER=tansu to choose it",
+        why.rstrip("."),
+    )
+    return "tansu"
+
+
 def local_broker(settings: Settings, port: int | None = None, log_path: Path | None = None) -> LocalBroker:
-    """The broker RT-QIS runs itself, as ``settings.broker`` says (``RTQIS_BROKER``): embedded Tansu, or
-    Apache Kafka (:class:`rtqis.kafka.apache.ApacheKafka`) with its data in ``RTQIS_DATA_DIR/kafka``, a
-    cluster of ``RTQIS_KAFKA_NODES`` of them when more than 1 (:class:`rtqis.kafka.apache.KafkaCluster`).
+    """The broker RT-QIS runs itself, as ``settings.broker`` says (``RTQIS_BROKER``, see :func:`broker_kind`):
+    embedded Tansu, or Apache Kafka (:class:`rtqis.kafka.apache.ApacheKafka`) with its data in
+    ``RTQIS_DATA_DIR/kafka``, a cluster of ``RTQIS_KAFKA_NODES`` of them when more than 1
+    (:class:`rtqis.kafka.apache.KafkaCluster`).
 
     ``port`` defaults to ``broker_port``; ``log_path`` to ``broker.log`` (Tansu) or ``kafka.log`` in the
     log dir. Not started: call ``start()`` or use it as a context manager."""
     port = port or settings.broker_port
-    if settings.kafka_nodes > 1 and settings.broker != "kafka":
+    kind = broker_kind(settings)
+    if settings.kafka_nodes > 1 and kind != "kafka":
         raise BrokerError(f"RTQIS_KAFKA_NODES={settings.kafka_nodes} needs RTQIS_BROKER=kafka (Tansu runs one node)")
-    if settings.broker == "kafka" and settings.kafka_nodes > 1:
+    if kind == "kafka" and settings.kafka_nodes > 1:
         from rtqis.kafka.apache import KafkaCluster
 
         return KafkaCluster(
@@ -218,7 +267,7 @@ def local_broker(settings: Settings, port: int | None = None, log_path: Path | N
             heap_mb=settings.kafka_heap_mb,
             partitions=settings.partitions,
         )
-    if settings.broker == "kafka":
+    if kind == "kafka":
         from rtqis.kafka.apache import ApacheKafka
 
         return ApacheKafka(
