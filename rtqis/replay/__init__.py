@@ -369,7 +369,8 @@ def feed_settings(s: Settings, speed: float | None) -> tuple[Settings, float]:
     """The settings and speed the replay's file feed runs with.
 
     Paced (``speed`` given): as configured. As fast as possible: no frame may span more than half of
-    ``align_wait_s`` of event time (at most 10 s, the settings' bound on ``frame_max_ms``). Why: a feed
+    ``align_wait_s`` of event time (30 s by default; the settings' 10 s bound on ``frame_max_ms`` is for
+    a live feed's latency, this copy is the replay feed's alone). Why: a feed
     that cuts frames by count only lets a sparse symbol's frame cover minutes (500 trades of a symbol at
     2 trades/s: 250 s); the worker then holds one leg's samples far ahead of the other's, beyond the
     aligner's wait, and the pair goes on with the late leg's stale price: signals flagged ``stale_leg``
@@ -379,7 +380,7 @@ def feed_settings(s: Settings, speed: float | None) -> tuple[Settings, float]:
     ``frame_max_ms`` = that bound."""
     if speed is not None:
         return s, speed
-    span_ms = max(1, min(10_000, int(s.align_wait_s * 1000 / 2)))
+    span_ms = max(1, int(s.align_wait_s * 1000 / 2))
     return s.model_copy(update={"frame_max_ms": span_ms}), _MAX_SPEED
 
 
