@@ -17,6 +17,8 @@ replaced by the next sink (it holds the database lock, so no other sink can be s
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import logging
 import os
@@ -38,6 +40,30 @@ __all__ = ["HistoryServer"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
+
+_TRIM_BYTES = 1 << 20
+"""An answer at least this large (bytes) is followed by :func:`_trim`."""
+
+
+def _load_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library: nothing to do)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def _trim() -> None:
+    """Give the memory freed after a large answer back to the system (#22). Each reader connection is
+    a thread, and glibc keeps what a thread freed in that thread's arena: without this the sink held
+    ~100 MB more after a few 24 h reads (20 MB of signals each), RSS that grew over a day of dashboard
+    reads though nothing was kept."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _answer(result: Any) -> tuple[bytes, bytes | memoryview]:
@@ -82,6 +108,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 except Exception as e:  # noqa: BLE001 - any failure is answered, the sink goes on
                     tag, payload = b"E", f"{type(e).__name__}: {e}".encode()[:4000]
                 self._send(sock, tag, payload)
+                if len(payload) >= _TRIM_BYTES:
+                    del payload
+                    _trim()
         finally:
             with self.server.lock:
                 self.server.readers.discard(reader)
