@@ -90,11 +90,35 @@ def _keep_history(s: Settings) -> None:
             time.sleep(0.5)
 
 
+def _patient_offsets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the replay's progress poll (not the pipeline) retry an offset lookup that fails for a while
+    on a cluster: after a kill (the metadata still names the dead leader: Not leader for partition, or a
+    timeout) or on a fresh cluster (Not coordinator); returns the list of the failures it rode out."""
+    failures: list[str] = []
+    plain = replay_module._offsets
+
+    def patient(*args: Any) -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return plain(*args)
+            except BrokerError as e:
+                failures.append(str(e))
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    monkeypatch.setattr(replay_module, "_offsets", patient)
+    return failures
+
+
 @pytest.fixture(scope="module")
 def clean(cluster: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> ReplayResult:
     """One uninterrupted replay on the cluster: the reference outputs."""
     s = make_settings(cluster.bootstrap, tmp_path_factory.mktemp("clean"))
-    return run_replay(s, FILES, namespace="clean", on_ready=_keep_history)
+    with pytest.MonkeyPatch.context() as mp:  # a fresh cluster's group coordinator may move: Not coordinator
+        _patient_offsets(mp)
+        return run_replay(s, FILES, namespace="clean", on_ready=_keep_history)
 
 
 def _admin(bootstrap: str) -> AdminClient:
@@ -168,28 +192,6 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
-
-
-def _patient_offsets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make the replay's progress poll (not the pipeline) retry an offset lookup that fails for a while
-    after a kill (the metadata still names the dead leader: Not leader for partition, or a timeout);
-    returns the list of the failures it rode out."""
-    failures: list[str] = []
-    plain = replay_module._offsets
-
-    def patient(*args: Any) -> Any:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return plain(*args)
-            except BrokerError as e:
-                failures.append(str(e))
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    monkeypatch.setattr(replay_module, "_offsets", patient)
-    return failures
 
 
 def test_a_broker_sigkilled_mid_replay_changes_nothing(
