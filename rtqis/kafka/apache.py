@@ -31,8 +31,9 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from rtqis.errors import BrokerError, PortInUseError
 from rtqis.kafka.embedded import BrokerProcess, port_is_free
@@ -157,15 +158,24 @@ def kafka_classpath(kafka_home: Path | None = None, cache_dir: Path | None = Non
 
 
 def server_properties(
-    *, host: str, port: int, controller_port: int, log_dirs: Path, partitions: int = 1, retention_hours: int = 24
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    partitions: int = 1,
+    retention_hours: int = 24,
+    extra: Mapping[str, object] | None = None,
 ) -> str:
     """The ``server.properties`` of a single combined broker+controller node on loopback ``host``.
 
     Replication factors are 1 (one node); retention is by time (``retention_hours``) in 64 MB segments,
     so the disk holds about one day of the feed; consumer groups start at once (no initial rebalance
     delay: tests and `rtqis up` start workers right after the broker); the minimum session stays Kafka's
-    default (6 s), as on any cluster: the worker asks for exactly that (rtqis.agents.config)."""
-    props = {
+    default (6 s), as on any cluster: the worker asks for exactly that (rtqis.agents.config).
+
+    ``extra`` adds or replaces entries, e.g. a SASL_SSL listener (:func:`rtqis.kafka.tls.sasl_ssl_properties`)."""
+    props: dict[str, object] = {
         "node.id": 1,
         "process.roles": "broker,controller",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
@@ -194,6 +204,7 @@ def server_properties(
         "num.io.threads": 2,
         "num.recovery.threads.per.data.dir": 1,
     }
+    props.update(extra or {})
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -206,8 +217,13 @@ def _cluster_id(path: Path) -> str:
     return cid
 
 
-def format_storage(java: str, classpath: str, config: Path, log_dirs: Path, cluster_id_file: Path) -> bool:
-    """Format ``log_dirs`` for KRaft unless it already is (``meta.properties`` present); True if it formatted."""
+def format_storage(
+    java: str, classpath: str, config: Path, log_dirs: Path, cluster_id_file: Path, scram: Sequence[str] = ()
+) -> bool:
+    """Format ``log_dirs`` for KRaft unless it already is (``meta.properties`` present); True if it formatted.
+
+    ``scram`` are ``--add-scram`` specs (:func:`rtqis.kafka.tls.scram_credentials`): SCRAM users created
+    in the metadata log at format time."""
     if (log_dirs / "meta.properties").exists():
         return False
     cid = _cluster_id(cluster_id_file)
@@ -224,6 +240,7 @@ def format_storage(java: str, classpath: str, config: Path, log_dirs: Path, clus
         "-c",
         str(config),
         "--ignore-formatted",
+        *(a for spec in scram for a in ("--add-scram", spec)),
     ]
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=_FORMAT_TIMEOUT_S, check=False)
@@ -240,7 +257,9 @@ class ApacheKafka(BrokerProcess):
     """A single-node Apache Kafka (KRaft, combined roles) on ``host:port``; a context manager.
 
     ``data_dir`` holds its config, cluster id and data (``data_dir/kafka``); ``controller_port``
-    defaults to ``port + 1``; ``heap_mb`` bounds the JVM heap.
+    defaults to ``port + 1``; ``heap_mb`` bounds the JVM heap. PLAINTEXT by default; a secured node
+    (:mod:`rtqis.kafka.tls`) takes ``extra_properties`` (its listener), ``scram_users`` (created when the
+    storage is formatted) and ``client_config`` (the librdkafka security settings its readiness probe uses).
     """
 
     label = "Apache Kafka"
@@ -259,6 +278,9 @@ class ApacheKafka(BrokerProcess):
         cache_dir: Path | None = None,
         heap_mb: int = 512,
         partitions: int = 1,
+        extra_properties: Mapping[str, object] | None = None,
+        scram_users: Sequence[str] = (),
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.controller_port = controller_port or port + 1
@@ -268,6 +290,8 @@ class ApacheKafka(BrokerProcess):
         self.heap_mb, self.partitions = heap_mb, partitions
         self.java = _java()
         self.version = "" if kafka_home else kafka_version()
+        self.extra_properties, self.scram_users = dict(extra_properties or {}), list(scram_users)
+        self.client_config = dict(client_config) if client_config else None
         self._child: ChildProcess | None = None
 
     @property
@@ -297,11 +321,12 @@ class ApacheKafka(BrokerProcess):
                 controller_port=self.controller_port,
                 log_dirs=data,
                 partitions=self.partitions,
+                extra=self.extra_properties,
             )
         )
         log4j = self.home / "log4j2.properties"
         log4j.write_text(_LOG4J2)
-        format_storage(self.java, classpath, config, data, self.home / "cluster.id")
+        format_storage(self.java, classpath, config, data, self.home / "cluster.id", self.scram_users)
         return [
             self.java,
             f"-Xmx{self.heap_mb}m",
