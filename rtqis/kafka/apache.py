@@ -235,8 +235,7 @@ def format_storage(
         f"-Dlog4j2.configurationFile={config.parent / 'log4j2.properties'}",
         _STORAGE_TOOL,
         "format",
-        "-t",
-        cid,
+        f"--cluster-id={cid}",  # one argument even when the id starts with "-" (1 in 64 random ids)
         "-c",
         str(config),
         "--ignore-formatted",
