@@ -26,6 +26,7 @@ from rtqis.errors import BrokerError, PortInUseError
 from rtqis.kafka.admin import create_topics, list_topics
 from rtqis.kafka.apache import ApacheKafka
 from rtqis.kafka.clients import MessageProducer, new_consumer
+from rtqis.kafka.offsets import topic_offsets
 from rtqis.kafka.tls import BrokerTls, broker_certificate, make_ca, sasl_ssl_properties, scram_credentials
 from rtqis.process import settings_env
 from rtqis.schemas import models as m
@@ -33,7 +34,7 @@ from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.topics import CANDLES_1M, TICKER, TRADES
-from tests.conftest import Procs, collect, env_of, make_settings
+from tests.conftest import Procs, collect, env_of, make_settings, wait_until
 from tests.test_apache_kafka import _JARS_AVAILABLE, _JAVA, _ports, _skip_reason
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_pipeline import _frame, latest_tickers
@@ -209,10 +210,20 @@ def test_wrong_password_and_untrusted_ca_are_one_clear_line(secure: SecureKafka,
 
 
 def test_the_password_reaches_child_processes() -> None:
-    s = load_settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username="u", sasl_password="pw")
+    sasl = {"sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "u", "sasl_password": "pw"}
+    s = load_settings(security_protocol="SASL_SSL", **sasl)
     env = settings_env(s, {})
     assert (env["RTQIS_SASL_PASSWORD"], env["RTQIS_SASL_MECHANISM"]) == ("pw", "SCRAM-SHA-256")  # not "****"
     assert "pw" not in repr(s) and s.masked()["sasl_password"] == "********"
+
+
+def _has_leader(s: Settings, topic: str) -> bool:
+    """True once the new topic's partitions have a leader (a loaded broker takes a while after creating it)."""
+    try:
+        topic_offsets(s, [topic])
+    except BrokerError:
+        return False
+    return True
 
 
 @pytest.mark.integration
@@ -234,6 +245,7 @@ def test_exactly_once_table_state_is_exact_after_sigkill(secure: SecureKafka, tm
         assert p.flush() == 0
 
     send(100)  # 4,000 trades in 200 frames
+    wait_until(lambda: _has_leader(s, TICKER.full_name(s.namespace)), 60, "the ticker topic's leader")
     worker = procs.start(s, "worker", name="worker")
     collect(s, TICKER.name, lambda rows: sum(r["trades"] for r in rows[-2:]) >= 1_000, timeout_s=120)
     assert Procs.stop(worker, signal.SIGKILL) is not None
