@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 import psutil
+from pydantic import SecretStr
 
 from rtqis.settings import Settings
 
@@ -125,9 +126,13 @@ def rtqis_argv(*args: str) -> list[str]:
 def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child ``rtqis`` that must use exactly ``settings``: ``base`` (default: this
     process's environment) without its ``RTQIS_*`` variables, plus ``RTQIS_<FIELD>`` for every field set
-    (lists comma-separated, unset optionals left out)."""
+    (lists comma-separated, unset optionals left out, secrets such as the SASL password in clear: the
+    child must authenticate too)."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("RTQIS_")}
     for k, v in settings.model_dump(mode="json").items():
+        secret = getattr(settings, k)
+        if isinstance(secret, SecretStr):
+            v = secret.get_secret_value()
         if v is not None:
             env[f"RTQIS_{k.upper()}"] = ",".join(v) if isinstance(v, list) else str(v)
     return env

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "end-offsets (probe the true end when recovering), batch1 (one changelog record per batch), "
         "off; auto = end-offsets when the broker's self-check fails",
     )
+    processing_guarantee: Literal["auto", "at_least_once", "exactly_once"] = Field(
+        "auto",
+        description="the worker's Faust processing guarantee: exactly_once commits table changelogs and input "
+        "offsets in one Kafka transaction; auto = exactly_once when the broker passes the offsets self-check "
+        "(Apache Kafka), at_least_once otherwise (the embedded Tansu cannot run Faust's transactions)",
+    )
     fetch_max_wait_ms: int = Field(
         15, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"
     )
@@ -264,6 +270,20 @@ class Settings(BaseSettings):
         if v and not all(c.isalnum() or c in "-_" for c in v):
             raise ValueError("namespace may contain letters, digits, '-' and '_' only")
         return v
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        """SASL needs a mechanism, a user and a password: without a mechanism librdkafka would try GSSAPI
+        and Faust PLAIN, and the error would not say which setting is missing."""
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                f"RTQIS_{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _pairs_use_symbols(self) -> Settings:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ssl
 
 import faust
+import pytest
+from pydantic import ValidationError
 
-from rtqis.agents.config import app_config, recovery_fix
+from rtqis.agents.config import app_config, processing_guarantee, recovery_fix
 from rtqis.agents.security import broker_credentials
 from rtqis.settings import Settings
 
@@ -41,3 +43,25 @@ def test_app_config_carries_the_credentials() -> None:
     s = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p")
     creds = app_config(s, "off")["broker_credentials"]
     assert isinstance(creds, faust.SASLCredentials) and creds.username == "u"
+
+
+def test_processing_guarantee_follows_the_setting_and_the_broker() -> None:
+    # auto: exactly_once on a broker with Kafka's exact offsets answers, at_least_once on Tansu
+    assert processing_guarantee(Settings(), exact_end_offsets=True) == "exactly_once"
+    assert processing_guarantee(Settings(), exact_end_offsets=False) == "at_least_once"
+    for g in ("exactly_once", "at_least_once"):
+        s = Settings(processing_guarantee=g)
+        assert processing_guarantee(s, exact_end_offsets=True) == processing_guarantee(s, exact_end_offsets=False) == g
+        assert app_config(s, "off", g)["processing_guarantee"] == g
+    assert app_config(Settings(), "off")["processing_guarantee"] == "at_least_once"
+    with pytest.raises(ValidationError):
+        Settings(processing_guarantee="exactly_twice")
+
+
+def test_sasl_needs_a_mechanism_a_user_and_a_password() -> None:
+    with pytest.raises(ValidationError, match="needs RTQIS_SASL_MECHANISM, RTQIS_SASL_PASSWORD"):
+        Settings(security_protocol="SASL_SSL", sasl_username="u")
+    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password="p")
+    creds = broker_credentials(s)
+    assert isinstance(creds, faust.SASLCredentials) and creds.mechanism.value == "SCRAM-SHA-512"
+    assert isinstance(creds.ssl_context, ssl.SSLContext) and creds.ssl_context.check_hostname

@@ -19,7 +19,7 @@ from rtqis.kafka.offsets import broker_capabilities
 from rtqis.settings import Settings
 from rtqis.topics.registry import app_id
 
-__all__ = ["app_config", "faust_datadir", "recovery_fix"]
+__all__ = ["app_config", "faust_datadir", "processing_guarantee", "recovery_fix"]
 
 
 def faust_datadir(settings: Settings) -> Path:
@@ -45,9 +45,25 @@ def recovery_fix(settings: Settings, exact_end_offsets: bool | None = None) -> s
     return fix
 
 
-def app_config(settings: Settings, fix: str) -> dict[str, Any]:
-    """The ``faust.App`` options of the worker for ``settings`` and the recovery ``fix``."""
+def processing_guarantee(settings: Settings, exact_end_offsets: bool | None = None) -> str:
+    """The worker's processing guarantee: ``"exactly_once"`` or ``"at_least_once"``.
+
+    ``RTQIS_PROCESSING_GUARANTEE=auto`` takes exactly_once on a broker that passes the offsets self-check
+    (:func:`rtqis.kafka.offsets.broker_capabilities`: Apache Kafka does), at_least_once on one that fails
+    it: the embedded Tansu, whose transactions Faust cannot use. ``exact_end_offsets`` skips the check.
+    """
+    if settings.processing_guarantee != "auto":
+        return settings.processing_guarantee
+    if exact_end_offsets is None:
+        exact_end_offsets = broker_capabilities(settings).exact_end_offsets
+    return "exactly_once" if exact_end_offsets else "at_least_once"
+
+
+def app_config(settings: Settings, fix: str, guarantee: str = "at_least_once") -> dict[str, Any]:
+    """The ``faust.App`` options of the worker for ``settings``, the recovery ``fix`` and the processing
+    ``guarantee`` (:func:`processing_guarantee`)."""
     conf: dict[str, Any] = {
+        "processing_guarantee": guarantee,
         "broker": f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
         "store": "memory://",
         "datadir": str(faust_datadir(settings)),

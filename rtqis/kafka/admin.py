@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from rtqis.errors import BrokerError
+from rtqis.kafka.clients import SecurityErrors, cluster_metadata
 from rtqis.settings import Settings
 from rtqis.topics import ALL_TOPICS, TopicSpec
 from rtqis.topics.registry import changelog_topics
@@ -30,9 +31,13 @@ log = logging.getLogger(__name__)
 _METADATA_POLL_S = 0.05
 
 
-def admin_client(settings: Settings) -> AdminClient:
+def admin_client(settings: Settings, errors: SecurityErrors | None = None) -> AdminClient:
+    """An admin client; ``errors`` collects authentication / TLS failures (see :func:`cluster_metadata`)."""
     conf = settings.kafka_client_config()
     conf["logger"] = logging.getLogger("rtqis.librdkafka")
+    if errors is not None:
+        conf["error_cb"] = errors
+        conf["log_level"] = 0  # polled for the errors: no log lines on top of the one error raised
     return AdminClient(conf)
 
 
@@ -43,10 +48,10 @@ class TopicInfo:
 
 
 def list_topics(settings: Settings, timeout_s: float = 10.0) -> list[TopicInfo]:
-    try:
-        md = admin_client(settings).list_topics(timeout=timeout_s)
-    except KafkaException as e:
-        raise BrokerError(f"cannot list topics at {settings.bootstrap}: {e}") from None
+    errors = SecurityErrors()
+    md = cluster_metadata(
+        admin_client(settings, errors), errors, f"cannot list topics at {settings.bootstrap}", timeout_s
+    )
     return sorted(
         TopicInfo(name, len(t.partitions)) for name, t in md.topics.items() if not name.startswith(("__", "_rtqis."))
     )
@@ -134,7 +139,8 @@ def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     Returns once the broker's metadata shows every new topic with its partitions (:func:`wait_for_topics`,
     within ``timeout_s`` seconds), so the caller can use them at once. Returns the names created.
     """
-    admin = admin_client(settings)
+    errors = SecurityErrors()
+    admin = admin_client(settings, errors)
     wanted: dict[str, tuple[int, dict[str, str]]] = {}
     for spec in specs:
         wanted[spec.full_name(settings.namespace)] = (
@@ -143,10 +149,8 @@ def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
         )
     for name in changelog_topics(settings.namespace):
         wanted[name] = (settings.partitions, {"cleanup.policy": "compact"})
-    try:
-        existing = {t.topic: len(t.partitions) for t in admin.list_topics(timeout=timeout_s).topics.values()}
-    except KafkaException as e:
-        raise BrokerError(f"cannot reach the broker at {settings.bootstrap}: {e}") from None
+    md = cluster_metadata(admin, errors, f"cannot reach the broker at {settings.bootstrap}", timeout_s)
+    existing = {t.topic: len(t.partitions) for t in md.topics.values()}
     for name, (parts, _) in wanted.items():
         if name in existing and existing[name] != parts:
             raise BrokerError(

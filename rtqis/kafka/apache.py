@@ -36,6 +36,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -177,6 +178,7 @@ def server_properties(
     node_id: int = 1,
     voters: str = "",
     replication: int = 1,
+    extra: Mapping[str, object] | None = None,
 ) -> str:
     """The ``server.properties`` of one combined broker+controller node on loopback ``host``.
 
@@ -187,9 +189,11 @@ def server_properties(
     time (``retention_hours``) in 64 MB segments, so the disk holds about one day of the feed; consumer
     groups start at once (no initial rebalance delay: tests and `rtqis up` start workers right after the
     broker); the minimum session stays Kafka's default (6 s), as on any cluster: the worker asks for
-    exactly that (rtqis.agents.config)."""
+    exactly that (rtqis.agents.config).
+
+    ``extra`` adds or replaces entries, e.g. a SASL_SSL listener (:func:`rtqis.kafka.tls.sasl_ssl_properties`)."""
     min_isr = max(1, replication - 1)
-    props = {
+    props: dict[str, object] = {
         "node.id": node_id,
         "process.roles": "broker,controller",
         "controller.quorum.voters": voters or f"{node_id}@{host}:{controller_port}",
@@ -218,6 +222,7 @@ def server_properties(
         "num.io.threads": 2,
         "num.recovery.threads.per.data.dir": 1,
     }
+    props.update(extra or {})
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -235,8 +240,13 @@ def _cluster_id(path: Path) -> str:
     return cid
 
 
-def format_storage(java: str, classpath: str, config: Path, log_dirs: Path, cluster_id_file: Path) -> bool:
-    """Format ``log_dirs`` for KRaft unless it already is (``meta.properties`` present); True if it formatted."""
+def format_storage(
+    java: str, classpath: str, config: Path, log_dirs: Path, cluster_id_file: Path, scram: Sequence[str] = ()
+) -> bool:
+    """Format ``log_dirs`` for KRaft unless it already is (``meta.properties`` present); True if it formatted.
+
+    ``scram`` are ``--add-scram`` specs (:func:`rtqis.kafka.tls.scram_credentials`): SCRAM users created
+    in the metadata log at format time."""
     if (log_dirs / "meta.properties").exists():
         return False
     cid = _cluster_id(cluster_id_file)
@@ -248,11 +258,11 @@ def format_storage(java: str, classpath: str, config: Path, log_dirs: Path, clus
         f"-Dlog4j2.configurationFile={config.parent / 'log4j2.properties'}",
         _STORAGE_TOOL,
         "format",
-        "-t",
-        cid,
+        f"--cluster-id={cid}",  # one argument even when the id starts with "-" (1 in 64 random ids)
         "-c",
         str(config),
         "--ignore-formatted",
+        *(a for spec in scram for a in ("--add-scram", spec)),
     ]
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=_FORMAT_TIMEOUT_S, check=False)
@@ -272,7 +282,9 @@ class ApacheKafka(BrokerProcess):
     factor 1, its config and data in ``data_dir/kafka``. As node ``node_id`` of a
     :class:`KafkaCluster` it gets the cluster's ``voters`` and ``replication`` and its own ``home``;
     the cluster id is shared (``data_dir/kafka/cluster.id``). ``controller_port`` defaults to
-    ``port + 1``; ``heap_mb`` bounds the JVM heap.
+    ``port + 1``; ``heap_mb`` bounds the JVM heap. PLAINTEXT by default; a secured
+    node (:mod:`rtqis.kafka.tls`) takes ``extra_properties`` (its listener), ``scram_users`` (created when
+    the storage is formatted) and ``client_config`` (the librdkafka security settings its readiness probe uses).
     """
 
     label = "Apache Kafka"
@@ -295,6 +307,9 @@ class ApacheKafka(BrokerProcess):
         voters: str = "",
         replication: int = 1,
         home: Path | None = None,
+        extra_properties: Mapping[str, object] | None = None,
+        scram_users: Sequence[str] = (),
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.controller_port = controller_port or port + 1
@@ -306,6 +321,8 @@ class ApacheKafka(BrokerProcess):
         self.node_id, self.voters, self.replication = node_id, voters, replication
         self.java = _java()
         self.version = "" if kafka_home else kafka_version()
+        self.extra_properties, self.scram_users = dict(extra_properties or {}), list(scram_users)
+        self.client_config = dict(client_config) if client_config else None
         self._child: ChildProcess | None = None
 
     @property
@@ -339,11 +356,12 @@ class ApacheKafka(BrokerProcess):
                 node_id=self.node_id,
                 voters=self.voters,
                 replication=self.replication,
+                extra=self.extra_properties,
             )
         )
         log4j = self.home / "log4j2.properties"
         log4j.write_text(_LOG4J2)
-        format_storage(self.java, classpath, config, data, self.cluster_id_file)
+        format_storage(self.java, classpath, config, data, self.cluster_id_file, self.scram_users)
         return [
             self.java,
             f"-Xmx{self.heap_mb}m",
@@ -370,7 +388,7 @@ class ApacheKafka(BrokerProcess):
     def wait_ready(self, timeout_s: float) -> None:
         """Wait until the spawned node answers a metadata request (stopped again if it does not)."""
         try:
-            wait_for_broker(self.bootstrap, timeout_s, self.proc)
+            wait_for_broker(self.bootstrap, timeout_s, self.proc, self.client_config)
         except BrokerError as e:
             self.stop()
             raise BrokerError(f"{e}{self._log_tail()}") from None

@@ -15,14 +15,17 @@ never dropped silently). A broker away for less than the timeout loses nothing (
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from rtqis.errors import BrokerError
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import encode
 from rtqis.schemas.frames import Frame
@@ -38,6 +41,8 @@ __all__ = [
     "STOP_FLUSH_S",
     "MessageProducer",
     "ProducerStats",
+    "SecurityErrors",
+    "cluster_metadata",
     "consumer_config",
     "producer_config",
 ]
@@ -229,3 +234,43 @@ class MessageProducer:
 
 def new_consumer(settings: Settings, group: str | None = None, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(settings, group, **overrides))
+
+
+#: librdkafka errors that no retry fixes: refused credentials (SASL), an untrusted or failed TLS handshake
+_SECURITY_ERRORS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
+class SecurityErrors:
+    """A librdkafka ``error_cb`` that keeps the last authentication or TLS failure (``cause``, one line).
+
+    librdkafka retries such a broker connection until the request times out and then reports only
+    "Broker transport failure"; the cause reaches the error callback, served by ``poll``."""
+
+    def __init__(self) -> None:
+        self.cause = ""
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.code() in _SECURITY_ERRORS:
+            text = re.sub(r"^\S+://\S+: ", "", err.str())  # "sasl_ssl://host:port/bootstrap: "
+            self.cause = re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+
+
+#: how often a metadata request is retried while waiting, so a security failure ends the wait early (s)
+_METADATA_STEP_S = 0.5
+
+
+def cluster_metadata(admin: AdminClient, errors: SecurityErrors, what: str, timeout_s: float) -> ClusterMetadata:
+    """The cluster's metadata through ``admin`` (made with ``error_cb=errors``), within ``timeout_s``.
+
+    Raises :class:`BrokerError` "``what``: <why>" at once when the broker refuses our credentials or
+    certificate (``errors.cause``), else at the timeout with librdkafka's error."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return admin.list_topics(timeout=max(0.1, min(_METADATA_STEP_S, deadline - time.monotonic())))
+        except KafkaException as e:
+            admin.poll(0)  # serves the error callback
+            if errors.cause:
+                raise BrokerError(f"{what}: {errors.cause}") from None
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"{what}: {e}") from None

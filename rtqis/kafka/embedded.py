@@ -67,9 +67,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the broker answers a metadata request, or raise :class:`BrokerError`."""
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet}
+def wait_for_broker(
+    bootstrap: str,
+    timeout_s: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    client_config: dict[str, Any] | None = None,
+) -> None:
+    """Block until the broker answers a metadata request, or raise :class:`BrokerError`.
+    ``client_config``: librdkafka security settings, for a broker that requires them."""
+    conf: dict[str, Any] = {**(client_config or {}), "bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet}
     admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
     last = ""
@@ -100,6 +106,8 @@ class BrokerProcess:
     port: int
     log_path: Path | None
     _child: ChildProcess | None = None
+    #: librdkafka security settings the readiness probe needs (a broker requiring SASL/TLS)
+    client_config: dict[str, Any] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -126,7 +134,7 @@ class BrokerProcess:
         """Start ``argv`` as the broker process and wait until it answers (stopped again if it does not)."""
         self._child = ChildProcess(name, argv, self.log_path, stop_timeout_s=stop_timeout_s).start(env)
         try:
-            wait_for_broker(self.bootstrap, timeout_s, self.proc)
+            wait_for_broker(self.bootstrap, timeout_s, self.proc, self.client_config)
         except BrokerError as e:
             self.stop()
             raise BrokerError(f"{e}{self._log_tail()}") from None
