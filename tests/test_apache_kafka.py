@@ -149,7 +149,7 @@ def test_three_nodes_are_one_cluster_with_rf3_and_min_isr2(tmp_path: Path) -> No
     assert {n.voters for n in c.nodes} == {"1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"}
     assert isinstance(local_broker(_kafka_settings(tmp_path)), ApacheKafka)  # one node: as before
     with pytest.raises(BrokerError, match="needs RTQIS_BROKER=kafka"):
-        local_broker(load_settings(data_dir=tmp_path, kafka_nodes=3))
+        local_broker(load_settings(data_dir=tmp_path, kafka_nodes=3, broker="tansu"))
 
 
 def test_java_or_maven_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
