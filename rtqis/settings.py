@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     partitions: int = Field(1, ge=1, le=1024, description="partitions of every keyed topic")
     codec: Codec = Field("json", description="wire codec of new messages (consumers read both)")
     compression: Compression = Field("zstd", description="producer compression (broker memory ~6x less)")
+    topic_retention_mb: int = Field(
+        2048,
+        ge=0,
+        description="Apache Kafka keeps at most this many MB per partition of each live non-compacted topic "
+        "(retention by size, not time: record timestamps are event times, so replayed or file-fed history would "
+        "expire at once); 0 = unbounded. Replay namespaces keep everything (they are deleted whole)",
+    )
     frame_max_ticks: int = Field(500, ge=1, le=100_000, description="ticks per frame at most")
     frame_max_ms: int = Field(20, ge=0, le=10_000, description="a frame is sent this long after its first tick")
     recovery_fix: Literal["auto", "end-offsets", "batch1", "off"] = Field(

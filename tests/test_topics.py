@@ -62,14 +62,14 @@ def test_partitions_follow_the_setting_except_the_deadletter() -> None:
             assert t.partitions is None and t.partition_count(8) == 8 and t.partition_count(1) == 1, t.name
 
 
-def test_candles_are_compacted_and_the_rest_expire_after_a_week() -> None:
-    week_ms = 7 * 24 * 3600 * 1000
+def test_candles_are_compacted_and_the_rest_have_no_time_retention() -> None:
+    # record timestamps are event times: a time retention would expire replayed or file-fed history at once
     for t in ALL_TOPICS:
         conf = t.kafka_config()
         if t.name.startswith("candles."):
             assert conf == {"cleanup.policy": "compact"}, t.name  # no retention on a compacted topic
         else:
-            assert conf == {"cleanup.policy": "delete", "retention.ms": str(week_ms)}, t.name
+            assert conf == {"cleanup.policy": "delete", "retention.ms": "-1"}, t.name
     assert {t.name for t in ALL_TOPICS if t.cleanup == "compact"} == {"candles.1m", "candles.5m"}
 
 
@@ -103,3 +103,19 @@ def test_faust_app_and_changelogs_take_the_namespace() -> None:
     assert {table for table, _ in TABLES} >= {"last_trade", "candles", "pair_state"}
     for _, source in TABLES:  # changelogs are created with their source topic's partitions
         assert source in ALL_TOPICS
+
+
+def test_live_delete_topics_are_bounded_by_size_and_replays_keep_everything() -> None:
+    from rtqis.kafka.admin import _topic_config
+    from rtqis.settings import load_settings
+
+    live = load_settings(namespace="", topic_retention_mb=100)
+    replay = load_settings(namespace="r1", topic_retention_mb=100)
+    assert _topic_config(topics.TRADES, live) == {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": str(100 * 1024 * 1024),
+    }
+    assert _topic_config(topics.TRADES, replay) == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    assert _topic_config(topics.CANDLES_1M, live) == {"cleanup.policy": "compact"}
+    assert "retention.bytes" not in _topic_config(topics.TRADES, load_settings(namespace="", topic_retention_mb=0))

@@ -117,23 +117,24 @@ def wait_for_topics(admin: AdminClient, wanted: dict[str, int], timeout_s: float
         time.sleep(_METADATA_POLL_S)
 
 
-def _replay_config(conf: dict[str, str]) -> dict[str, str]:
-    """The config of a replay namespace's topic: no time retention.
+def _topic_config(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    """The Kafka config of ``spec``'s topic in the configured namespace: no time retention, and a bound by
+    size (``RTQIS_TOPIC_RETENTION_MB`` per partition) on the live namespace's "delete" topics.
 
-    Kafka's time retention counts from each record's timestamp, which RT-QIS sets to the event time;
-    a replay of trades older than ``retention.ms`` (7 days) was deleted within the broker's retention
-    check (a minute on the local Kafka), before the worker read it. A replay is finite and its
-    namespace is deleted as a whole, so its topics keep every message (Tansu ignores retention)."""
-    out = dict(conf)
-    if "retention.ms" in out:
-        out["retention.ms"] = "-1"
-    return out
+    Kafka's time retention counts from each record's timestamp, which RT-QIS sets to the event time: a
+    replay of trades older than 7 days was deleted within the broker's retention check (a minute on the
+    local Kafka), before the worker read it. A replay (or test) namespace is finite and deleted as a
+    whole, so its topics keep every message (Tansu ignores retention)."""
+    conf = spec.kafka_config()
+    if conf.get("cleanup.policy") == "delete" and not settings.namespace and settings.topic_retention_mb:
+        conf["retention.bytes"] = str(settings.topic_retention_mb * 1024 * 1024)
+    return conf
 
 
 def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
     """Create every missing topic of ``specs`` (and the Faust changelogs) in the configured namespace.
 
-    A replay namespace's topics have no time retention (:func:`_replay_config`).
+    Topics have no time retention, the live ones a bound by size (:func:`_topic_config`).
     Existing topics are left alone; a partition count that differs from the registry is an error,
     because Faust crashes on a changelog whose partitions differ from its source topic.
     Returns once the broker's metadata shows every new topic with its partitions (:func:`wait_for_topics`,
@@ -145,7 +146,7 @@ def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
     for spec in specs:
         wanted[spec.full_name(settings.namespace)] = (
             spec.partition_count(settings.partitions),
-            _replay_config(spec.kafka_config()) if settings.namespace else spec.kafka_config(),
+            _topic_config(spec, settings),
         )
     for name in changelog_topics(settings.namespace):
         wanted[name] = (settings.partitions, {"cleanup.policy": "compact"})

@@ -44,7 +44,11 @@ class TopicSpec:
     description: str
     partitions: int | None = None
     cleanup: Literal["delete", "compact"] = "delete"
-    retention_ms: int | None = 7 * 24 * 3600 * 1000
+    #: time retention of a "delete" topic; None = none (``retention.ms=-1``). Kafka counts it from each
+    #: record's timestamp, which RT-QIS sets to the event time: with 7 days, a file of 2024 trades fed to
+    #: the live topics was deleted within a minute (the broker's retention check), before the worker read
+    #: it. The disk is bounded by size instead (``RTQIS_TOPIC_RETENTION_MB``, :mod:`rtqis.kafka.admin`).
+    retention_ms: int | None = None
 
     def full_name(self, namespace: str = "") -> str:
         return topic_name(self.name, namespace)
@@ -55,8 +59,8 @@ class TopicSpec:
     def kafka_config(self) -> dict[str, str]:
         """Topic configs for Apache Kafka (the embedded broker ignores them, see README)."""
         conf: dict[str, str] = {"cleanup.policy": self.cleanup}
-        if self.retention_ms is not None and self.cleanup == "delete":
-            conf["retention.ms"] = str(self.retention_ms)
+        if self.cleanup == "delete":
+            conf["retention.ms"] = str(self.retention_ms if self.retention_ms is not None else -1)
         return conf
 
 
