@@ -504,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
         "written as Binance trade files, with the raw consumer ceiling in the same run; --only replay) and day (a "
         "simulated day at --day-rate ticks/s of event time through the sink's storage path: RSS, disk, cost of "
         "making new data visible, history query time at simulated hours 1, 6, 12, 24; --day-days 7 fills a week "
-        "first; no broker; --only day).",
+        "first; no broker; --only day) and scale (1 vs 2 workers on 4 partitions, 20 symbols / 10 pairs and 100 "
+        "pairs: ticks/s and CPU seconds per process; --only scale).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
     c.add_argument("--runs", type=_positive_int, default=3, help="runs per figure: median, min, max (default 3)")
