@@ -28,7 +28,7 @@ lock: setup  ## re-resolve requirements.lock from pyproject.toml's ranges (newes
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --upgrade \
 		--quiet -o requirements.lock
 
-run: setup  ## set up and run the whole system on the embedded broker
+run: setup  ## set up and run the whole system (Apache Kafka where Java is: RTQIS_BROKER=auto; else the embedded Tansu)
 	$(BIN)/rtqis up
 
 # The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`).
