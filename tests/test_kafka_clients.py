@@ -133,3 +133,40 @@ def test_close_flushes_what_is_outstanding(settings: Settings) -> None:
     p.close()
     assert len(p) == 0 and p.stats.delivered == 3
     assert len(_read(settings, TICKER, 3)) == 3
+
+
+def test_offset_lookups_retry_what_clears_by_itself_and_nothing_else() -> None:
+    # a cluster node just killed answers "Not leader" / times out for seconds: retried, bounded
+    from confluent_kafka import KafkaError, KafkaException
+
+    from rtqis.kafka.offsets import is_transient, retry_transient
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return "ok"
+
+    assert retry_transient(flaky, "test", limit_s=10.0) == "ok" and len(calls) == 3
+    assert is_transient(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
+    assert not is_transient(KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)))
+
+    def broken() -> str:
+        calls.append(1)
+        raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    calls.clear()
+    with pytest.raises(KafkaException):
+        retry_transient(broken, "test", limit_s=10.0)
+    assert len(calls) == 1  # not retried
+
+    def always() -> str:
+        calls.append(1)
+        raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+
+    calls.clear()
+    with pytest.raises(KafkaException):
+        retry_transient(always, "test", limit_s=0.5)
+    assert 1 < len(calls) < 10  # retried, then given up at the limit

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from rtqis.errors import BrokerError
 from rtqis.kafka.admin import admin_client, wait_for_topics
@@ -23,12 +24,15 @@ from rtqis.kafka.clients import consumer_config
 from rtqis.settings import Settings
 
 __all__ = [
+    "TRANSIENT_RETRY_S",
     "true_end_offsets",
     "BrokerCapabilities",
     "PartitionOffsets",
     "broker_capabilities",
     "offsets_at_time",
+    "is_transient",
     "partition_bounds",
+    "retry_transient",
     "topic_offsets",
 ]
 
@@ -37,6 +41,46 @@ log = logging.getLogger(__name__)
 _PROBE_TIMEOUT_S = 10.0
 #: consumer overrides of the offset probes: short fetch waits (they read a few records, not a stream)
 _PROBE_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 10}
+#: how long a lookup keeps retrying answers that clear by themselves (a node of a cluster just killed or
+#: restarted, a fresh cluster's coordinator loading); longer than a leader election, shorter than a session
+TRANSIENT_RETRY_S = 30.0
+#: errors that clear by themselves: leadership moving, a coordinator loading, a request timing out (not a
+#: broker that refuses connections: that is for the caller to report at once)
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+}
+T = TypeVar("T")
+
+
+def is_transient(e: KafkaException) -> bool:
+    """True for a broker answer that clears by itself (:data:`_TRANSIENT`, or one librdkafka calls retriable)."""
+    err = e.args[0] if e.args else None
+    return isinstance(err, KafkaError) and (err.code() in _TRANSIENT or err.retriable())
+
+
+def retry_transient(fn: Callable[[], T], what: str, limit_s: float = TRANSIENT_RETRY_S) -> T:
+    """``fn()``, again after a transient broker error (:func:`is_transient`) until ``limit_s`` has passed.
+
+    On a three-node cluster with one node just SIGKILLed, lookups answered "Not leader" and timed out for
+    a few seconds: a worker starting then crashed in the self-check, and a replay's progress poll ended
+    the replay. Any other error, or a transient one past the limit, is raised as it came."""
+    deadline = time.monotonic() + limit_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except KafkaException as e:
+            if not is_transient(e) or time.monotonic() + delay > deadline:
+                raise
+            log.info("%s: %s; retrying in %.1f s", what, e, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 @dataclass(frozen=True)
@@ -106,8 +150,13 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
         c = Consumer(consumer_config(settings))
         try:
             tp = TopicPartition(topic, 0)
-            _, high = c.get_watermark_offsets(tp, timeout=_PROBE_TIMEOUT_S, cached=False)
-            t = c.offsets_for_times([TopicPartition(topic, 0, 1_001_000)], timeout=_PROBE_TIMEOUT_S)[0].offset
+            _, high = retry_transient(
+                lambda: c.get_watermark_offsets(tp, timeout=_PROBE_TIMEOUT_S, cached=False), "self-check end offset"
+            )
+            t = retry_transient(
+                lambda: c.offsets_for_times([TopicPartition(topic, 0, 1_001_000)], timeout=_PROBE_TIMEOUT_S),
+                "self-check time lookup",
+            )[0].offset
         finally:
             c.close()
         caps = BrokerCapabilities(exact_end_offsets=(high == 3), time_index=(t == 1))
@@ -239,6 +288,15 @@ def topic_offsets(
 ) -> list[PartitionOffsets]:
     """Earliest and true end offset of every partition of ``topics`` (+ group lag, + offset at a time)."""
     caps = broker_capabilities(settings)
+    try:
+        return retry_transient(lambda: _topic_offsets(settings, caps, topics, group, at_time_ms), "offset lookup")
+    except KafkaException as e:  # transient, but for longer than TRANSIENT_RETRY_S
+        raise BrokerError(f"offset lookup failed: {e}") from None
+
+
+def _topic_offsets(
+    settings: Settings, caps: BrokerCapabilities, topics: list[str], group: str | None, at_time_ms: int | None
+) -> list[PartitionOffsets]:
     c = Consumer(consumer_config(settings, group, **_PROBE_CONSUMER))
     try:
         tps = _partitions(c, topics)
@@ -259,6 +317,8 @@ def topic_offsets(
                 r.at_time = found[(r.topic, r.partition)]
         return rows
     except KafkaException as e:
+        if is_transient(e):
+            raise  # retried by topic_offsets
         raise BrokerError(f"offset lookup failed: {e}") from None
     finally:
         c.close()
