@@ -68,6 +68,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             "compression.type": settings.compression,
             # no duplicates or reordering on retries (works on Apache Kafka and on the embedded broker)
             "enable.idempotence": True,
+            # acknowledged once every in-sync replica has it (what idempotence implies; said here so a
+            # cluster's min.insync.replicas=2 is what guards each write, tests/test_kafka_cluster.py)
+            "acks": "all",
             # a frame of ticks is already a batch: linger only joins the frames of one slice, which are
             # produced back to back (5 ms cost the live paths ~5 ms of latency for no memory saved)
             "linger.ms": settings.producer_linger_ms,
