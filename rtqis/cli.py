@@ -21,6 +21,7 @@ from rtqis import __version__
 from rtqis.bench import ALL_SECTIONS, DEFAULT_SECTIONS
 from rtqis.errors import ConfigError, RtqisError
 from rtqis.settings import Settings, load_settings
+from rtqis.times import parse_time
 
 log = logging.getLogger("rtqis")
 
@@ -39,20 +40,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def parse_time(text: str) -> int:
-    """Epoch milliseconds from ISO-8601 (UTC when no offset is given) or an integer of epoch ms."""
-    t = text.strip()
-    if t.lstrip("-").isdigit():
-        return int(t)
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise RtqisError(f"cannot read time {text!r}: use ISO-8601 (2024-08-09T00:00:00Z) or epoch ms") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 # --- commands -----------------------------------------------------------------------------------------

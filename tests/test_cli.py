@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rtqis.cli import parse_time
 from rtqis.errors import ConfigError, RtqisError
 from rtqis.settings import load_settings
+from rtqis.times import parse_time
 
 
 def run_cli(

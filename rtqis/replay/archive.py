@@ -39,6 +39,7 @@ from pathlib import Path
 
 from rtqis.errors import RtqisError
 from rtqis.settings import Settings
+from rtqis.times import parse_time as _parse_time
 
 __all__ = [
     "ArchiveExport",
@@ -79,20 +80,8 @@ def iso(ms: int) -> str:
 
 
 def parse_time(text: str, what: str) -> int:
-    """Epoch ms from ISO-8601 (UTC when no offset is given) or an integer of epoch ms; ``what`` names
-    the option in the error."""
-    t = text.strip()
-    if t.lstrip("-").isdigit():
-        return int(t)
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise ArchiveError(
-            f"cannot read {what} {text!r}: use ISO-8601 UTC (2024-08-09T00:00:00Z) or epoch ms"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    """Epoch ms of ``text`` (:func:`rtqis.times.parse_time`); ``what`` names the option in the error."""
+    return _parse_time(text, what, ArchiveError)
 
 
 def parse_span(start: str, end: str | None, now_ms: int | None = None) -> tuple[int, int]:
