@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rtqis.bench.harness import Say, assigned_consumer, fresh_namespace, pairs_of, start_rtqis, symbols_for, wait_ready
-from rtqis.process import ChildProcess
+from rtqis.process import ChildProcess, free_port
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings
@@ -45,18 +45,36 @@ def percentiles(xs: list[float]) -> dict[str, float]:
 
 
 def bench_latency(
-    settings: Settings, seconds: float, rate: float, say: Say, tmp: Path, *, pairs: int = 1
+    settings: Settings,
+    seconds: float,
+    rate: float,
+    say: Say,
+    tmp: Path,
+    *,
+    pairs: int = 1,
+    partitions: int = 1,
+    workers: int = 1,
+    symbols: list[str] | None = None,
 ) -> dict[str, Any]:
     """Steady live-like feed (``rate`` trades/s in all, plus book tickers), latency in ms per path:
     tick produced -> consumed; tick -> worker output (Ticker); tick -> live candle update published
     (from the candle's last trade); sample time -> PairSignal published. ``pairs`` > 1: that many pairs
-    of 15 symbols (as the scaling run), the same total rate."""
-    if pairs > 1:
-        symbols = symbols_for(max(2, min(15, pairs + 1)))
-        s = fresh_namespace(settings, symbols=symbols, pairs=pairs_of(symbols, pairs))
+    of 15 symbols (as the scaling run; or of ``symbols``), the same total rate. ``workers`` workers share
+    ``partitions`` partitions (the scale section: 1 vs 2 workers)."""
+    if pairs > 1 or symbols is not None:
+        symbols = symbols or symbols_for(max(2, min(15, pairs + 1)))
+        s = fresh_namespace(settings, symbols=symbols, pairs=pairs_of(symbols, pairs), partitions=partitions)
     else:
-        s = fresh_namespace(settings)
-    w = start_rtqis(s, tmp / "worker-latency.log", "worker")
+        s = fresh_namespace(settings, partitions=partitions)
+    ws = [
+        start_rtqis(
+            s if i == 0 else s.model_copy(update={"worker_web_port": free_port()}),
+            tmp / f"worker-latency{i}.log",
+            "worker",
+        )
+        for i in range(workers)
+    ]
+    w = ws[0]
     producer: ChildProcess | None = None
     hops: dict[str, list[float]] = {
         "consumer": [], "ticker": [], "candle": [], "signal": [], "leg": [], "leg_to_signal": []
@@ -112,7 +130,8 @@ def bench_latency(
             hops["leg_to_signal"].append(ts - max(x, y))
 
     try:
-        wait_ready(w)  # let the worker join its group before the clock starts
+        for wk in ws:
+            wait_ready(wk)  # let the workers join their group before the clock starts
         paths: list[tuple[TopicSpec, Callable[[int, Any], None]]] = [
             (TICKER, on_ticker),
             (CANDLES_1M, on_candle),
@@ -141,11 +160,14 @@ def bench_latency(
         stop.set()
         if producer is not None:
             producer.stop()
-        w.stop()
+        for wk in ws:
+            wk.stop()
     res: dict[str, Any] = {
         "rate_trades_per_s": rate,
         "pairs": len(s.pairs),
         "symbols": len(s.symbols),
+        "partitions": partitions,
+        "workers": workers,
         "seconds": seconds,
         "warmup_seconds": WARMUP_S,
         "fetch_max_wait_ms": s.fetch_max_wait_ms,
@@ -159,6 +181,8 @@ def bench_latency(
         "worker_rss_mb": rss,
     }
     label = "latency" if pairs == 1 else f"latency ({pairs} pairs)"
+    if workers > 1 or partitions > 1:
+        label += f" ({partitions} partitions, {workers} workers)"
     for k in LATENCY_PATHS:
         p = res[k]
         if p:

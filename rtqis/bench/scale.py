@@ -10,7 +10,10 @@ Why: 2 workers were measured no faster than 1 (section ``scaling``). Two causes 
 - the machine: every process of the run shares 2 cores. The sum of their CPU seconds over 2 is the
   shortest wall time the run can take (the ceiling), whatever the number of workers.
 
-Each run is :func:`rtqis.bench.e2e.bench_e2e` (producer -> worker(s) -> sink) with its ``cpu_s``,
+Then the live 100-pair case (15 symbols at 2,000 trades/s) with 1 and 2 workers:
+:func:`rtqis.bench.latency.bench_latency`'s latency per path.
+
+Each throughput run is :func:`rtqis.bench.e2e.bench_e2e` (producer -> worker(s) -> sink) with its ``cpu_s``,
 ``worker_shares`` and ``idle_cpu_pct``; this section adds ``cpu_ms_per_1k_ticks`` per process and
 ``ceiling_ticks_per_s``.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 from rtqis.bench.e2e import bench_e2e
 from rtqis.bench.harness import Say, symbols_for
+from rtqis.bench.latency import bench_latency
 from rtqis.settings import Settings
 
 __all__ = ["SCALE_PLAN", "SPREAD_SYMBOLS", "bench_scale"]
@@ -60,6 +64,8 @@ SPREAD_SYMBOLS: tuple[str, ...] = tuple(
 IDLE_S = 3.0
 #: partitions of every scale run
 PARTITIONS = 4
+#: the live 100-pair case of the latency runs: trades/s in all, seconds of steady feed
+LATENCY_RATE, LATENCY_S = 2000.0, 30.0
 #: (label, symbols, pairs) of each load; each runs with 1 then 2 workers
 SCALE_PLAN: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("20 symbols SYMnn, 10 pairs", tuple(symbols_for(20)), 10),
@@ -107,4 +113,18 @@ def bench_scale(settings: Settings, ticks: int, tmp: Path, say: Say) -> list[dic
                 f"cores busy {r['cpu_busy']:.0%}"
             )
             out.append(r)
+    for workers in (1, 2):  # the 100-pair live case: does a second worker bring the signals back in time?
+        say(f"scale: latency, 100 pairs of 15 spread symbols at {LATENCY_RATE:,.0f} trades/s, {workers} worker(s)")
+        lat = bench_latency(
+            settings,
+            LATENCY_S,
+            LATENCY_RATE,
+            say,
+            tmp,
+            pairs=100,
+            partitions=PARTITIONS,
+            workers=workers,
+            symbols=list(SPREAD_SYMBOLS[:15]),
+        )
+        out.append(lat | {"load": "latency, 100 pairs live"})
     return out
