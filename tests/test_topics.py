@@ -10,7 +10,16 @@ import pytest
 import rtqis.topics as topics
 from rtqis.schemas.registry import FRAME_TYPES, MODELS
 from rtqis.topics import registry
-from rtqis.topics.registry import ALL_TOPICS, TABLES, TopicSpec, app_id, by_name, changelog_topics, topic_name
+from rtqis.topics.registry import (
+    ALL_TOPICS,
+    TABLES,
+    TIMESTAMP_CONFIG,
+    TopicSpec,
+    app_id,
+    by_name,
+    changelog_topics,
+    topic_name,
+)
 
 
 def _declared() -> dict[str, TopicSpec]:
@@ -67,9 +76,9 @@ def test_candles_are_compacted_and_the_rest_have_no_time_retention() -> None:
     for t in ALL_TOPICS:
         conf = t.kafka_config()
         if t.name.startswith("candles."):
-            assert conf == {"cleanup.policy": "compact"}, t.name  # no retention on a compacted topic
+            assert conf == {"cleanup.policy": "compact", **TIMESTAMP_CONFIG}, t.name  # no retention when compacted
         else:
-            assert conf == {"cleanup.policy": "delete", "retention.ms": "-1"}, t.name
+            assert conf == {"cleanup.policy": "delete", "retention.ms": "-1", **TIMESTAMP_CONFIG}, t.name
     assert {t.name for t in ALL_TOPICS if t.cleanup == "compact"} == {"candles.1m", "candles.5m"}
 
 
@@ -115,7 +124,12 @@ def test_live_delete_topics_are_bounded_by_size_and_replays_keep_everything() ->
         "cleanup.policy": "delete",
         "retention.ms": "-1",
         "retention.bytes": str(100 * 1024 * 1024),
+        **TIMESTAMP_CONFIG,
     }
-    assert _topic_config(topics.TRADES, replay) == {"cleanup.policy": "delete", "retention.ms": "-1"}
-    assert _topic_config(topics.CANDLES_1M, live) == {"cleanup.policy": "compact"}
+    assert _topic_config(topics.TRADES, replay) == {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        **TIMESTAMP_CONFIG,
+    }
+    assert _topic_config(topics.CANDLES_1M, live) == {"cleanup.policy": "compact", **TIMESTAMP_CONFIG}
     assert "retention.bytes" not in _topic_config(topics.TRADES, load_settings(namespace="", topic_retention_mb=0))

@@ -21,7 +21,7 @@ from rtqis.errors import BrokerError
 from rtqis.kafka.clients import SecurityErrors, cluster_metadata
 from rtqis.settings import Settings
 from rtqis.topics import ALL_TOPICS, TopicSpec
-from rtqis.topics.registry import changelog_topics
+from rtqis.topics.registry import TIMESTAMP_CONFIG, changelog_topics
 
 __all__ = ["TopicInfo", "admin_client", "create_topics", "delete_topics", "list_topics", "wait_for_topics"]
 
@@ -149,7 +149,7 @@ def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
             _topic_config(spec, settings),
         )
     for name in changelog_topics(settings.namespace):
-        wanted[name] = (settings.partitions, {"cleanup.policy": "compact"})
+        wanted[name] = (settings.partitions, {"cleanup.policy": "compact", **TIMESTAMP_CONFIG})
     md = cluster_metadata(admin, errors, f"cannot reach the broker at {settings.bootstrap}", timeout_s)
     existing = {t.topic: len(t.partitions) for t in md.topics.values()}
     for name, (parts, _) in wanted.items():

@@ -218,6 +218,9 @@ def server_properties(
         "log.retention.hours": retention_hours,
         "log.segment.bytes": 64 * 1024 * 1024,
         "log.retention.check.interval.ms": 60_000,
+        # record timestamps are event times, ahead of the clock in a fast feed: accept them on every topic
+        # (topics RT-QIS creates say it themselves: rtqis.topics.registry.TIMESTAMP_CONFIG)
+        "log.message.timestamp.after.max.ms": 2**63 - 1,
         "num.network.threads": 2,
         "num.io.threads": 2,
         "num.recovery.threads.per.data.dir": 1,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "TIMESTAMP_CONFIG",
     "ADF",
     "ALERTS",
     "ALL_TOPICS",
@@ -32,6 +33,13 @@ __all__ = [
 ]
 
 REPLAY_PREFIX = "replay"
+
+
+#: record timestamps are event times, which run ahead of the wall clock when a feed is generated or
+#: replayed faster than real time: Kafka 4 refuses records more than an hour in the future by default
+#: (``message.timestamp.after.max.ms``, KIP-937: INVALID_RECORD, the whole batch lost). Every topic
+#: RT-QIS creates takes any timestamp (past ones already are: ``before.max.ms`` defaults to unbounded).
+TIMESTAMP_CONFIG: dict[str, str] = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class TopicSpec:
 
     def kafka_config(self) -> dict[str, str]:
         """Topic configs for Apache Kafka (the embedded broker ignores them, see README)."""
-        conf: dict[str, str] = {"cleanup.policy": self.cleanup}
+        conf: dict[str, str] = {"cleanup.policy": self.cleanup, **TIMESTAMP_CONFIG}
         if self.cleanup == "delete":
             conf["retention.ms"] = str(self.retention_ms if self.retention_ms is not None else -1)
         return conf
