@@ -33,7 +33,7 @@ from tests.conftest import Procs, collect, env_of, make_settings
 
 # the module's reference run (a whole pipeline, and the session broker's start) is charged to the first
 # test: on a loaded 2-core machine with Apache Kafka that took 229 s of pytest-timeout's default 300 s
-pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.both_brokers, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.kafka_pass, pytest.mark.timeout(600)]
 
 PARTITIONS = 4
 #: leader first; with the producer's key hash over 4 partitions: ETHUSDT 0, ADAUSDT 1, BNBUSDT 2,
