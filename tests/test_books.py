@@ -394,3 +394,18 @@ def test_the_bounds_follow_real_gaps_and_refuse_unknown_symbols() -> None:
         now,
     )
     assert bad == [(0, "unknown symbol 'DOGEUSDT' (configured: BTCUSDT)")] and "DOGEUSDT" not in stored
+
+
+def test_an_alert_at_the_first_z_sample_has_a_spread() -> None:
+    # the calibrated Kalman filter has no prior at the first calibration, the sample where the z-score
+    # starts: an alert there carried spread None, failed validation and crashed the trades agent
+    from rtqis.agents.books import _alert_row
+    from rtqis.schemas.models import Alert
+
+    sig = {"time": 1, "pair": "ETHUSDT/BTCUSDT", "zscore": 2.5, "hedge": 0.03, "spread": None, "spread_bp": 12.0}
+    sig |= {"x": 100_000.0, "y": 3_000.0}
+    row = _alert_row(sig, "enter_short_spread", 2.0, {}, None)
+    assert row["spread"] == 12.0 * 3_000.0 / 1e4
+    Alert(**row)  # validates
+    sig["spread"] = -1.5
+    assert _alert_row(sig, "enter_short_spread", 2.0, {}, None)["spread"] == -1.5

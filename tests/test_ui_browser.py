@@ -290,16 +290,24 @@ def _col(page: Any, name: str, col: str) -> list[float]:
     return list(page.evaluate(JS_COL, [name, col]))
 
 
+#: several columns of one source in one evaluation: the source streams between two evaluations
+JS_COLS = "([n, cs]) => cs.map(c => Array.from(Bokeh.documents[0].get_model_by_name(n).data[c]))"
+
+
+def _cols(page: Any, name: str, *cols: str) -> list[list[float]]:
+    return [list(c) for c in page.evaluate(JS_COLS, [name, list(cols)])]
+
+
 def test_charts_start_with_history_and_continue_live_with_an_exact_seam(live: Live, page: Any) -> None:
     # candles: the 90 history bars, then the live ones, one per minute: no gap, no duplicate at the seam
     page.wait_for_function(
         f"() => ({JS_COL})(['src-candles', 'open_time']).includes({live.live_candle})", timeout=60_000
     )
-    opens = [int(t) for t in _col(page, "src-candles", "open_time")]
+    opens_f, closes = _cols(page, "src-candles", "open_time", "close")  # one snapshot: the source streams
+    opens = [int(t) for t in opens_f]
     assert opens[0] <= live.live_candle - (HISTORY_MINUTES - 1) * 60_000, opens[:3]
     assert live.live_candle in opens
     assert all(b - a == 60_000 for a, b in zip(opens, opens[1:], strict=False)), opens
-    closes = _col(page, "src-candles", "close")
     hist = live.hist_candles
     for t, c in zip(opens, closes, strict=True):
         if t in hist:
@@ -403,17 +411,17 @@ def test_pair_panels_show_what_the_worker_published(live: Live, page: Any) -> No
     # the hedge band and the cost line are the published numbers, drawn at their sample times
     pub = {r["time"]: r for r in sigs}
     for src, cols in (("src-hedge", ("hedge",)), ("src-spread", ("spread_bp", "round_trip_cost_bp"))):
-        ts = [int(t) for t in _col(page, src, "t")]
+        t_col, *val_cols = _cols(page, src, "t", *cols)  # one snapshot: the source streams
+        ts = [int(t) for t in t_col]
         checked = 0
-        for c in cols:
-            vals = _col(page, src, c)
+        for c, vals in zip(cols, val_cols, strict=True):
             for t, v in list(zip(ts, vals, strict=True))[-30:]:
                 if t in pub:
                     want = pub[t][c]
                     assert (want is None and (v is None or math.isnan(v))) or v == pytest.approx(want), (src, c, t)
                     checked += 1
         assert checked, f"no published sample drawn on {src}"
-    lo, hi, h = (_col(page, "src-hedge", c) for c in ("hedge_lo", "hedge_hi", "hedge"))
+    lo, hi, h = _cols(page, "src-hedge", "hedge_lo", "hedge_hi", "hedge")
     assert all(a <= c <= b for a, b, c in zip(lo, hi, h, strict=True) if c is not None and not math.isnan(c))
 
 

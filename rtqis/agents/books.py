@@ -370,8 +370,16 @@ def _alert_row(
 
     ``beta`` is the hedge the z-score uses (``sig["hedge"]``, x units per unit of y). An exit may fire
     while that hedge is unpublished (standard error > 100 %): its ``beta`` is then the calibration's
-    estimate (``fallback_hedge``), and ``hedge`` stays null."""
+    estimate (``fallback_hedge``), and ``hedge`` stays null.
+
+    ``spread`` is the Kalman prediction error (``sig["spread"]``). The z-score starts at the first
+    calibration, the sample at which the calibrated filter gets its first state, so that sample has no
+    prediction error yet: an alert there carries the level spread in price units instead
+    (``spread_bp`` of y; a null there crashed the agent, and the restarted agent lost its signals)."""
     z = sig["zscore"]
+    spread = sig["spread"]
+    if spread is None:
+        spread = sig["spread_bp"] * sig["y"] / 1e4 if sig.get("spread_bp") is not None else math.nan
     beta = sig["hedge"] if sig["hedge"] is not None else fallback_hedge
     if beta is None:  # not reached: an alert needs a z-score, which needs a calibrated hedge
         beta = math.nan
@@ -386,7 +394,7 @@ def _alert_row(
         "kind": kind,
         "zscore": z,
         "threshold": threshold,
-        "spread": sig["spread"],
+        "spread": spread,
         "beta": beta,
         "x": sig["x"],
         "y": sig["y"],
