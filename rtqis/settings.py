@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["auto", "at_least_once", "exactly_once"] = Field(
         "auto",
         description="the worker's Faust processing guarantee: exactly_once commits table changelogs and input "
-        "offsets in one Kafka transaction; auto = exactly_once when the broker passes the offsets self-check "
-        "(Apache Kafka), at_least_once otherwise (the embedded Tansu cannot run Faust's transactions)",
+        "offsets in one Kafka transaction (Apache Kafka only: Tansu cannot run Faust's transactions; opt-in, see "
+        "README); auto = at_least_once, whose idempotent agents the crash drills prove on both brokers",
     )
     fetch_max_wait_ms: int = Field(
         15, ge=1, le=10_000, description="fetch wait of every consumer on the live path (Faust included)"

@@ -46,8 +46,8 @@ def test_app_config_carries_the_credentials() -> None:
 
 
 def test_processing_guarantee_follows_the_setting_and_the_broker() -> None:
-    # auto: exactly_once on a broker with Kafka's exact offsets answers, at_least_once on Tansu
-    assert processing_guarantee(Settings(), exact_end_offsets=True) == "exactly_once"
+    # auto: at_least_once on every broker (exactly_once is opt-in: see rtqis.agents.config)
+    assert processing_guarantee(Settings(), exact_end_offsets=True) == "at_least_once"
     assert processing_guarantee(Settings(), exact_end_offsets=False) == "at_least_once"
     for g in ("exactly_once", "at_least_once"):
         s = Settings(processing_guarantee=g)
