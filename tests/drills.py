@@ -645,6 +645,11 @@ def up_drill(
                 _wait_for(lambda: "Stop everything" in runs.text(), 90, "`rtqis up` to start", runs.check_alive)
             _wait_for(_clock_past(time.monotonic() + delay), max_delay_s + 5, "the kill", runs.check_alive)
             tree = descendants(p.pid)
+            if kind == "producer" and "finished the replay" in runs.text():
+                # it exited already, and its pid may name a process group that is gone or not yet empty:
+                # a kill there reached nothing and `up`, rightly, kept running (a CI run timed out on it)
+                report.skipped[kind] += 1
+                kind = "up"
             pid = p.pid if kind == "up" else runs.pid_of(kind)
             assert pid is not None, runs.text()
             try:
