@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -167,23 +168,30 @@ def test_java_or_maven_missing_is_one_clear_line(tmp_path: Path, monkeypatch: py
 # --- on a running Kafka -----------------------------------------------------------------------------------
 
 
-@requires_kafka
-def test_topics_and_a_frame_round_trip_with_our_clients(ksettings: Settings) -> None:
-    names = {t.name for t in list_topics(ksettings)}
-    assert TRADES.full_name(ksettings.namespace) in names
-    p = MessageProducer(ksettings)  # idempotent, acks=all
+def send_and_read_a_frame(s: Settings) -> list[Any]:
+    """One trade frame (BTCUSDT, trade ids 1-3, stamped 1,723,161,600,000) sent by our producer (idempotent,
+    acks=all, asserted delivered), then what a consumer reads from the start of partition 0 (<= 30 s)."""
+    p = MessageProducer(s)
     p.send(TRADES, _frame("BTCUSDT", [1, 2, 3]), key="BTCUSDT", timestamp_ms=1_723_161_600_000)
     assert p.flush() == 0 and (p.stats.delivered, p.stats.failed) == (1, 0)
-    c = new_consumer(ksettings)
-    c.assign([TopicPartition(TRADES.full_name(ksettings.namespace), 0, 0)])
+    c = new_consumer(s)
+    c.assign([TopicPartition(TRADES.full_name(s.namespace), 0, 0)])
     try:
-        msgs = []
+        msgs: list[Any] = []
         for _ in range(60):
             msgs += [x for x in c.consume(1, 0.5) if not x.error()]
             if msgs:
                 break
     finally:
         c.close()
+    return msgs
+
+
+@requires_kafka
+def test_topics_and_a_frame_round_trip_with_our_clients(ksettings: Settings) -> None:
+    names = {t.name for t in list_topics(ksettings)}
+    assert TRADES.full_name(ksettings.namespace) in names
+    msgs = send_and_read_a_frame(ksettings)
     assert len(msgs) == 1 and msgs[0].key() == b"BTCUSDT" and msgs[0].timestamp()[1] == 1_723_161_600_000
     f = decode(msgs[0].value(), msgs[0].headers())
     assert isinstance(f, Frame) and f.symbol == "BTCUSDT" and [r["trade_id"] for r in f.iter_rows()] == [1, 2, 3]

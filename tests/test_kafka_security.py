@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from rtqis.agents.config import processing_guarantee
 from rtqis.client import subscribe
 from rtqis.errors import BrokerError, PortInUseError
 from rtqis.kafka.admin import create_topics, list_topics
 from rtqis.kafka.apache import ApacheKafka
-from rtqis.kafka.clients import MessageProducer, new_consumer
+from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.kafka.tls import BrokerTls, broker_certificate, make_ca, sasl_ssl_properties, scram_credentials
 from rtqis.process import settings_env
@@ -35,7 +34,7 @@ from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.topics import CANDLES_1M, TICKER, TRADES
 from tests.conftest import Procs, collect, env_of, make_settings, wait_until
-from tests.test_apache_kafka import _JARS_AVAILABLE, _JAVA, _ports, _skip_reason
+from tests.test_apache_kafka import _JARS_AVAILABLE, _JAVA, _ports, _skip_reason, send_and_read_a_frame
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_pipeline import _frame, latest_tickers
 
@@ -132,19 +131,7 @@ def test_the_listener_is_sasl_ssl_only(secure: SecureKafka) -> None:
 def test_topics_and_a_frame_round_trip(secure: SecureKafka, tmp_path: Path) -> None:
     s = _settings(secure, tmp_path)
     assert TRADES.full_name(s.namespace) in create_topics(s)
-    p = MessageProducer(s)  # idempotent, acks=all
-    p.send(TRADES, _frame("BTCUSDT", [1, 2, 3]), key="BTCUSDT", timestamp_ms=1_723_161_600_000)
-    assert p.flush() == 0 and (p.stats.delivered, p.stats.failed) == (1, 0)
-    c = new_consumer(s)
-    c.assign([TopicPartition(TRADES.full_name(s.namespace), 0, 0)])
-    try:
-        msgs = []
-        for _ in range(60):
-            msgs += [x for x in c.consume(1, 0.5) if not x.error()]
-            if msgs:
-                break
-    finally:
-        c.close()
+    msgs = send_and_read_a_frame(s)
     assert len(msgs) == 1 and msgs[0].key() == b"BTCUSDT"
     f = decode(msgs[0].value(), msgs[0].headers())
     assert isinstance(f, Frame) and [r["trade_id"] for r in f.iter_rows()] == [1, 2, 3]

@@ -262,29 +262,16 @@ def local_broker(settings: Settings, port: int | None = None, log_path: Path | N
     kind = broker_kind(settings)
     if settings.kafka_nodes > 1 and kind != "kafka":
         raise BrokerError(f"RTQIS_KAFKA_NODES={settings.kafka_nodes} needs RTQIS_BROKER=kafka (Tansu runs one node)")
-    if kind == "kafka" and settings.kafka_nodes > 1:
-        from rtqis.kafka.apache import KafkaCluster
-
-        return KafkaCluster(
-            settings.broker_host,
-            port,
-            settings.data_dir,
-            log_path or settings.log_dir / "kafka.log",
-            nodes=settings.kafka_nodes,
-            kafka_home=settings.kafka_home,
-            heap_mb=settings.kafka_heap_mb,
-            partitions=settings.partitions,
-        )
     if kind == "kafka":
-        from rtqis.kafka.apache import ApacheKafka
+        from rtqis.kafka.apache import ApacheKafka, KafkaCluster
 
-        return ApacheKafka(
-            settings.broker_host,
-            port,
-            settings.data_dir,
-            log_path or settings.log_dir / "kafka.log",
-            kafka_home=settings.kafka_home,
-            heap_mb=settings.kafka_heap_mb,
-            partitions=settings.partitions,
-        )
+        common: dict[str, Any] = {
+            "kafka_home": settings.kafka_home,
+            "heap_mb": settings.kafka_heap_mb,
+            "partitions": settings.partitions,
+        }
+        where = (settings.broker_host, port, settings.data_dir, log_path or settings.log_dir / "kafka.log")
+        if settings.kafka_nodes > 1:
+            return KafkaCluster(*where, nodes=settings.kafka_nodes, **common)
+        return ApacheKafka(*where, **common)
     return EmbeddedBroker(settings.broker_host, port, settings.broker_bin, log_path or settings.log_dir / "broker.log")
