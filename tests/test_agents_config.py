@@ -65,3 +65,14 @@ def test_sasl_needs_a_mechanism_a_user_and_a_password() -> None:
     creds = broker_credentials(s)
     assert isinstance(creds, faust.SASLCredentials) and creds.mechanism.value == "SCRAM-SHA-512"
     assert isinstance(creds.ssl_context, ssl.SSLContext) and creds.ssl_context.check_hostname
+
+
+def test_progress_line_counts_events_per_partition_since_the_last_line() -> None:
+    from rtqis.agents.worker import progress_line
+
+    progress = {("replay.t1.ticks.trade", 1): [5, 40], ("replay.t1.pairs.legs", 0): [3, 7]}
+    before: dict[tuple[str, int], int] = {}
+    assert progress_line(progress, before) == "pairs.legs[0] +3 @7, ticks.trade[1] +5 @40"
+    progress[("replay.t1.ticks.trade", 1)] = [9, 44]
+    assert progress_line(progress, before) == "pairs.legs[0] +0 @7, ticks.trade[1] +4 @44"
+    assert progress_line({}, {}) == "no event yet"

@@ -188,8 +188,26 @@ def wait_outputs(
         last = n
         time.sleep(1.0)
     tails = "\n\n".join(f"--- worker {i} ---\n{tail(procs, w)}" for i, w in enumerate(workers))
-    missing = sorted(want - set(got))[:5] if want is not None else "lag " + str(lag(s))
-    raise AssertionError(f"outputs incomplete after {DONE_S} s: {len(got)} keys, missing {missing}:\n{tails}")
+    missing = _missing_by_series(want - set(got)) if want is not None else "none expected"
+    raise AssertionError(
+        f"outputs incomplete after {DONE_S} s: {len(got)} keys, missing {missing}; group lag by partition "
+        f"{lag_by_partition(s)}:\n{tails}"
+    )
+
+
+def _missing_by_series(keys: set[tuple[Any, ...]]) -> dict[str, str]:
+    """Missing output keys summed up per series (a pair, or a symbol's interval): count and first time."""
+    by: dict[str, list[int]] = {}
+    for k in keys:
+        by.setdefault("/".join(map(str, k[:-1])), []).append(int(k[-1]))
+    return {name: f"{len(ts)} from {min(ts)}" for name, ts in sorted(by.items())}
+
+
+def lag_by_partition(s: Settings) -> dict[str, int | None]:
+    """The group's lag on every input partition (``topic[p]``: end minus committed offset)."""
+    names = [t.full_name(s.namespace) for t in (TRADES, LEGS)]
+    rows = topic_offsets(s, names, group=app_id(s.namespace))
+    return {f"{r.topic.rsplit('.', 2)[-2]}.{r.topic.rsplit('.', 1)[-1]}[{r.partition}]": r.lag for r in rows}
 
 
 def check_input(s: Settings) -> None:

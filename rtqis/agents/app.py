@@ -15,7 +15,7 @@ from rtqis.agents.config import app_config, faust_datadir, processing_guarantee,
 from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
-from rtqis.agents.worker import RtqisApp, make_worker, run_events
+from rtqis.agents.worker import RtqisApp, make_worker, progress_line, run_events
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, LEGS, TRADES, TopicSpec
 from rtqis.topics.registry import app_id
@@ -23,6 +23,9 @@ from rtqis.topics.registry import app_id
 __all__ = ["RtqisApp", "create_app", "make_worker"]
 
 log = logging.getLogger(__name__)
+
+#: the worker logs what it handled per input partition this often (s): a stalled partition shows as +0
+PROGRESS_LOG_S = 30.0
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -46,6 +49,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         PAIR OUTPUTS = analytics.pair (PairSignal), alerts (Alert), analytics.adf (AdfResult)
         [every agent] --> deadletter (DeadLetter): undecodable messages, invalid rows, unknown pairs
         timer, every 50 ms: delivery reports of the outputs (outbox rows then leave their table)
+        timer, every 30 s: a log line of the events handled per input partition
 
     Tables are Faust tables (in memory, restored from their changelog topics). Every output but the
     ticker, the live candles and the dead letters stays in an outbox in its table until delivered
@@ -112,5 +116,12 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     async def serve_delivery_reports() -> None:
         """Delivery reports of the outputs when no event comes to trigger them."""
         outputs.poll()
+
+    logged: dict[tuple[str, int], int] = {}
+
+    @app.timer(PROGRESS_LOG_S)
+    async def log_progress() -> None:
+        """What the agents handled, per input partition, every :data:`PROGRESS_LOG_S` seconds."""
+        log.info("handled in %.0f s: %s", PROGRESS_LOG_S, progress_line(app.progress, logged))
 
     return app

@@ -20,7 +20,7 @@ from rtqis.settings import Settings
 if TYPE_CHECKING:
     from rtqis.agents.outputs import Outputs
 
-__all__ = ["RtqisApp", "make_worker", "run_events"]
+__all__ = ["RtqisApp", "make_worker", "progress_line", "run_events"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class RtqisApp(faust.App):
     parked: asyncio.Event
     busy: int  # agents in the middle of an event
     outputs: Outputs  # the agents' output producer and dead letters
+    progress: dict[tuple[str, int], list[int]]  # (topic, partition) -> [events handled, last offset]
 
     def attach(self, settings: Settings, recovery_fix: str, outputs: Outputs) -> None:
         """Set the RT-QIS attributes (once, right after construction)."""
@@ -43,6 +44,7 @@ class RtqisApp(faust.App):
         self.parked = asyncio.Event()
         self.busy = 0
         self.outputs = outputs
+        self.progress = {}
 
 
 async def run_events(app: RtqisApp, stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
@@ -57,6 +59,22 @@ async def run_events(app: RtqisApp, stream: Any, handle: Callable[[Any], Awaitab
             await handle(event)
         finally:
             app.busy -= 1
+        msg = event.message
+        seen = app.progress.setdefault((msg.topic, msg.partition), [0, -1])
+        seen[0] += 1
+        seen[1] = msg.offset
+
+
+def progress_line(progress: dict[tuple[str, int], list[int]], before: dict[tuple[str, int], int]) -> str:
+    """One log line of what the agents handled since ``before`` (events per input partition, then its
+    last offset): ``ticks.trade[0] +12 @95, pairs.legs[1] +0 @570``; ``before`` is updated. A partition
+    that stays at +0 while its topic grows is the first thing to look at when outputs stop."""
+    parts = []
+    for (topic, partition), (n, offset) in sorted(progress.items()):
+        short = ".".join(topic.split(".")[-2:])
+        parts.append(f"{short}[{partition}] +{n - before.get((topic, partition), 0)} @{offset}")
+        before[(topic, partition)] = n
+    return ", ".join(parts) or "no event yet"
 
 
 def make_worker(app: RtqisApp, loglevel: str) -> Any:
