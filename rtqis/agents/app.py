@@ -15,6 +15,7 @@ from rtqis.agents.config import app_config, faust_datadir, processing_guarantee,
 from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
+from rtqis.agents.watchdog import StallWatch, check_stalls
 from rtqis.agents.worker import RtqisApp, make_worker, progress_line, run_events
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, LEGS, TRADES, TopicSpec
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: the worker logs what it handled per input partition this often (s): a stalled partition shows as +0
 PROGRESS_LOG_S = 30.0
+#: how often the worker looks for a stalled input partition (s; rtqis.agents.watchdog)
+STALL_CHECK_S = 5.0
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -50,6 +53,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         [every agent] --> deadletter (DeadLetter): undecodable messages, invalid rows, unknown pairs
         timer, every 50 ms: delivery reports of the outputs (outbox rows then leave their table)
         timer, every 30 s: a log line of the events handled per input partition
+        timer, every 5 s: an input partition stalled for 30 s is logged and resumed (agents/watchdog.py)
 
     Tables are Faust tables (in memory, restored from their changelog topics). Every output but the
     ticker, the live candles and the dead letters stays in an outbox in its table until delivered
@@ -118,6 +122,17 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         outputs.poll()
 
     logged: dict[tuple[str, int], int] = {}
+    inputs = {spec.full_name(settings.namespace) for spec in (TRADES, BOOK, LEGS)}
+    stalls = StallWatch()
+
+    @app.timer(STALL_CHECK_S)
+    async def watch_stalls() -> None:
+        """Resume an input partition that has messages waiting and no progress (see
+        :mod:`rtqis.agents.watchdog`), and say what the consumer thought of it."""
+        try:
+            await check_stalls(app, stalls, inputs)
+        except Exception as e:  # noqa: BLE001 - a check must never stop the worker (e.g. broker away)
+            log.warning("stall check failed: %s: %s", type(e).__name__, e)
 
     @app.timer(PROGRESS_LOG_S)
     async def log_progress() -> None:
