@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(
         1, ge=0, le=1_000, description="how long producers (Faust's included) wait to fill a batch"
     )
+    worker_stall_s: float = Field(
+        30.0,
+        ge=1.0,
+        le=3_600.0,
+        description="the worker logs and resumes an input partition with messages waiting and no progress for this "
+        "long, outside a rebalance (s)",
+    )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols"
     )

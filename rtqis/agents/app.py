@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         [every agent] --> deadletter (DeadLetter): undecodable messages, invalid rows, unknown pairs
         timer, every 50 ms: delivery reports of the outputs (outbox rows then leave their table)
         timer, every 30 s: a log line of the events handled per input partition
-        timer, every 5 s: an input partition stalled for 30 s is logged and resumed (agents/watchdog.py)
+        timer, every 5 s: an input partition stalled for RTQIS_WORKER_STALL_S is logged and resumed (watchdog.py)
 
     Tables are Faust tables (in memory, restored from their changelog topics). Every output but the
     ticker, the live candles and the dead letters stays in an outbox in its table until delivered
@@ -123,7 +123,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
 
     logged: dict[tuple[str, int], int] = {}
     inputs = {spec.full_name(settings.namespace) for spec in (TRADES, BOOK, LEGS)}
-    stalls = StallWatch()
+    stalls = StallWatch(settings.worker_stall_s)
 
     @app.timer(STALL_CHECK_S)
     async def watch_stalls() -> None:

@@ -28,8 +28,9 @@ __all__ = ["STALL_S", "Stall", "StallWatch", "agent_queues", "check_stalls", "co
 
 log = logging.getLogger(__name__)
 
-#: an input partition with messages waiting and no progress for this long is stalled (s); a busy agent
-#: handles a frame in milliseconds, a rebalance or recovery is excluded, so this is far from normal work
+#: the default of ``RTQIS_WORKER_STALL_S``: an input partition with messages waiting and no progress for
+#: this long is stalled (s); a busy agent handles a frame in milliseconds, a rebalance or recovery is
+#: excluded, so this is far from normal work
 STALL_S = 30.0
 
 Key = tuple[str, int]  # (topic, partition)
