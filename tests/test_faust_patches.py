@@ -19,9 +19,12 @@ from mode.utils.queues import FlowControlEvent, FlowControlQueue
 from rtqis.agents import patches
 from rtqis.agents.patches import (
     patch_consumer_highwaters,
+    patch_fetch_with_no_active_partition,
     patch_flow_control_resume,
     patch_producer_buffer_flush,
+    patch_seek_uncommitted_to_beginning,
     patch_worker_consumer_fetch_wait,
+    seek_to_committed_or_beginning,
 )
 from rtqis.settings import Settings
 
@@ -174,3 +177,84 @@ def test_recovery_reads_changelogs_to_their_true_end(monkeypatch: pytest.MonkeyP
     assert fixed == {tp0: 145, tp1: 12}
     assert stock == {tp0: 142, tp1: 12}
     assert asked == [[(tp0.topic, 0), (tp1.topic, 1)]]  # asked once: only while patched
+
+
+class _Fetcher:
+    """aiokafka's Fetcher.fetched_records as it behaves: an empty (falsy) ``partitions`` returns every
+    partition's prefetched records."""
+
+    def __init__(self, records: dict[TP, list[int]]) -> None:
+        self.records = records
+        self.asked: list[set[TP]] = []
+        self._closed = False
+        self._subscriptions = SimpleNamespace(fetch_context=_nothing)
+
+    async def fetched_records(self, partitions: set[TP], timeout: float = 0, max_records: int | None = None) -> Any:
+        self.asked.append(partitions)
+        return {tp: r for tp, r in self.records.items() if not partitions or tp in partitions}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def test_a_fetch_with_no_active_partition_returns_nothing_and_takes_a_copy_of_the_set() -> None:
+    """Stock Faust passes its live set: once a rebalance empties it, aiokafka returns every partition's
+    records (which Faust then drops). Patched, an empty set fetches nothing, and a set emptied after the
+    call was queued is seen empty when the thread runs."""
+    stream, changelog = TP("ticks.trade", 2), TP("rtqis-candles-changelog", 0)
+    fetcher = _Fetcher({stream: [0, 1, 2], changelog: [7]})
+    consumer = SimpleNamespace(_fetcher=fetcher, _closed=False)
+
+    async def fetch(thread: AIOKafkaConsumerThread, active: set[TP]) -> Any:
+        return await thread._fetch_records(consumer, active, timeout=0.0)  # type: ignore[arg-type]
+
+    with _consumer_thread() as thread:
+        thread.consumer.flow_active = True  # type: ignore[misc]
+        assert asyncio.run(fetch(thread, set())) == {stream: [0, 1, 2], changelog: [7]}  # stock: all of them
+        patch_fetch_with_no_active_partition()
+        patch_fetch_with_no_active_partition()  # idempotent
+        fetcher.asked.clear()
+        assert asyncio.run(fetch(thread, set())) == {}
+        assert fetcher.asked == []
+        active = {changelog}
+        assert asyncio.run(fetch(thread, active)) == {changelog: [7]}
+        assert fetcher.asked == [{changelog}] and fetcher.asked[0] is not active  # a copy
+
+
+class _SeekConsumer:
+    """aiokafka's consumer: committed offsets as its ``seek_to_committed`` returns them (None: no commit)."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self.committed = committed
+        self.to_beginning: list[TP] = []
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return dict(self.committed)
+
+    async def seek_to_beginning(self, *tps: TP) -> bool:
+        self.to_beginning.extend(tps)
+        return True
+
+
+def test_partitions_without_a_committed_offset_are_sought_to_their_beginning() -> None:
+    """aiokafka seeks only committed offsets above 0: a stream partition never committed (or at 0) is
+    sought to its beginning too, so what a rebalance dropped is read again; changelogs are left to
+    recovery. The patch replaces Faust's seek by that, once."""
+    app = _app()
+    app.Table("candles", default=dict)
+    changelog = TP("rtqis-patch-test-candles-changelog", 0)
+    done, never, zero = TP("ticks.trade", 0), TP("ticks.trade", 2), TP("pairs.legs", 1)
+    consumer = _SeekConsumer({done: 21, never: None, zero: 0, changelog: None})
+    try:
+        got = asyncio.run(seek_to_committed_or_beginning(consumer, app.consumer))
+    finally:
+        app.consumer._thread.thread_loop.close()  # type: ignore[attr-defined]
+    assert got == {done: 21, never: None, zero: 0, changelog: None}
+    assert sorted(consumer.to_beginning) == sorted([never, zero])
+    stock = AIOKafkaConsumerThread.seek_to_committed
+    patch_seek_uncommitted_to_beginning()
+    patched = AIOKafkaConsumerThread.seek_to_committed
+    patch_seek_uncommitted_to_beginning()
+    assert patched is not stock and AIOKafkaConsumerThread.seek_to_committed is patched

@@ -1,4 +1,4 @@
-"""The four changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
+"""The six changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
 
 Each fixes a loss or a stall measured on the embedded broker (bench/README.md); each is idempotent (applying
 it twice patches once) and is checked on the real classes in tests/test_faust_patches.py:
@@ -6,7 +6,11 @@ it twice patches once) and is checked on the real classes in tests/test_faust_pa
 - :func:`patch_worker_consumer_fetch_wait`: the consumer's fetch wait (Faust hard-codes 1,500 ms);
 - :func:`patch_flow_control_resume`: frames were dropped from an agent's queue when table recovery ended;
 - :func:`patch_producer_buffer_flush`: offsets were committed before the table changelog was sent;
-- :func:`patch_consumer_highwaters`: table recovery stopped short of a changelog's true end.
+- :func:`patch_consumer_highwaters`: table recovery stopped short of a changelog's true end;
+- :func:`patch_fetch_with_no_active_partition`: a fetch with no active partition returned every partition's
+  records, which Faust then dropped;
+- :func:`patch_seek_uncommitted_to_beginning`: a partition without a committed offset never re-read what
+  was dropped, and stalled for good (seen on Apache Kafka with two workers, one SIGKILLed).
 
 :func:`apply_patches` applies them as the worker's settings ask.
 """
@@ -27,8 +31,10 @@ from rtqis.settings import Settings
 __all__ = [
     "apply_patches",
     "patch_consumer_highwaters",
+    "patch_fetch_with_no_active_partition",
     "patch_flow_control_resume",
     "patch_producer_buffer_flush",
+    "patch_seek_uncommitted_to_beginning",
     "patch_worker_consumer_fetch_wait",
 ]
 
@@ -43,6 +49,8 @@ def apply_patches(settings: Settings, recovery_fix: str) -> None:
     patch_flow_control_resume()
     patch_producer_buffer_flush()
     patch_consumer_highwaters(settings if recovery_fix == "end-offsets" else None)
+    patch_fetch_with_no_active_partition()
+    patch_seek_uncommitted_to_beginning()
 
 
 def patch_worker_consumer_fetch_wait(ms: int) -> None:
@@ -166,3 +174,69 @@ def patch_consumer_highwaters(settings: Settings | None) -> None:
         return fixed
 
     cls._highwaters = _highwaters  # type: ignore[method-assign]
+
+
+def patch_fetch_with_no_active_partition() -> None:
+    """Make Faust's fetch (``AIOKafkaConsumerThread._fetch_records``) ask aiokafka for the partitions that
+    are active when it runs, and for nothing when none is.
+
+    Faust hands its live set of active partitions to the consumer thread, and aiokafka's
+    ``fetched_records(partitions)`` returns the records of *every* partition when that set is empty. The
+    set empties while a rebalance pauses everything (``pause_partitions``, and the changelogs once
+    recovery has read them), so a fetch queued just before returned the records aiokafka had prefetched
+    for the paused stream partitions; Faust drops records of partitions that are not active, and
+    aiokafka's position had already moved past them. Here the thread takes a copy of the set when it
+    runs and returns nothing for an empty one (after a short wait, as an empty fetch would).
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_rtqis_fetch_patched", False):
+        return
+    fetch_records = cls._fetch_records
+
+    async def _fetch_records(
+        self: Any, consumer: Any, active_partitions: Any, timeout: float | None = None, max_records: int | None = None
+    ) -> Any:
+        active = set(active_partitions or ())
+        if not active:
+            await asyncio.sleep(min(timeout or 0.0, 0.1))
+            return {}
+        return await fetch_records(self, consumer, active, timeout=timeout, max_records=max_records)
+
+    cls._fetch_records = _fetch_records  # type: ignore[method-assign]
+    cls._rtqis_fetch_patched = True  # type: ignore[attr-defined]
+
+
+async def seek_to_committed_or_beginning(consumer: Any, faust_consumer: Any) -> Any:
+    """aiokafka ``consumer``'s seek to the committed offsets, and to the beginning for the stream partitions
+    with no commit point (none, or 0, which aiokafka does not seek to): their committed offsets, as
+    aiokafka returns them. ``faust_consumer`` tells changelog partitions apart (recovery seeks those)."""
+    committed = await consumer.seek_to_committed()
+    fresh = [tp for tp, offset in committed.items() if not offset and not faust_consumer._is_changelog_tp(tp)]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+    return committed
+
+
+def patch_seek_uncommitted_to_beginning() -> None:
+    """Make Faust's seek to the committed offsets (``AIOKafkaConsumerThread.seek_to_committed``, run when
+    recovery completes) also seek the stream partitions that have no committed offset to their beginning.
+
+    Faust relies on that seek to re-read what it fetched and dropped during a rebalance (records of a
+    partition that was not active when they arrived: :func:`patch_fetch_with_no_active_partition`), but
+    aiokafka seeks only partitions with a committed offset above 0. A partition never committed kept its
+    position past the dropped records: it was never read again. In CI and in 1 of ~40 local runs of
+    tests/test_scale_out.py on Apache Kafka, the SIGKILLed worker had never committed one partition and
+    the survivor that took it over read nothing of it (the stall watchdog showed: read None, committed
+    None, 95 messages waiting, the partition fetched and not paused). Starting such a partition at its
+    beginning is what ``auto_offset_reset="earliest"`` means; what was already applied is skipped by the
+    idempotent agents.
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_rtqis_seek_patched", False):
+        return
+
+    async def seek_to_committed(self: Any) -> Any:
+        return await self.call_thread(seek_to_committed_or_beginning, self._ensure_consumer(), self.consumer)
+
+    cls.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    cls._rtqis_seek_patched = True  # type: ignore[attr-defined]

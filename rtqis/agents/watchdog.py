@@ -4,16 +4,18 @@ Faust decides which assigned partitions its fetcher reads (``Consumer._active_pa
 leaves that set when an agent's queue is under pressure (``on_buffer_full``) or while tables recover
 (``pause_partitions``), and comes back when the queue drains or recovery ends. A partition that never
 came back would wait for ever with no error: the outputs of its symbols stop while everything else
-runs. Once, in CI, the survivor of a SIGKILLed worker published nothing more for the pairs of one leg
-after taking over (tests/test_scale_out.py), with nothing in its log.
+runs. So would a partition whose records Faust fetched and dropped during a rebalance and never read
+again: in CI, the survivor of a SIGKILLed worker published nothing more for the pairs of one leg after
+taking over (tests/test_scale_out.py), with nothing in its log. This watchdog found the cause (fetched,
+not paused, read None, committed None: fixed in :mod:`rtqis.agents.patches`) and stays as the net.
 
 So the worker checks its input partitions every few seconds (:func:`rtqis.agents.app.create_app`):
 a partition whose end offset is past what was handled, whose position has not moved for
 :data:`STALL_S` seconds, outside a rebalance or recovery, is logged with the consumer's view of it
-(fetched or not, paused, buffered, read and committed offsets, the agents' queue sizes) and resumed.
-Resuming is what Faust itself does to every stream partition when recovery completes; a repeat is
-harmless (at-least-once, idempotent agents). This module is the bookkeeping (no Faust) and the
-description; the timer is in :mod:`rtqis.agents.app`.
+(fetched or not, paused, buffered, read and committed offsets, the agents' queue sizes), resumed, and the
+consumer sought to its committed offsets (the beginning where a partition has none). Both are what
+Faust itself does when recovery completes; what is read twice is skipped (idempotent agents). This
+module is the bookkeeping (no Faust) and the check; the timer is in :mod:`rtqis.agents.app`.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def consumer_view(consumer: Any, tp: Any) -> str:
 
 async def check_stalls(app: Any, watch: StallWatch, inputs: set[str]) -> list[Stall]:
     """One check of the worker ``app``'s assigned partitions of the ``inputs`` topics: each stalled one
-    is logged with :func:`consumer_view` and the agents' queue sizes, then resumed. Outside a rebalance,
+    is logged with :func:`consumer_view` and the agents' queue sizes, then resumed, and the consumer
+    sought to its committed offsets. Outside a rebalance,
     a recovery or a stop only (the watch is reset then)."""
     if app.rebalancing or getattr(app, "in_recovery", False) or app.pause.is_set():
         watch.reset()
@@ -119,12 +122,17 @@ async def check_stalls(app: Any, watch: StallWatch, inputs: set[str]) -> list[St
         tp = by_key[(st.topic, st.partition)]
         log.warning(
             "input partition %s[%d] stalled for %.0f s: %d messages waiting (next %d, end %d); consumer: %s; "
-            "agent queues %s, agents busy %d; resuming it",
+            "agent queues %s, agents busy %d; resuming it and seeking to the committed offsets",
             st.topic, st.partition, st.for_s, st.end - st.position, st.position, st.end,
             consumer_view(consumer, tp), agent_queues(app), app.busy,
         )  # fmt: skip
         getattr(consumer, "_buffered_partitions", set()).discard(tp)
         consumer.resume_partitions({tp})
+    if found:
+        # what Faust does once recovery completes: every partition back to its committed offset, and
+        # (patched, rtqis.agents.patches) to its beginning where it has none, so records fetched and
+        # dropped are read again; the agents skip what they already applied
+        await consumer.perform_seek()
     return found
 
 
