@@ -236,7 +236,7 @@ def cmd_sink(s: Settings, a: argparse.Namespace) -> int:
     from rtqis.sinks.sink import run_sink, sink_paths
 
     stop = threading.Event()
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, SINK_STOP_LIMIT_S, "rtqis sink")
     if a.backfill_hours:
         from rtqis.sinks.history import backfill
 
@@ -311,10 +311,31 @@ def cmd_tail(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+#: ``rtqis sink`` exits at most this long after SIGTERM/SIGINT, finished or not (s)
+SINK_STOP_LIMIT_S = 30.0
+
+
+def _stop_on_signals(stop: threading.Event, limit_s: float | None = None, what: str = "rtqis") -> None:
+    """SIGINT/SIGTERM set ``stop``. With ``limit_s``, the stop is bounded: a command still running
+    ``limit_s`` seconds after the signal (its last flush or group leave waiting on a broker that is gone)
+    exits there with one line, and a second signal exits at once. Only for commands that are safe to
+    end at any moment (the sink: rows and offsets commit together in DuckDB; what is not stored is read
+    again on restart), so that a parent that died never leaves them behind."""
+    import os
     import signal
 
+    def _exit(why: str) -> None:
+        print(f"{what}: {why}: exiting now; what was stored is kept, the rest is read again", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+
     def _h(_n: int, _f: Any) -> None:
+        if limit_s is not None and stop.is_set():
+            _exit("a second signal while stopping")
+        if limit_s is not None and not stop.is_set():
+            timer = threading.Timer(limit_s, _exit, args=(f"still stopping {limit_s:.0f} s after the signal",))
+            timer.daemon = True
+            timer.start()
         stop.set()
 
     signal.signal(signal.SIGINT, _h)

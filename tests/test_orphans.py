@@ -373,3 +373,49 @@ def test_sigkill_of_pytest_takes_its_broker_with_it(tmp_path: Path) -> None:
             p.kill()
             p.wait(10)
         _kill_leftovers(kids)
+
+
+_HUNG_STOP = textwrap.dedent(
+    """
+    import sys, threading, time
+    sys.path.insert(0, {root!r})
+    from rtqis.cli import _stop_on_signals
+    stop = threading.Event()
+    _stop_on_signals(stop, {limit}, "rtqis sink")
+    print("ready", flush=True)
+    stop.wait()
+    print("stopping", flush=True)
+    time.sleep(3600)  # a stop that never ends: a group leave or a flush waiting on a broker that is gone
+    """
+)
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["limit", "second-signal"])
+def test_a_bounded_stop_ends_a_hung_stop(tmp_path: Path, second_signal: bool) -> None:
+    """`rtqis sink`'s stop is bounded (SINK_STOP_LIMIT_S): a command whose stop hangs exits non-zero with one
+    line once the limit has passed after the signal, or at once on a second signal; the first signal alone
+    does not end it before the limit."""
+    limit = 60.0 if second_signal else 1.5
+    code = _HUNG_STOP.format(root=str(Path(__file__).resolve().parents[1]), limit=limit)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            assert p.stdout.readline().strip() == "stopping"
+            time.sleep(0.5)
+            assert p.poll() is None, "ended by the first signal, before its limit"
+            if second_signal:
+                p.send_signal(signal.SIGINT)
+            rc = p.wait(timeout=10)
+            took = time.monotonic() - t0
+            err = p.stderr.read() if p.stderr is not None else ""
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rtqis sink: "), err
+    assert ("second signal" in lines[0]) == second_signal
+    assert took < (5.0 if second_signal else limit + 5.0)
