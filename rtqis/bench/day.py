@@ -32,8 +32,9 @@ At each simulated hour the writer pauses and the parent measures, as a reader:
 Simulated time starts ``min(hours, 1)`` hours before the bench does, so it runs into the future after the
 first hour (the plausibility screen is given the simulated clock): a new dashboard page asks for the
 window ending at wall-clock now, and that window must hold data. It then holds the first simulated hour
-(about 60-90 of its 600 1m bars, a full hour of signals), read from a store of each mark's size; the
-600-bar read at the simulated end is ``dashboard_load_ms``.
+and the bench's wall time so far (about 60-90 of its 600 1m bars, a full hour of signals), read from a
+store of each mark's size; the 600-bar read at the simulated end is ``dashboard_load_ms``. The server
+and the browser start while the writer writes its first hour (a few CPU seconds in hour 1's wall time).
 
 ``days > 1`` writes ``days`` minus the simulated hours straight into the archive with DuckDB (ticks,
 candles and signals at the same rates) before the simulation starts, so reads are measured with a week
