@@ -227,6 +227,7 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         day_hours=a.day_hours,
         day_days=a.day_days,
         day_rate=a.day_rate,
+        day_dashboard=a.day_dashboard,
         json_path=json_path,
     )
     return 0
@@ -511,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         "target, no broker, a few minutes; --only signals) and replay (`rtqis replay` of --ticks synthetic trades "
         "written as Binance trade files, with the raw consumer ceiling in the same run; --only replay) and day (a "
         "simulated day at --day-rate ticks/s of event time through the sink's storage path: RSS, disk, cost of "
-        "making new data visible, history query time at simulated hours 1, 6, 12, 24; --day-days 7 fills a week "
-        "first; no broker; --only day) and scale (1 vs 2 workers on 4 partitions, 20 symbols / 10 pairs and 100 "
+        "making new data visible, history query time, dashboard server RSS and a new browser session's time to "
+        "first chart at simulated hours 1, 6, 12, 24; --day-days 7 fills a week first; no broker; --only day) "
+        "and scale (1 vs 2 workers on 4 partitions, 20 symbols / 10 pairs and 100 "
         "pairs: ticks/s and CPU seconds per process; --only scale).",
     )
     c.add_argument("--ticks", type=_positive_int, default=1_000_000, help="ticks per throughput run (default 1000000)")
@@ -548,6 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="day: days on disk, the earlier ones written directly (default 1)",
     )
     c.add_argument("--day-rate", type=_positive_number, default=250.0, help="day: ticks/s of event time (default 250)")
+    c.add_argument(
+        "--day-dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="day: also run `rtqis ui` and headless Chromium for the dashboard's RSS and first chart (default on)",
+    )
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)
 

@@ -91,7 +91,7 @@ def test_the_housekeeper_runs_when_due_and_warns_before_the_disk_fills(
 
 def test_a_small_day_bench_runs_the_storage_path_and_measures_reads(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
-    res = bench_day(s, tmp_path, hours=0.05, days=2, rate=5.0, say=lambda _: None)
+    res = bench_day(s, tmp_path, hours=0.05, days=2, rate=5.0, dashboard=False, say=lambda _: None)
     (mark,) = res["marks"]
     assert mark["sim_hour"] == 0.05 and mark["refused"] == 0
     assert mark["rows"]["trades"] > 0.6 * 5 * 86_400  # the bulk-written day and the simulated minutes

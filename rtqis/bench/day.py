@@ -23,7 +23,18 @@ At each simulated hour the writer pauses and the parent measures, as a reader:
   paid every 5 s under the write lock;
 * ``history_24h_ms``: the 24 h history query (1,440 1m candles of each symbol and 86,400 pair signals,
   median of 5) and ``dashboard_load_ms``: the dashboard's own history load
-  (:func:`rtqis.ui.data.load_history`: 600 bars and 1 h of signals) through :func:`open_history`.
+  (:func:`rtqis.ui.data.load_history`: 600 bars and 1 h of signals) through :func:`open_history`;
+* ``dashboard_rss_mb`` and ``first_chart_ms`` (``dashboard=True``, the default): the RSS of a real
+  ``rtqis ui`` server reading the writer's socket, and the time a new headless Chromium session takes to
+  show the candle chart with its history (:mod:`rtqis.bench.dashboard_probe`; None without Chromium or
+  Playwright). No broker runs: the dashboard serves stored history without one.
+
+Simulated time starts ``min(hours, 1)`` hours before the bench does, so it runs into the future after the
+first hour (the plausibility screen is given the simulated clock): a new dashboard page asks for the
+window ending at wall-clock now, and that window must hold data. It then holds the first simulated hour
+and the bench's wall time so far (about 60-90 of its 600 1m bars, a full hour of signals), read from a
+store of each mark's size; the 600-bar read at the simulated end is ``dashboard_load_ms``. The server
+and the browser start while the writer writes its first hour (a few CPU seconds in hour 1's wall time).
 
 ``days > 1`` writes ``days`` minus the simulated hours straight into the archive with DuckDB (ticks,
 candles and signals at the same rates) before the simulation starts, so reads are measured with a week
@@ -48,6 +59,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from rtqis.bench.dashboard_probe import DashboardProbe
 from rtqis.bench.harness import Say
 from rtqis.process import rss_bytes
 from rtqis.schemas.frames import BOOK_FRAME, TRADE_FRAME, Frame
@@ -262,6 +274,10 @@ def _measure(settings: Settings, pid: int, conn: Connection, now: int) -> dict[s
     return res
 
 
+def _fmt(v: float | None, unit: str) -> str:
+    return "n/a" if v is None else f"{v:.0f}{unit}"
+
+
 def bench_day(
     settings: Settings,
     tmp: Path,
@@ -270,16 +286,19 @@ def bench_day(
     days: int = 1,
     rate: float = 250.0,
     legacy_keys: bool = False,
+    dashboard: bool = True,
     say: Say = print,
 ) -> dict[str, Any]:
-    """Run the day bench (see the module docstring); the figures at each simulated hour mark."""
+    """Run the day bench (see the module docstring); the figures at each simulated hour mark.
+    ``dashboard=False`` leaves out the dashboard server and browser (their figures are then absent)."""
     tag = uuid.uuid4().hex[:8]
     s = settings.model_copy(update={"namespace": "day" + tag, "data_dir": tmp / f"day-{tag}"})  # no broker
     s.data_dir.mkdir(parents=True, exist_ok=True)
     db, _ = sink_paths(s)
     now_wall = int(time.time() * 1000)
-    start = (now_wall - int(hours * _HOUR) - _HOUR) // _MIN * _MIN  # ends in the past: plausible times
-    res: dict[str, Any] = {"hours": hours, "days": days, "rate_ticks_per_s": rate, "legacy_keys": legacy_keys}
+    start = (now_wall - int(min(hours, 1.0) * _HOUR)) // _MIN * _MIN  # data at wall-clock now: for the dashboard
+    res: dict[str, Any] = {"hours": hours, "days": days, "rate_ticks_per_s": rate, "legacy_keys": legacy_keys,
+                           "dashboard": dashboard}  # fmt: skip
     if days > 1:
         with Store(db):
             pass
@@ -294,7 +313,10 @@ def bench_day(
     proc.start()
     child.close()  # so that a writer that dies ends parent.recv() with EOFError instead of a hang
     marks: list[dict[str, Any]] = []
+    probe = DashboardProbe(s, SYMBOLS, PAIR, s.data_dir / "ui.log") if dashboard else None
     try:
+        if probe is not None:
+            probe.start()  # while the writer writes its first hour
         while True:
             msg = parent.recv()
             if msg == "done":
@@ -303,14 +325,21 @@ def bench_day(
             fig = {"sim_hour": round(sim_h, 2), "wall_s": round(msg["wall_s"], 1), "cpu_s": round(msg["cpu_s"], 1),
                    "refused": msg["refused"], "duckdb_mb": round(msg["duckdb_mb"], 1)}  # fmt: skip
             fig |= _measure(s, proc.pid or 0, parent, start + msg["sim_ms"])
+            if probe is not None:
+                fig |= probe.measure()
             marks.append(fig)
             say(f"day h{sim_h:>4.0f}: sink RSS {fig['sink_rss_mb']:.0f} MB (DuckDB {fig['duckdb_mb']:.0f}), "
                 f"disk {fig['disk_bytes'] / 1e6:.0f} MB, "
                 f"24 h query {fig['history_24h_ms']:.0f} ms, dashboard load {fig['dashboard_load_ms']:.0f} ms, "
                 f"new data visible in {fig['visible_ms']:.1f} ms (whole-file copy before: "
-                f"{fig['copy_before_s']:.2f} s), {fig['wall_s']:.0f} s wall, {fig['cpu_s']:.0f} s CPU")  # fmt: skip
+                f"{fig['copy_before_s']:.2f} s), {fig['wall_s']:.0f} s wall, {fig['cpu_s']:.0f} s CPU"
+                + (f", dashboard RSS {_fmt(fig['dashboard_rss_mb'], ' MB')}, first chart "
+                   f"{_fmt(fig['first_chart_ms'], ' ms')}" if probe is not None else ""))  # fmt: skip
             parent.send("go")
     finally:
+        if probe is not None:
+            probe.close()
+            res["dashboard_note"] = probe.reason
         proc.join(60)
         if proc.is_alive():
             proc.kill()

@@ -46,6 +46,7 @@ def run_bench(
     day_hours: float = 24.0,
     day_days: int = 1,
     day_rate: float = 250.0,
+    day_dashboard: bool = True,
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
@@ -75,7 +76,11 @@ def run_bench(
             "latency_rate": latency_rate,
             "latency_runs": latency_runs,
             **({"signals_seeds": signals_seeds, "signals_hours": signals_hours} if "signals" in sections else {}),
-            **({"day_hours": day_hours, "day_days": day_days, "day_rate": day_rate} if "day" in sections else {}),
+            **(
+                {"day_hours": day_hours, "day_days": day_days, "day_rate": day_rate, "day_dashboard": day_dashboard}
+                if "day" in sections
+                else {}
+            ),
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -144,7 +149,9 @@ def run_bench(
             res["replay"] = bench_replay(settings, ticks, runs, tmp, say)
             res["replay_ticks_per_s"] = res["replay"]["ticks_per_s"]
         if "day" in sections:
-            res["day"] = bench_day(settings, tmp, hours=day_hours, days=day_days, rate=day_rate, say=say)
+            res["day"] = bench_day(
+                settings, tmp, hours=day_hours, days=day_days, rate=day_rate, dashboard=day_dashboard, say=say
+            )
     finally:
         if broker is not None:
             broker.stop()
