@@ -99,8 +99,8 @@ def consumer_view(consumer: Any, tp: Any) -> str:
 async def check_stalls(app: Any, watch: StallWatch, inputs: set[str]) -> list[Stall]:
     """One check of the worker ``app``'s assigned partitions of the ``inputs`` topics: each stalled one
     is logged with :func:`consumer_view` and the agents' queue sizes, then resumed, and the consumer
-    sought to its committed offsets. Outside a rebalance,
-    a recovery or a stop only (the watch is reset then)."""
+    sought to its committed offsets. Outside a rebalance, a recovery or a stop only (the watch is reset
+    then)."""
     if app.rebalancing or getattr(app, "in_recovery", False) or app.pause.is_set():
         watch.reset()
         return []
