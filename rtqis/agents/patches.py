@@ -213,6 +213,10 @@ async def seek_to_committed_or_beginning(consumer: Any, faust_consumer: Any) -> 
     committed = await consumer.seek_to_committed()
     fresh = [tp for tp, offset in committed.items() if not offset and not faust_consumer._is_changelog_tp(tp)]
     if fresh:
+        log.info(
+            "no committed offset for %s: reading from the beginning",
+            sorted(f"{tp.topic}[{tp.partition}]" for tp in fresh),
+        )
         await consumer.seek_to_beginning(*fresh)
     return committed
 
