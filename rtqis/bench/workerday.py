@@ -12,7 +12,7 @@ The broker is Apache Kafka (:class:`~rtqis.kafka.apache.ApacheKafka`, started he
 data under the bench's directory; or the configured external broker): Tansu keeps every message in
 memory and cannot hold a day. The run's topics keep every message (a bench namespace has no size
 retention, :func:`rtqis.kafka.admin.create_topics`); the broker's disk use is reported at each mark
-(allocated bytes, as ``du`` counts them).
+(allocated bytes, as ``du`` counts them) and its data deleted after the run (its log and the worker's stay).
 
 At each mark (simulated hours 1, 6, 12, 24 within ``hours``; for a run shorter than an hour, those
 scaled to its length) the producer stops at that event time and the bench waits until the worker's group
@@ -26,6 +26,7 @@ signals the worker has published; ``rss_growth_mb`` is the last mark's RSS minus
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -234,10 +235,13 @@ def bench_workerday(
             heap_mb=settings.kafka_heap_mb,
             partitions=settings.partitions,
         )
-        with broker:
-            res["broker"] = f"Apache Kafka {broker.details}, heap {settings.kafka_heap_mb} MB"
-            s = fresh_namespace(settings.model_copy(update={"bootstrap_servers": broker.bootstrap}), data_dir=wd)
-            marks = _run(s, wd, hours, rate, broker.home / "data", lambda: broker.pid, say)
+        try:
+            with broker:
+                res["broker"] = f"Apache Kafka {broker.details}, heap {settings.kafka_heap_mb} MB"
+                s = fresh_namespace(settings.model_copy(update={"bootstrap_servers": broker.bootstrap}), data_dir=wd)
+                marks = _run(s, wd, hours, rate, broker.home / "data", lambda: broker.pid, say)
+        finally:  # a day of messages nobody reads again (the logs stay)
+            shutil.rmtree(broker.home / "data", ignore_errors=True)
     else:
         res["broker"] = settings.bootstrap
         s = fresh_namespace(settings, data_dir=wd)
