@@ -60,7 +60,8 @@ def test_workerday_measures_a_real_worker_and_leaves_nothing_running(tmp_path: P
     marks = day["marks"]
     assert [m["sim_hour"] for m in marks] == [round(h, 4) for h in mark_hours(0.05)]
     keys = {"sim_hour", "trades", "frames", "wall_s", "produce_s", "worker_rss_mb", "worker_rss_anon_mb",
-            "worker_cpu_s", "signals", "broker_rss_mb", "broker_disk_bytes", "load_avg_1m"}  # fmt: skip
+            "worker_cpu_s", "signals", "broker_rss_mb", "broker_disk_bytes", "broker_disk_by_topic",
+            "load_avg_1m"}  # fmt: skip
     for m in marks:
         assert keys <= m.keys()
         assert m["worker_rss_mb"] >= m["worker_rss_anon_mb"] > 0 and m["broker_rss_mb"] > 0
@@ -69,7 +70,7 @@ def test_workerday_measures_a_real_worker_and_leaves_nothing_running(tmp_path: P
         assert a["worker_cpu_s"] <= b["worker_cpu_s"] and a["signals"] <= b["signals"]
     # 0.05 h at 150 trades/s: about 27,000 trades (Poisson arrivals); the worker sampled the pair every second
     assert 25_000 < marks[-1]["trades"] < 29_000 and marks[-1]["signals"] > 100
-    assert marks[-1]["broker_disk_bytes"] > 0
+    assert marks[-1]["broker_disk_bytes"] > 0 and isinstance(marks[-1]["broker_disk_by_topic"], dict)
     assert day["rss_growth_mb"] == round(marks[-1]["worker_rss_mb"] - marks[0]["worker_rss_mb"], 1)
     assert sum(line.startswith("workerday h") for line in said) == len(marks)
     assert any("java" in cmd for cmd in seen.values()) and any("worker" in cmd for cmd in seen.values())

@@ -12,7 +12,8 @@ The broker is Apache Kafka (:class:`~rtqis.kafka.apache.ApacheKafka`, started he
 data under the bench's directory; or the configured external broker): Tansu keeps every message in
 memory and cannot hold a day. The run's topics keep every message (a bench namespace has no size
 retention, :func:`rtqis.kafka.admin.create_topics`); the broker's disk use is reported at each mark
-(allocated bytes, as ``du`` counts them) and its data deleted after the run (its log and the worker's stay).
+(allocated bytes, as ``du`` counts them; also per topic partition) and its data deleted after the run
+(its log and the worker's stay).
 
 At each mark (simulated hours 1, 6, 12, 24 within ``hours``; for a run shorter than an hour, those
 scaled to its length) the producer stops at that event time and the bench waits until the worker's group
@@ -90,6 +91,17 @@ def _dir_bytes(path: Path) -> int:
         if p.is_file():
             total += st.st_blocks * 512
     return total
+
+
+def _disk_by_topic(data_dir: Path, namespace: str) -> dict[str, int]:
+    """:func:`_dir_bytes` of each topic partition's directory under Kafka's ``data_dir`` holding at least
+    1 MB, by directory name without the run's namespace (e.g. ``replay..ticks.trade-0``)."""
+    out = {}
+    for d in sorted(data_dir.iterdir()) if data_dir.is_dir() else ():
+        n = _dir_bytes(d) if d.is_dir() else 0
+        if n >= 1_000_000:
+            out[d.name.replace(namespace, "")] = n
+    return out
 
 
 def _cpu_s(pid: int) -> float:
@@ -190,6 +202,7 @@ def _run(
             bpid = broker_pid()
             fig["broker_rss_mb"] = round(rss_bytes(bpid) / 1e6, 1) if bpid else None
             fig["broker_disk_bytes"] = _dir_bytes(data_dir) if data_dir is not None else None
+            fig["broker_disk_by_topic"] = _disk_by_topic(data_dir, s.namespace) if data_dir is not None else None
             marks.append(fig)
             disk = fig["broker_disk_bytes"]
             say(
