@@ -228,6 +228,8 @@ def cmd_bench(s: Settings, a: argparse.Namespace) -> int:
         day_days=a.day_days,
         day_rate=a.day_rate,
         day_dashboard=a.day_dashboard,
+        workerday_hours=a.workerday_hours,
+        workerday_rate=a.workerday_rate,
         json_path=json_path,
     )
     return 0
@@ -514,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
         "simulated day at --day-rate ticks/s of event time through the sink's storage path: RSS, disk, cost of "
         "making new data visible, history query time, dashboard server RSS and a new browser session's time to "
         "first chart at simulated hours 1, 6, 12, 24; --day-days 7 fills a week first; no broker; --only day) "
+        "and workerday (a real `rtqis worker` on its own Apache Kafka fed --workerday-hours of trades at "
+        "--workerday-rate trades/s of event time, as fast as it goes: its RSS, CPU seconds and the broker's disk at "
+        "simulated hours 1, 6, 12, 24; --only workerday) "
         "and scale (1 vs 2 workers on 4 partitions, 20 symbols / 10 pairs and 100 "
         "pairs: ticks/s and CPU seconds per process; --only scale).",
     )
@@ -555,6 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="day: also run `rtqis ui` and headless Chromium for the dashboard's RSS and first chart (default on)",
+    )
+    c.add_argument(
+        "--workerday-hours", type=_positive_number, default=24.0, help="workerday: simulated hours (default 24)"
+    )
+    c.add_argument(
+        "--workerday-rate",
+        type=_positive_number,
+        default=150.0,
+        help="workerday: trades/s of event time over all symbols (default 150)",
     )
     c.add_argument("--json", metavar="FILE", help="default: bench/results/bench-<UTC time>.json")
     c.set_defaults(func=cmd_bench)

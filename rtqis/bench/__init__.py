@@ -18,7 +18,9 @@ Sections (each runs on the embedded broker, or the configured one, in its own na
 - signals (opt-in, no broker): the issue #20 evaluation of the pair signals on the seeded synthetic
   market, figure against target (:mod:`rtqis.bench.signals`, :mod:`rtqis.evaluation`), a few minutes;
 - day (opt-in, no broker): a simulated day (or week) of live-like data at 250 ticks/s of event time
-  through the sink's storage path, figures at simulated hours 1, 6, 12, 24 (:mod:`rtqis.bench.day`).
+  through the sink's storage path, figures at simulated hours 1, 6, 12, 24 (:mod:`rtqis.bench.day`);
+- workerday (opt-in, own Apache Kafka): a real ``rtqis worker`` fed a simulated day of trades at max speed,
+  its RSS, CPU seconds and the broker's disk at simulated hours 1, 6, 12, 24 (:mod:`rtqis.bench.workerday`).
 
 :func:`rtqis.bench.runner.run_bench` runs the chosen sections; :mod:`rtqis.bench.report` holds the
 recorded versions and the closing table. Child processes (worker, sink, feed) are started and
@@ -35,7 +37,8 @@ __all__ = ["ALL_SECTIONS", "BROKER_SECTIONS", "DEFAULT_SECTIONS", "OPTIONAL_SECT
 #: the sections `rtqis bench` runs without ``--only`` (whatever the order given, they run in run_bench's order)
 DEFAULT_SECTIONS: tuple[str, ...] = ("codec", "kernels", "raw", "e2e", "scaling", "latency")
 #: sections run only when named in ``--only``
-OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay", "day", "scale")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("shapes", "soak", "signals", "replay", "day", "workerday", "scale")
 ALL_SECTIONS: tuple[str, ...] = DEFAULT_SECTIONS + OPTIONAL_SECTIONS
-#: the sections that need a broker (`rtqis bench --only signals` starts none)
+#: the sections that need the run's broker (`rtqis bench --only signals` starts none; workerday starts its own
+#: Apache Kafka)
 BROKER_SECTIONS: tuple[str, ...] = ("raw", "e2e", "scaling", "latency", "shapes", "soak", "replay", "scale")

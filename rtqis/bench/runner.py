@@ -47,12 +47,14 @@ def run_bench(
     day_days: int = 1,
     day_rate: float = 250.0,
     day_dashboard: bool = True,
+    workerday_hours: float = 24.0,
+    workerday_rate: float = 150.0,
     json_path: Path | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
     """Run the chosen sections (always in the order codec, raw, shapes, kernels, e2e, scaling, scale, latency,
-    soak, signals, replay, day); return the results and write them to ``json_path`` when given. The embedded broker
-    is started only for sections that need one."""
+    soak, signals, replay, day, workerday); return the results and write them to ``json_path`` when given. The
+    embedded broker is started only for sections that need one (workerday starts its own Apache Kafka)."""
     tmp = settings.data_dir / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
     broker = None
@@ -79,6 +81,11 @@ def run_bench(
             **(
                 {"day_hours": day_hours, "day_days": day_days, "day_rate": day_rate, "day_dashboard": day_dashboard}
                 if "day" in sections
+                else {}
+            ),
+            **(
+                {"workerday_hours": workerday_hours, "workerday_rate": workerday_rate}
+                if "workerday" in sections
                 else {}
             ),
         },
@@ -152,6 +159,10 @@ def run_bench(
             res["day"] = bench_day(
                 settings, tmp, hours=day_hours, days=day_days, rate=day_rate, dashboard=day_dashboard, say=say
             )
+        if "workerday" in sections:
+            from rtqis.bench.workerday import bench_workerday
+
+            res["workerday"] = bench_workerday(settings, tmp, hours=workerday_hours, rate=workerday_rate, say=say)
     finally:
         if broker is not None:
             broker.stop()
