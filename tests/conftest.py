@@ -7,6 +7,7 @@ when RTQIS_TEST_BROKER=kafka, or the one named by RTQIS_BOOTSTRAP_SERVERS.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from rtqis.kafka.admin import create_topics
-from rtqis.kafka.embedded import EmbeddedBroker, LocalBroker
+from rtqis.kafka.embedded import EmbeddedBroker, LocalBroker, port_is_free
 from rtqis.kafka.tail import iter_rows
 from rtqis.process import die_with_parent, free_port, settings_env
 from rtqis.settings import Settings, load_settings
@@ -93,6 +94,19 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield b.bootstrap
     finally:
         b.stop()
+
+
+def port_block(n: int) -> int:
+    """A port p such that p .. p + n - 1 are all free, below Linux's ephemeral range (32768+): a broker
+    binds p and its controller p + 1 (cluster node i takes p + 2(i-1) and the next). A port ``free_port``
+    picks is in the ephemeral range, so the one after it can be taken by any outgoing connection by the
+    time the broker binds it (seen in CI: "port ... is already in use: ... the controller port")."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(port_is_free("127.0.0.1", p + i) for i in range(n)):
+            return p
+    raise AssertionError(f"no {n} free consecutive ports")
 
 
 def make_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:

@@ -9,7 +9,6 @@ Skipped when ``java`` is missing, or when ``mvn`` is missing and the jars are ne
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -29,12 +28,12 @@ from rtqis.kafka.apache import ApacheKafka, KafkaCluster, kafka_classpath, kafka
 from rtqis.kafka.clients import MessageProducer, new_consumer
 from rtqis.kafka.embedded import EmbeddedBroker, local_broker, port_is_free
 from rtqis.kafka.offsets import broker_capabilities, offsets_at_time, true_end_offsets
-from rtqis.process import die_with_parent, free_port
+from rtqis.process import die_with_parent
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.topics import TRADES
-from tests.conftest import Procs, alive_pids, make_settings, wait_until
+from tests.conftest import Procs, alive_pids, make_settings, port_block, wait_until
 from tests.test_pipeline import _frame, expected_last, latest_tickers
 
 pytestmark = [pytest.mark.kafka]
@@ -56,11 +55,11 @@ _ORPHAN_DEADLINE_S = 30.0
 
 def _ports() -> tuple[int, int]:
     """A free broker port whose next port (the controller's default) is free too."""
-    for _ in range(50):
-        p = free_port()
-        if p < 65535 and port_is_free("127.0.0.1", p + 1):
-            return p, p + 1
-    raise AssertionError("no two free consecutive ports")
+    p = port_block(2)
+    return p, p + 1
+
+
+_port_block = port_block  # the cluster tests' name
 
 
 def _kafka_settings(tmp: Path, bootstrap: str = "", **overrides: object) -> Settings:
@@ -254,18 +253,6 @@ def test_storage_is_formatted_once_and_data_survives_a_restart(tmp_path: Path) -
 
 
 # --- `rtqis broker` with RTQIS_BROKER=kafka: clean stop, no orphan -----------------------------------------
-
-
-def _port_block(n: int) -> int:
-    """A port p such that p .. p + n - 1 are all free (cluster node i takes p + 2(i-1) and the next),
-    below Linux's ephemeral range (32768+): formatting three nodes takes seconds, and a port the OS may
-    give any outgoing connection meanwhile (as ``free_port`` picks) can be gone by the time a node binds it."""
-    rng = random.Random()
-    for _ in range(200):
-        p = rng.randrange(20_000, 32_000)
-        if all(port_is_free("127.0.0.1", p + i) for i in range(n)):
-            return p
-    raise AssertionError(f"no {n} free consecutive ports")
 
 
 def _rtqis_broker(tmp_path: Path, nodes: int = 1) -> tuple[subprocess.Popen[bytes], Path, int]:

@@ -41,10 +41,13 @@ def test_workerday_options_reject_bad_numbers() -> None:
 def test_workerday_measures_a_real_worker_and_leaves_nothing_running(tmp_path: Path) -> None:
     said: list[str] = []
     seen: dict[int, str] = {}
+    before = {c.pid for c in psutil.Process().children(recursive=True)}  # the session's own (e.g. its broker)
 
     def say(line: str) -> None:
         said.append(line)
         for c in psutil.Process().children(recursive=True):  # the broker and the worker, at each mark
+            if c.pid in before:
+                continue
             try:
                 seen[c.pid] = " ".join(c.cmdline())
             except psutil.Error:

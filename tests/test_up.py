@@ -23,7 +23,7 @@ from rtqis.schemas.frames import TRADE_FRAME, Frame
 from rtqis.settings import Settings, load_settings
 from rtqis.supervisor import Supervisor
 from rtqis.topics import TRADES
-from tests.conftest import alive_pids, env_of, free_port, wait_until
+from tests.conftest import alive_pids, env_of, free_port, port_block, wait_until
 from tests.test_cli import run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -35,7 +35,7 @@ def _up(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
     base.update(
         {
             "RTQIS_BROKER": "tansu",
-            "RTQIS_BROKER_PORT": str(free_port()),
+            "RTQIS_BROKER_PORT": str(port_block(2)),  # Apache Kafka's controller takes the next port
             "RTQIS_WORKER_WEB_PORT": str(free_port()),
             "RTQIS_UI_PORT": str(free_port()),
             "RTQIS_DATA_DIR": str(tmp_path / "var"),
@@ -69,7 +69,8 @@ def test_up_shows_ticks_and_ctrl_c_leaves_no_process(tmp_path: Path, broker: str
         pytest.skip(f"Apache Kafka cannot run here: {why}")
     p, log = _up(tmp_path, RTQIS_BROKER=broker, RTQIS_KAFKA_HEAP_MB="256")
     try:
-        wait_until(lambda: "Stop everything" in log.read_text(), 180, "rtqis up to start")
+        wait_until(lambda: "Stop everything" in log.read_text() or p.poll() is not None, 180, "rtqis up to start")
+        assert p.poll() is None, f"rtqis up exited {p.returncode}:\n{log.read_text()[-3000:]}"
         kids = _descendants(p.pid)
         assert len(kids) >= 3, log.read_text()  # broker, producer, worker
         port = (
@@ -96,7 +97,8 @@ def test_up_shows_ticks_and_ctrl_c_leaves_no_process(tmp_path: Path, broker: str
 def test_a_dying_child_stops_up_with_its_exit_code_and_log(tmp_path: Path) -> None:
     p, log = _up(tmp_path)
     try:
-        wait_until(lambda: "Stop everything" in log.read_text(), 60, "rtqis up to start")
+        wait_until(lambda: "Stop everything" in log.read_text() or p.poll() is not None, 60, "rtqis up to start")
+        assert p.poll() is None, f"rtqis up exited {p.returncode}:\n{log.read_text()[-3000:]}"
         line = next(x for x in log.read_text().splitlines() if x.startswith("worker"))
         worker_pid = int(line.split("pid")[1].split(",")[0])
         kids = _descendants(p.pid)

@@ -221,6 +221,10 @@ def server_properties(
         # record timestamps are event times, ahead of the clock in a fast feed: accept them on every topic
         # (topics RT-QIS creates say it themselves: rtqis.topics.registry.TIMESTAMP_CONFIG)
         "log.message.timestamp.after.max.ms": 2**63 - 1,
+        # the compaction dedupe buffer is allocated in one piece when the cleaner starts (Kafka's default
+        # 128 MB): with a small heap (tests run 256 MB) a node died at start with OutOfMemoryError in CI;
+        # 16 MB holds ~700,000 keys a pass, far more than the changelogs' symbols, pairs and chunks
+        "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
         "num.network.threads": 2,
         "num.io.threads": 2,
         "num.recovery.threads.per.data.dir": 1,
