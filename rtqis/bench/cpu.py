@@ -23,7 +23,7 @@ from rtqis.kafka.offsets import topic_offsets
 from rtqis.settings import Settings
 from rtqis.topics import TRADES
 
-__all__ = ["CpuMeter", "assigned_partitions", "broker_pid", "worker_shares"]
+__all__ = ["CpuMeter", "assigned_partitions", "broker_pid", "cpu_seconds", "worker_shares"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def broker_pid(bootstrap: str) -> int | None:
     return None
 
 
-def _cpu_s(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far; None when it is gone."""
     try:
         t = psutil.Process(pid).cpu_times()
     except psutil.NoSuchProcess:
@@ -108,7 +109,7 @@ class CpuMeter:
         self.before = self._now()
 
     def _now(self) -> dict[str, float]:
-        return {k: c for k, pid in self.pids.items() if (c := _cpu_s(pid)) is not None}
+        return {k: c for k, pid in self.pids.items() if (c := cpu_seconds(pid)) is not None}
 
     def idle(self, seconds: float) -> dict[str, float]:
         """CPU % of one core per process over ``seconds`` of no input (call after :meth:`start`, before
@@ -121,7 +122,7 @@ class CpuMeter:
 
     def mark(self, name: str) -> None:
         """Stop counting ``name`` now (the producer once it has sent everything)."""
-        now = _cpu_s(self.pids[name])
+        now = cpu_seconds(self.pids[name])
         if now is not None and name in self.before:
             self.used[name] = now - self.before[name]
 
@@ -131,7 +132,7 @@ class CpuMeter:
         for name, pid in self.pids.items():
             if name in self.used or name not in self.before:
                 continue
-            now = _cpu_s(pid)
+            now = cpu_seconds(pid)
             if now is not None:
                 self.used[name] = now - self.before[name]
         return self.used | {"total": sum(self.used.values())}

@@ -36,10 +36,10 @@ from typing import Any
 
 import psutil
 
+from rtqis.bench.cpu import cpu_seconds
 from rtqis.bench.harness import Say, fresh_namespace, start_rtqis, wait_ready
 from rtqis.kafka.apache import ApacheKafka
 from rtqis.kafka.clients import MessageProducer
-from rtqis.kafka.embedded import port_is_free
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.process import ChildProcess, anon_rss_bytes, free_port, rss_bytes
 from rtqis.producers.feed import DEFAULT_START_PRICES, frame_time, trade_frames
@@ -69,15 +69,6 @@ def mark_hours(hours: float) -> list[float]:
     return [h for h in MARK_HOURS if h < hours] + [hours]
 
 
-def _free_port_pair() -> tuple[int, int]:
-    """A free broker port whose next port (the Kafka controller's) is free too."""
-    for _ in range(50):
-        p = free_port()
-        if p < 65535 and port_is_free("127.0.0.1", p + 1):
-            return p, p + 1
-    raise RuntimeError("no two free consecutive ports for Apache Kafka")
-
-
 def _dir_bytes(path: Path) -> int:
     """Bytes allocated on disk to the files under ``path``, as ``du`` counts them: Kafka preallocates each
     segment's 10 MB index files sparsely, so their sizes say nothing of the disk used. Files that vanish
@@ -102,15 +93,6 @@ def _disk_by_topic(data_dir: Path, namespace: str) -> dict[str, int]:
         if n >= 1_000_000:
             out[d.name.replace(namespace, "")] = n
     return out
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(t.user + t.system)
 
 
 def _drained(s: Settings, group: str) -> tuple[bool, int]:
@@ -168,7 +150,7 @@ def _run(
         )
         step_ms = max(1, int(1000 * s.frame_max_ticks / per_symbol))  # about one full frame per symbol per step
         group = app_id(s.namespace)
-        cpu0 = _cpu_s(pid)
+        cpu0 = cpu_seconds(pid) or 0.0
         trades = frames = 0
         t0 = time.monotonic()
         for h in mark_hours(hours):
@@ -195,7 +177,7 @@ def _run(
                 "produce_s": round(produced_s, 1),
                 "worker_rss_mb": round(rss_bytes(pid) / 1e6, 1),
                 "worker_rss_anon_mb": round(anon_rss_bytes(pid) / 1e6, 1),
-                "worker_cpu_s": round(_cpu_s(pid) - cpu0, 1),
+                "worker_cpu_s": round((cpu_seconds(pid) or 0.0) - cpu0, 1),
                 "signals": sum(r.end for r in topic_offsets(s, [PAIR.full_name(s.namespace)])),
                 "load_avg_1m": round(psutil.getloadavg()[0], 2),
             }
@@ -237,13 +219,12 @@ def bench_workerday(
         "compression": settings.compression,
     }
     if settings.embedded:
-        port, controller = _free_port_pair()
         broker = ApacheKafka(
             settings.broker_host,
-            port,
+            free_port(),
             wd,
             wd / "kafka.log",
-            controller_port=controller,
+            controller_port=free_port(),  # its own free port: the one after the broker's may be taken
             kafka_home=settings.kafka_home,
             heap_mb=settings.kafka_heap_mb,
             partitions=settings.partitions,
