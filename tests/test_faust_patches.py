@@ -23,6 +23,7 @@ from rtqis.agents.patches import (
     patch_flow_control_resume,
     patch_producer_buffer_flush,
     patch_seek_uncommitted_to_beginning,
+    patch_table_manager_start,
     patch_worker_consumer_fetch_wait,
     seek_to_committed_or_beginning,
 )
@@ -258,3 +259,42 @@ def test_partitions_without_a_committed_offset_are_sought_to_their_beginning() -
     patched = AIOKafkaConsumerThread.seek_to_committed
     patch_seek_uncommitted_to_beginning()
     assert patched is not stock and AIOKafkaConsumerThread.seek_to_committed is patched
+
+
+def test_table_manager_starts_without_its_fixed_one_second_sleep() -> None:
+    """Stock Faust sleeps 1 s in ``TableManager.on_start`` before it registers the tables' changelog
+    channels and starts recovery (every worker start paid it); patched, it does the same work without
+    the sleep."""
+    from faust.tables.manager import TableManager
+
+    patch_table_manager_start()
+    patch_table_manager_start()  # idempotent
+    stock = TableManager._rtqis_original_on_start  # type: ignore[attr-defined]
+
+    def run(on_start: Any) -> tuple[list[float], list[str]]:
+        app = _app()
+        app.Table("candles", default=dict)
+        tm = app.tables
+        slept: list[float] = []
+        did: list[str] = []
+
+        async def sleep(s: float) -> None:
+            slept.append(s)
+
+        async def update_channels() -> None:
+            did.append("channels")
+
+        async def recovery_start() -> None:
+            did.append("recovery")
+
+        tm.sleep = sleep  # type: ignore[method-assign]
+        tm._update_channels = update_channels  # type: ignore[method-assign]
+        tm._recovery = SimpleNamespace(start=recovery_start)  # type: ignore[assignment]
+        try:
+            asyncio.run(on_start(tm))
+        finally:
+            app.consumer._thread.thread_loop.close()  # type: ignore[attr-defined]
+        return slept, did
+
+    assert run(stock) == ([1.0], ["channels", "recovery"])
+    assert run(TableManager.on_start) == ([], ["channels", "recovery"])

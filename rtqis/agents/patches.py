@@ -1,4 +1,4 @@
-"""The six changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
+"""The seven changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
 
 Each fixes a loss or a stall measured on the embedded broker (bench/README.md); each is idempotent (applying
 it twice patches once) and is checked on the real classes in tests/test_faust_patches.py:
@@ -10,7 +10,8 @@ it twice patches once) and is checked on the real classes in tests/test_faust_pa
 - :func:`patch_fetch_with_no_active_partition`: a fetch with no active partition returned every partition's
   records, which Faust then dropped;
 - :func:`patch_seek_uncommitted_to_beginning`: a partition without a committed offset never re-read what
-  was dropped, and stalled for good (seen on Apache Kafka with two workers, one SIGKILLed).
+  was dropped, and stalled for good (seen on Apache Kafka with two workers, one SIGKILLed);
+- :func:`patch_table_manager_start`: every worker start waited a fixed second for tables to register.
 
 :func:`apply_patches` applies them as the worker's settings ask.
 """
@@ -21,6 +22,7 @@ import asyncio
 import logging
 from typing import Any
 
+from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
@@ -35,6 +37,7 @@ __all__ = [
     "patch_flow_control_resume",
     "patch_producer_buffer_flush",
     "patch_seek_uncommitted_to_beginning",
+    "patch_table_manager_start",
     "patch_worker_consumer_fetch_wait",
 ]
 
@@ -51,6 +54,30 @@ def apply_patches(settings: Settings, recovery_fix: str) -> None:
     patch_consumer_highwaters(settings if recovery_fix == "end-offsets" else None)
     patch_fetch_with_no_active_partition()
     patch_seek_uncommitted_to_beginning()
+    patch_table_manager_start()
+
+
+def patch_table_manager_start() -> None:
+    """Make Faust's ``TableManager.on_start`` go on at once instead of sleeping a fixed second first.
+
+    Faust sleeps 1 s there so that tables defined while the app starts can still register; the
+    conductor waits for it before the consumer subscribes, so every worker start (and every restart
+    after a crash, and every replay) paid that second. The worker defines all its tables in
+    :func:`rtqis.agents.app.create_app`, before it starts; a table added later still fails loudly
+    (Faust: "Too late to add tables at this point" once recovery has started).
+    """
+    if getattr(TableManager, "_rtqis_patched", False):
+        return
+
+    async def on_start(self: Any) -> None:
+        await asyncio.sleep(0)
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    TableManager._rtqis_original_on_start = TableManager.on_start  # type: ignore[attr-defined]
+    TableManager.on_start = on_start  # type: ignore[method-assign]
+    TableManager._rtqis_patched = True  # type: ignore[attr-defined]
 
 
 def patch_worker_consumer_fetch_wait(ms: int) -> None:
