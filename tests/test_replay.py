@@ -270,3 +270,26 @@ def test_the_end_is_watched_on_the_topics_the_worker_reads() -> None:
     assert worker_inputs(s) == ("ticks.trade",)
     assert worker_inputs(s.model_copy(update={"pair_price": "mid"})) == ("ticks.trade", "ticks.book")
     assert worker_inputs(s.model_copy(update={"colocate_pairs": False})) == ("ticks.trade", "pairs.legs")
+
+
+def test_worker_start_up_is_timed_by_its_log_line(tmp_path: Path) -> None:
+    """The summary's ``worker_ready_s`` comes from the time written on the worker's "Ready" line, not from
+    when the replay's polling loop read it (it lagged by seconds while the feed published, and reported
+    the worker ready exactly when the feed ended)."""
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from rtqis.replay import _WORKER_READY, _logged_at
+
+    log = tmp_path / "worker.log"
+    child = SimpleNamespace(log_path=log)
+    assert _logged_at(child, _WORKER_READY) is None  # type: ignore[arg-type]  # no log yet
+    log.write_bytes(
+        b"[2024-08-09 10:00:01,250] [7] [INFO] [^SafeStopWorker]: Starting... \n"
+        b"+Final Subscription---+\n"
+    )
+    assert _logged_at(child, _WORKER_READY) is None  # type: ignore[arg-type]
+    with log.open("ab") as f:
+        f.write(b"[2024-08-09 10:00:04,500] [7] [INFO] [^SafeStopWorker]: Ready \n[2024-08-09 10:00:09,000] x\n")
+    want = datetime(2024, 8, 9, 10, 0, 4, 500_000).astimezone().timestamp()
+    assert _logged_at(child, _WORKER_READY) == want  # type: ignore[arg-type]

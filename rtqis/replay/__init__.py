@@ -351,11 +351,25 @@ def _child(s: Settings, name: str, *args: str) -> ChildProcess:
     )
 
 
-def _logged(child: ChildProcess, marker: bytes) -> bool:
+def _logged_at(child: ChildProcess, marker: bytes) -> float | None:
+    """When (epoch s) ``child`` logged the first line holding ``marker``, from that line's timestamp
+    (``[YYYY-mm-dd HH:MM:SS,mmm]``, local time, as Faust's log format writes it); None if not (yet).
+
+    The line's own time, not when this process happened to read it: while the feed publishes, the
+    replay's polling loop can lag by seconds (it reported the worker ready when the feed ended)."""
     try:
-        return child.log_path is not None and marker in child.log_path.read_bytes()
+        text = child.log_path.read_bytes() if child.log_path is not None else b""
     except OSError:
-        return False
+        return None
+    at = text.find(marker)
+    if at < 0:
+        return None
+    line = text[text.rfind(b"\n", 0, at) + 1 : at]
+    try:
+        stamp = line[line.index(b"[") + 1 : line.index(b"]")].decode()
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()  # local time
+    except ValueError:  # not the expected format: when it was read is the best there is
+        return time.time()
 
 
 def _check_alive(kids: list[ChildProcess]) -> None:
@@ -461,6 +475,7 @@ def run_replay(
         fed: list[FeedStats] = []
         failure: list[BaseException] = []
         live = {"ticks": 0}
+        published_at: list[float] = []  # monotonic time the feed returned
 
         def on_feed(st: FeedStats, _done: int, _total: int) -> None:
             live["ticks"] = st.trades + st.books
@@ -472,10 +487,11 @@ def run_replay(
                 fed.append(
                     run_files(feed_s, paths, speed=feed_speed, symbols=set(s.symbols), stop=stop, on_progress=on_feed)
                 )
+                published_at.append(time.monotonic())
             except BaseException as e:  # re-raised in the main thread  # noqa: BLE001
                 failure.append(e)
 
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         feeder = threading.Thread(target=publish, name="replay-feed", daemon=True)
         feeder.start()
         bar = _Progress(progress)
@@ -484,14 +500,14 @@ def run_replay(
         ready_s = published_s = worker_done_s = None
         while True:
             time.sleep(_POLL_S)
-            if ready_s is None and _logged(kids[0], _WORKER_READY):
-                ready_s = time.monotonic() - t0
+            if ready_s is None and (at := _logged_at(kids[0], _WORKER_READY)) is not None:
+                ready_s = max(0.0, at - t0_wall)
             if failure:
                 raise failure[0]
             _check_alive(kids)
             done_feeding = not feeder.is_alive()
             if done_feeding and published_s is None:
-                published_s = time.monotonic() - t0
+                published_s = (published_at or [time.monotonic()])[0] - t0
             w = _offsets(s, worker_inputs(s), worker_group)
             done_msgs, total_msgs = sum(r.committed or 0 for r in w), sum(r.end for r in w)
             if bar.due():
