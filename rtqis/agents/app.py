@@ -8,7 +8,6 @@ What each agent does with an event is in :mod:`rtqis.agents.handlers` (logic in 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from rtqis.agents.books import PairBook, SymbolBook
@@ -17,7 +16,7 @@ from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
 from rtqis.agents.watchdog import StallWatch, check_stalls
-from rtqis.agents.worker import RtqisApp, make_worker, progress_line, run_events
+from rtqis.agents.worker import BackPressureLog, RtqisApp, make_worker, progress_line, run_events
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, LEGS, TRADES, TopicSpec
 from rtqis.topics.registry import app_id
@@ -30,12 +29,6 @@ log = logging.getLogger(__name__)
 PROGRESS_LOG_S = 30.0
 #: how often the worker looks for a stalled input partition (s; rtqis.agents.watchdog)
 STALL_CHECK_S = 5.0
-
-
-def _import_kernels() -> None:
-    """Import what the Huber and ADF kernels import lazily (a kernel that runs first waits for it)."""
-    import sklearn.linear_model  # noqa: F401
-    import statsmodels.tsa.stattools  # noqa: F401
 
 
 def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> RtqisApp:
@@ -59,7 +52,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         PAIR OUTPUTS = analytics.pair (PairSignal), alerts (Alert), analytics.adf (AdfResult)
         [every agent] --> deadletter (DeadLetter): undecodable messages, invalid rows, unknown pairs
         timer, every 50 ms: delivery reports of the outputs (outbox rows then leave their table)
-        timer, every 30 s: a log line of the events handled per input partition
+        timer, every 30 s: a log line of the events handled per input partition (and producer waits)
         timer, every 5 s: an input partition stalled for RTQIS_WORKER_STALL_S is logged and resumed (watchdog.py)
 
     Tables are Faust tables (in memory, restored from their changelog topics). Every output but the
@@ -109,10 +102,12 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
             await run_events(app, stream, on_books)
 
     # pairs.legs --> pairs --> pair_state
-    # The Huber and ADF kernels import scikit-learn and statsmodels lazily (~1.2 s). Import them at start,
-    # not in the first refit (that stalled the event loop ~0.9 s mid-stream: latency p99 0.65 s), and in a
-    # thread, while the worker waits for its group join (3 s on the embedded broker), not before it.
-    threading.Thread(target=_import_kernels, name="rtqis-import-kernels", daemon=True).start()
+    # The Huber and ADF kernels import scikit-learn and statsmodels lazily (~1.2 s). Import them now, at
+    # start, not in the first refit: that stalled the event loop ~0.9 s mid-stream (latency p99 0.65 s).
+    # Not in a thread during the group join either: under load, a refit then raced that import and got a
+    # partially initialised module (AttributeError: polars), which crashed the trades agent twice.
+    import sklearn.linear_model  # noqa: F401
+    import statsmodels.tsa.stattools  # noqa: F401
 
     legs, pair_state = topic(LEGS), table("pair_state")
     on_legs = LegsHandler(outputs, PairBook(settings), pair_state)
@@ -141,9 +136,14 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         except Exception as e:  # noqa: BLE001 - a check must never stop the worker (e.g. broker away)
             log.warning("stall check failed: %s: %s", type(e).__name__, e)
 
+    back_pressure = BackPressureLog()
+    logging.getLogger("faust.transport.producer").addFilter(back_pressure)
+
     @app.timer(PROGRESS_LOG_S)
     async def log_progress() -> None:
-        """What the agents handled, per input partition, every :data:`PROGRESS_LOG_S` seconds."""
-        log.info("handled in %.0f s: %s", PROGRESS_LOG_S, progress_line(app.progress, logged))
+        """What the agents handled, per input partition, every :data:`PROGRESS_LOG_S` seconds (and how
+        often they waited for Faust's producer)."""
+        line = progress_line(app.progress, logged)
+        log.info("handled in %.0f s: %s%s", PROGRESS_LOG_S, line, back_pressure.summary())
 
     return app
