@@ -76,3 +76,29 @@ def test_progress_line_counts_events_per_partition_since_the_last_line() -> None
     progress[("replay.t1.ticks.trade", 1)] = [9, 44]
     assert progress_line(progress, before) == "pairs.legs[0] +0 @7, ticks.trade[1] +4 @44"
     assert progress_line({}, {}) == "no event yet"
+
+
+def test_producer_back_pressure_is_counted_not_logged_line_by_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Faust logs each wait for its producer buffer (a WARNING and an INFO line, hundreds a minute in a
+    replay); the worker's filter drops them on Faust's own producer logger, counts them, and the progress
+    line reports the count once. Other lines of that logger pass."""
+    import logging
+
+    from faust.transport import producer as faust_producer
+
+    from rtqis.agents.worker import BackPressureLog
+
+    assert faust_producer.logger.name == "faust.transport.producer"  # where the filter is installed
+    f = BackPressureLog()
+    faust_producer.logger.addFilter(f)
+    try:
+        with caplog.at_level(logging.INFO):
+            for size in (101, 103):
+                faust_producer.logger.warning(f"producer buffer full size {size}")
+                faust_producer.logger.info("producer flush took 0.25")
+            faust_producer.logger.warning("something else")
+    finally:
+        faust_producer.logger.removeFilter(f)
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    assert f.summary() == "; producer back-pressure: 2 waits, 0.5 s"
+    assert f.summary() == ""  # reported once

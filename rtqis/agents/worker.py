@@ -20,7 +20,7 @@ from rtqis.settings import Settings
 if TYPE_CHECKING:
     from rtqis.agents.outputs import Outputs
 
-__all__ = ["RtqisApp", "make_worker", "progress_line", "run_events"]
+__all__ = ["BackPressureLog", "RtqisApp", "make_worker", "progress_line", "run_events"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,43 @@ def progress_line(progress: dict[tuple[str, int], list[int]], before: dict[tuple
         parts.append(f"{short}[{partition}] +{n - before.get((topic, partition), 0)} @{offset}")
         before[(topic, partition)] = n
     return ", ".join(parts) or "no event yet"
+
+
+class BackPressureLog(logging.Filter):
+    """Counts Faust's producer back-pressure instead of logging each wait as a warning.
+
+    When an agent writes tables faster than their changelog records are sent (a replay, a backlog),
+    Faust waits for its producer buffer and logs "producer buffer full size N" (WARNING) and "producer
+    flush took S" (INFO) each time: hundreds of lines a minute in a replay's log for the normal flow
+    control of a worker running flat out. Installed on Faust's producer logger, this drops those two
+    lines (they still show with debug logging), counts the waits and their seconds, and the worker's
+    progress line reports them (:meth:`summary`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+        self.seconds = 0.0
+        self._reported = (0, 0.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True
+        if record.msg.startswith("producer buffer full size"):
+            self.waits += 1
+        elif record.msg.startswith("producer flush took"):
+            try:
+                self.seconds += float(record.msg.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                return True
+        else:
+            return True
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+    def summary(self) -> str:
+        """The waits since the last call: ``""`` if none, else ``"; producer back-pressure: 12 waits, 0.4 s"``."""
+        waits, seconds = self.waits - self._reported[0], self.seconds - self._reported[1]
+        self._reported = (self.waits, self.seconds)
+        return f"; producer back-pressure: {waits} waits, {seconds:.1f} s" if waits else ""
 
 
 def make_worker(app: RtqisApp, loglevel: str) -> Any:
