@@ -102,6 +102,13 @@ class SymbolBook:
         self.last_live: dict[tuple[str, str], float] = {}  # (symbol, interval) -> monotonic s
         self.outbox: Outbox[dict[str, Any]] = Outbox(candle_output_key)
 
+    def forget(self) -> None:
+        """Drop what this book keeps in memory (decoded states, sent outputs): the next event starts from
+        the table, as in a restarted worker. After an event failed half-way, whose in-place updates
+        may be in the cache."""
+        self.cache.clear()
+        self.outbox.forget_sent()
+
     def _states(
         self, sym: str, stored: dict[str, Any]
     ) -> tuple[int, dict[str, CandleState], LegSampler | None, _Quoters | None]:
@@ -256,6 +263,12 @@ class PairBook:
         self.max_pending = max(1, int(settings.align_wait_s * 1000 // settings.sample_ms))
         self.cache: dict[str, tuple[int, PairAligner, PairModel]] = {}
         self.outbox: Outbox[list[Any]] = Outbox(lambda entry: str(entry[2]))
+
+    def forget(self) -> None:
+        """Drop what this book keeps in memory (models, aligners, sent outputs): the next event starts
+        from the table, as in a restarted worker (see :meth:`SymbolBook.forget`)."""
+        self.cache.clear()
+        self.outbox.forget_sent()
 
     def load(self, pair: str, table: StateTable) -> tuple[int, PairModel | None]:
         """(seq, model) of ``pair`` from the cache when it is current, else from the table (None: no state)."""

@@ -63,11 +63,18 @@ class _TickHandler:
     state lives in the tick agent's own table so that one event's writes stay in one changelog
     partition, in order."""
 
+    stage = "worker.ticks"  # the dead letters' stage
+
     def __init__(self, outputs: Outputs, symbols: SymbolBook, table: StateTable, pairs: PairBook) -> None:
         self.outputs = outputs
         self.symbols = symbols
         self.table = table
         self.pairs = pairs
+
+    def forget(self) -> None:
+        """Start the next event from the tables, as a restarted worker (after a failed event)."""
+        self.symbols.forget()
+        self.pairs.forget()
 
     def apply_local_legs(self, out: list[Output]) -> list[tuple[str, list[Output]]]:
         """Leg samples of a frame applied to their (co-located) pairs: (pair, outputs to send), in order."""
@@ -86,6 +93,8 @@ class TradesHandler(_TickHandler):
     and ``last_trade`` table (last trade and counts per symbol) -> their topics. Idempotent: trade ids
     already applied are skipped, so a frame redelivered after a crash changes nothing."""
 
+    stage = "worker.trades"
+
     def __init__(
         self, outputs: Outputs, symbols: SymbolBook, candles: StateTable, last_trade: StateTable, pairs: PairBook
     ) -> None:
@@ -98,9 +107,7 @@ class TradesHandler(_TickHandler):
         return self.symbols.screen(sym, stored, c["trade_time"], c["trade_id"])
 
     async def __call__(self, event: Any) -> None:
-        frame = await valid_frame(
-            self.outputs, event, TRADES, validate_trade_frame, "worker.trades", self._screen_trades
-        )
+        frame = await valid_frame(self.outputs, event, TRADES, validate_trade_frame, self.stage, self._screen_trades)
         if frame is None:
             return
         sym = frame.symbol
@@ -136,6 +143,8 @@ class BookHandler(_TickHandler):
     """A best bid/ask frame -> mid-price leg samples for the pairs (``RTQIS_PAIR_PRICE=mid``), with the bid
     and ask of each sampled update (the pairs' round-trip cost), state in the ``book_legs`` table."""
 
+    stage = "worker.book"
+
     def _screen_book(self, frame: Frame) -> list[tuple[int, str]]:
         c = frame.cols
         t = c["event_time"] if c.get("event_time") is not None else c["recv_time"]
@@ -143,7 +152,7 @@ class BookHandler(_TickHandler):
         return self.symbols.screen(frame.symbol, stored, t, None)
 
     async def __call__(self, event: Any) -> None:
-        frame = await valid_frame(self.outputs, event, BOOK, validate_book_frame, "worker.book", self._screen_book)
+        frame = await valid_frame(self.outputs, event, BOOK, validate_book_frame, self.stage, self._screen_book)
         if frame is None:
             return
         c = frame.cols
@@ -163,10 +172,16 @@ class LegsHandler:
     ``analytics.pair``, ``alerts``, ``analytics.adf``. Messages that do not decode, or name a pair that
     is not configured, are dead-lettered."""
 
+    stage = "worker.pairs"
+
     def __init__(self, outputs: Outputs, pairs: PairBook, table: StateTable) -> None:
         self.outputs = outputs
         self.pairs = pairs
         self.table = table
+
+    def forget(self) -> None:
+        """Start the next event from the table, as a restarted worker (after a failed event)."""
+        self.pairs.forget()
 
     async def __call__(self, event: Any) -> None:
         try:
@@ -176,7 +191,7 @@ class LegsHandler:
             if msg.pair not in self.pairs.pairs:
                 raise DecodeError(f"unknown pair {msg.pair!r} (configured: {', '.join(self.pairs.pairs)})")
         except DecodeError as e:
-            await self.outputs.dead_letter(event, str(e), event.value or b"", "worker.pairs")
+            await self.outputs.dead_letter(event, str(e), event.value or b"", self.stage)
             return
         out = self.pairs.apply(msg, self.table)  # every table write before the first await
         self.outputs.send(self.pairs.outbox, out, msg.pair)

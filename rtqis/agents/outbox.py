@@ -98,6 +98,12 @@ class Outbox(Generic[E]):
         draft.entries.append(entry)
         return key
 
+    def forget_sent(self) -> None:
+        """Forget which keys this process sent, as a new process would: every stored entry not seen
+        delivered is sent again at its state's next event (after a failed event, whose outputs were
+        added here but perhaps never reached the producer)."""
+        self.sent.clear()
+
     def commit(self, draft: OutboxDraft[E]) -> None:
         """The state with ``draft.entries`` was written: forget the delivered keys that left it (without
         this, ``sent`` and ``delivered`` would grow by every output for good). Not called when the state

@@ -55,7 +55,11 @@ class LegQuotes:
         return _NONE if cur is None else (cur[1], cur[2])
 
     def state(self) -> dict[str, Any]:
-        return {"pending": self.pending, "last": self.last}
+        """A snapshot (copies, as :meth:`rtqis.analytics.sampling.PairAligner.state`)."""
+        return {
+            "pending": {k: [list(s) for s in v] for k, v in self.pending.items()},
+            "last": {k: (list(v) if v is not None else None) for k, v in self.last.items()},
+        }
 
     @classmethod
     def from_state(cls, d: dict[str, Any] | None) -> LegQuotes:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faust
 
@@ -20,7 +19,7 @@ from rtqis.settings import Settings
 if TYPE_CHECKING:
     from rtqis.agents.outputs import Outputs
 
-__all__ = ["BackPressureLog", "RtqisApp", "make_worker", "progress_line", "run_events"]
+__all__ = ["BackPressureLog", "Handler", "RtqisApp", "handle_event", "make_worker", "progress_line", "run_events"]
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +46,62 @@ class RtqisApp(faust.App):
         self.progress = {}
 
 
-async def run_events(app: RtqisApp, stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
-    """An agent's body: ``handle(event)`` for every event of ``stream``, counted in ``app.busy``; once
-    ``app.pause`` is set, park before the next event and leave it unprocessed and unacknowledged."""
+class Handler(Protocol):
+    """What an agent does with one event (:mod:`rtqis.agents.handlers`)."""
+
+    stage: str  # the stage its dead letters name
+
+    async def __call__(self, event: Any) -> None: ...
+
+    def forget(self) -> None:
+        """Drop what it keeps in memory: the next event starts from the tables, as in a new worker."""
+
+
+async def handle_event(outputs: Outputs, event: Any, handle: Handler) -> bool:
+    """``handle(event)``; True if it was handled, False if it was dead-lettered.
+
+    Bad input is dead-lettered by the handlers themselves; this is for the unexpected (a bug, a failed
+    import, ...). Stock Faust logs the agent as crashed, restarts it and goes on with the *next* event:
+    the failed frame was lost, and with it trades from the candles and samples from the pairs (seen
+    when a refit raced an import: a replay lost two frames and 27 signals). Here the event is tried
+    again as a restarted worker would try it: the handler first forgets its in-memory state (the failed
+    attempt may have changed it in place), then reads its tables again, where the event is either not
+    applied or applied in part, which the handlers skip (trade ids, the aligner) and whose outputs wait
+    in the outbox, sent again. An event that fails twice is dead-lettered with the error, so the agent
+    goes on and the frame can be found and replayed."""
+    try:
+        await handle(event)
+        return True
+    except Exception as e:  # noqa: BLE001 - logged, retried, then dead-lettered: never a silent loss
+        first = e
+    msg = event.message
+    where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+    log.error("%s: the agent failed on it: %s: %s; trying it again from the tables", where, type(first).__name__, first,
+              exc_info=first)  # fmt: skip
+    handle.forget()
+    try:
+        await handle(event)
+        log.warning("%s: handled on the second try", where)
+        return True
+    except Exception as e:  # noqa: BLE001
+        handle.forget()
+        log.error("%s: the agent failed on it again: dead-lettered", where, exc_info=e)
+        reason = f"the worker failed on it twice: {type(e).__name__}: {e}"
+        await outputs.dead_letter(event, reason, event.value or b"", handle.stage)
+        return False
+
+
+async def run_events(app: RtqisApp, stream: Any, handle: Handler) -> None:
+    """An agent's body: ``handle(event)`` for every event of ``stream`` (:func:`handle_event`), counted in
+    ``app.busy``; once ``app.pause`` is set, park before the next event and leave it unprocessed and
+    unacknowledged."""
     async for event in stream.events():
         if app.pause.is_set():  # stopping: leave this event unprocessed and unacknowledged
             app.parked.set()
             await asyncio.Event().wait()
         app.busy += 1
         try:
-            await handle(event)
+            await handle_event(app.outputs, event, handle)
         finally:
             app.busy -= 1
         msg = event.message

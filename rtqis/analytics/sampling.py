@@ -193,7 +193,12 @@ class PairAligner:
         )
 
     def state(self) -> dict[str, Any]:
-        return {"max_pending": self.max_pending, "pending": self.pending, "last": self.last}
+        """A snapshot (copies: the aligner goes on changing its own lists after the state is stored)."""
+        return {
+            "max_pending": self.max_pending,
+            "pending": {k: [list(s) for s in v] for k, v in self.pending.items()},
+            "last": {k: (list(v) if v is not None else None) for k, v in self.last.items()},
+        }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> PairAligner:

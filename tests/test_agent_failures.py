@@ -1,0 +1,176 @@
+"""An agent that fails on an event (a bug, a failed import; not bad input, which the handlers dead-letter
+themselves) loses nothing: the event is tried again from the tables, as a restarted worker would try it,
+and an event that fails twice is dead-lettered with the error (rtqis.agents.worker.handle_event).
+
+The real trades handler, books and output producer (a real broker); the tables are in-memory dicts (a
+Faust ``Table(default=dict)``), the events stand-ins with the fields the handler reads, and the
+dead-letter topic (a Faust topic, which needs a running app) a stand-in that records what is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from rtqis.agents.books import PairBook, SymbolBook
+from rtqis.agents.handlers import TradesHandler
+from rtqis.agents.outputs import Outputs
+from rtqis.agents.worker import handle_event
+from rtqis.analytics.huber import HuberFairValue
+from rtqis.producers.feed import trade_frames
+from rtqis.producers.synthetic import SymbolSpec, SyntheticMarket
+from rtqis.schemas.codec import encode
+from rtqis.settings import Settings
+from rtqis.topics import TRADES
+
+pytestmark = [pytest.mark.broker]
+
+
+class _DeadLetters:
+    """The dead-letter topic's stand-in: what the worker would send to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, key: bytes, value: bytes, headers: Any) -> None:
+        self.sent.append({"key": key, "value": value})
+
+
+class _RecordingOutputs(Outputs):
+    """The worker's real output producer, recording every row it publishes (kind, key, row)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, _DeadLetters())
+        self.rows: list[tuple[str, str | None, dict[str, Any]]] = []
+
+    def send(self, outbox: Any, outputs: Any, key: str) -> None:
+        outputs = list(outputs)
+        self.rows.extend((o.kind, o.key, o.row) for o in outputs if o.key is not None)
+        super().send(outbox, outputs, key)
+
+
+def _events(settings: Settings) -> list[Any]:
+    """Trade frames of both legs of the pair, in event-time order, as the trades agent gets them."""
+    market = SyntheticMarket([SymbolSpec("BTCUSDT", 60_000.0), SymbolSpec("ETHUSDT", 3_000.0)], seed=5, trade_rate=20)
+    frames = [f for _ in range(8) for b in market.advance(30_000)[0] for f in trade_frames(b, 200)]
+    frames.sort(key=lambda f: int(f.cols["event_time"][0]))
+    events = []
+    for i, f in enumerate(frames):
+        value, headers = encode(f, settings.codec)
+        msg = SimpleNamespace(topic=TRADES.full_name(settings.namespace), partition=0, offset=i, key=f.symbol.encode())
+        events.append(SimpleNamespace(value=value, headers=headers, message=msg))
+    return events
+
+
+def _run(settings: Settings, events: list[Any], *, stock: bool = False) -> dict[str, Any]:
+    """Every event through a new trades handler: its tables, what it published, what it dead-lettered.
+    ``stock``: what Faust does when an agent raises (the event is skipped, the agent goes on)."""
+    outputs = _RecordingOutputs(settings)
+    tables: dict[str, defaultdict[str, dict[str, Any]]] = {"candles": defaultdict(dict), "last": defaultdict(dict)}
+    symbols = SymbolBook(settings, candles=True, sample=True, colocated=True)
+    handler = TradesHandler(outputs, symbols, tables["candles"], tables["last"], PairBook(settings))
+
+    async def go() -> list[bool]:
+        handled = []
+        for e in events:
+            if stock:
+                try:
+                    await handler(e)
+                    handled.append(True)
+                except RuntimeError:
+                    handled.append(False)
+            else:
+                handled.append(await handle_event(outputs, e, handler))
+            outputs.poll()
+        return handled
+
+    handled = asyncio.run(go())
+    assert outputs.flush(30.0) == 0
+    return {"handled": handled, "tables": tables, "rows": outputs.rows, "dead": outputs.deadletter.sent}
+
+
+def _state(tables: dict[str, Any]) -> str:
+    """What the tables hold, without the write counters and outboxes (those depend on delivery timing),
+    as JSON (a NaN equals a NaN there)."""
+    return json.dumps(
+        {
+            name: {k: {f: v for f, v in st.items() if f not in ("seq", "outbox")} for k, st in t.items()}
+            for name, t in tables.items()
+        },
+        sort_keys=True,
+    )
+
+
+def _published(rows: list[tuple[str, str | None, dict[str, Any]]]) -> dict[str, str]:
+    """Every distinct output (by its outbox key) with its row as JSON; a repeat must carry the same row."""
+    out: dict[str, str] = {}
+    for _kind, key, row in rows:
+        assert key is not None
+        text = json.dumps(row, sort_keys=True)
+        assert out.setdefault(key, text) == text, f"{key} published twice with different values"
+    return out
+
+
+def _fail_once_at(monkeypatch: pytest.MonkeyPatch, call: int, always: bool = False) -> list[int]:
+    """Huber refits raise at their ``call``-th update (once; ``always``: from then on), in the middle of a
+    frame: the pair state may already be written, the symbol's not yet."""
+    calls = [0]
+    update = HuberFairValue.update
+
+    def failing(self: HuberFairValue, x: float, y: float) -> tuple[float, float]:
+        calls[0] += 1
+        if calls[0] == call or (always and calls[0] >= call):
+            raise RuntimeError("injected failure")
+        return update(self, x, y)
+
+    monkeypatch.setattr(HuberFairValue, "update", failing)
+    return calls
+
+
+def test_an_event_that_fails_once_is_applied_on_the_retry_and_nothing_is_lost(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"pairs": ["ETHUSDT/BTCUSDT"]})
+    events = _events(s)
+    clean = _run(s, events)
+    assert all(clean["handled"]) and not clean["dead"]
+    signals = [k for k, _, _ in clean["rows"] if k == "analytics.pair"]
+    assert len(signals) > 200, "the pair must be producing signals for the failure to land mid-frame"
+
+    calls = _fail_once_at(monkeypatch, 150)
+    failed = _run(s, events)
+    assert calls[0] > 150  # the failure happened, and processing went on
+    assert all(failed["handled"]) and not failed["dead"]
+    assert _state(failed["tables"]) == _state(clean["tables"])
+    assert _published(failed["rows"]) == _published(clean["rows"])
+
+    # what stock Faust does (skip the event, restart the agent): the frame is lost, the numbers differ
+    _fail_once_at(monkeypatch, 150)
+    stock = _run(s, events, stock=True)
+    assert stock["handled"].count(False) == 1
+    assert _state(stock["tables"]) != _state(clean["tables"])
+    assert set(_published(stock["rows"])) != set(_published(clean["rows"]))
+
+
+def test_an_event_that_fails_twice_is_dead_lettered_with_the_error_and_the_agent_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"pairs": ["ETHUSDT/BTCUSDT"]})
+    events = _events(s)[:60]
+    clean = _run(s, events)
+    _fail_once_at(monkeypatch, 100, always=True)  # every refit from the 100th update on fails
+    failed = _run(s, events)
+    dead = failed["handled"].count(False)
+    assert dead >= 1 and len(failed["dead"]) == dead
+    assert failed["dead"][0]["key"] == b"worker.trades"
+    assert b"the worker failed on it twice: RuntimeError: injected failure" in failed["dead"][0]["value"]
+    first = failed["handled"].index(False)
+    assert all(failed["handled"][:first])  # every event before the failure handled
+    # the agent went on (candles, samples) but published fewer distinct outputs, each one as the clean run
+    # did (a failed event's stored outputs are sent again: repeats, with the same values)
+    published, want = _published(failed["rows"]), _published(clean["rows"])
+    assert 0 < len(published) < len(want) and all(want[k] == v for k, v in published.items())
