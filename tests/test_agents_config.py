@@ -47,13 +47,12 @@ def test_app_config_carries_the_credentials() -> None:
     assert isinstance(creds, faust.SASLCredentials) and creds.username == "u"
 
 
-def test_processing_guarantee_follows_the_setting_and_the_broker() -> None:
+def test_processing_guarantee_follows_the_setting() -> None:
     # auto: at_least_once on every broker (exactly_once is opt-in: see rtqis.agents.config)
-    assert processing_guarantee(Settings(), exact_end_offsets=True) == "at_least_once"
-    assert processing_guarantee(Settings(), exact_end_offsets=False) == "at_least_once"
+    assert processing_guarantee(Settings()) == "at_least_once"
     for g in ("exactly_once", "at_least_once"):
         s = Settings(processing_guarantee=g)
-        assert processing_guarantee(s, exact_end_offsets=True) == processing_guarantee(s, exact_end_offsets=False) == g
+        assert processing_guarantee(s) == g
         assert app_config(s, "off", g)["processing_guarantee"] == g
     assert app_config(Settings(), "off")["processing_guarantee"] == "at_least_once"
     with pytest.raises(ValidationError):

@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     (:mod:`rtqis.agents.outbox`). The pairs agent consumes ``pairs.legs`` in both layouts.
     """
     fix = recovery_fix(settings, exact_end_offsets)
-    guarantee = processing_guarantee(settings, exact_end_offsets)
+    guarantee = processing_guarantee(settings)
     apply_patches(settings, fix)
     faust_datadir(settings).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = RtqisApp(app_id(settings.namespace), **app_config(settings, fix, guarantee))

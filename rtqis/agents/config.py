@@ -45,16 +45,14 @@ def recovery_fix(settings: Settings, exact_end_offsets: bool | None = None) -> s
     return fix
 
 
-def processing_guarantee(settings: Settings, exact_end_offsets: bool | None = None) -> str:
+def processing_guarantee(settings: Settings) -> str:
     """The worker's processing guarantee: ``"exactly_once"`` or ``"at_least_once"``.
 
     ``RTQIS_PROCESSING_GUARANTEE=auto`` (the default) is at_least_once on every broker: its agents are
     idempotent (trade-id marks, the outbox) and the crash drills prove it on Tansu and Kafka. Faust's
     exactly_once starts and runs on Apache Kafka (not on Tansu, whose transactions it cannot use), but
     once, under load, a SIGKILLed exactly-once worker restarted 60 trades short of 3,000
-    (``tests/test_kafka_security.py``): it is opt-in until that is understood. ``exact_end_offsets`` is
-    kept for callers that probed the broker already; it does not change the answer."""
-    del exact_end_offsets
+    (``tests/test_kafka_security.py``): it is opt-in until that is understood."""
     if settings.processing_guarantee != "auto":
         return settings.processing_guarantee
     return "at_least_once"

@@ -19,7 +19,7 @@ from rtqis.schemas import models as m
 from rtqis.schemas.frames import Frame
 from rtqis.sinks.schema import CANDLES, SOURCES, StoreError, Table, now_ms
 
-__all__ = ["candles_df", "frames_df", "models_df", "offset_rows", "table_df"]
+__all__ = ["candles_df", "frames_df", "models_df", "offset_rows"]
 
 
 def _finish(table: Table, df: pl.DataFrame, what: str) -> pl.DataFrame:
@@ -129,27 +129,3 @@ def offset_rows(offsets: Mapping[tuple[str, int], int]) -> list[tuple[str, int, 
         except (TypeError, ValueError):
             raise StoreError(f"offsets: expected {{(topic, partition): offset}}, got {key!r}: {off!r}") from None
     return out
-
-
-def table_df(cols: Mapping[str, np.ndarray], table: Table) -> pl.DataFrame:
-    """DuckDB ``fetchnumpy`` columns (masked arrays where NULLs are possible) -> typed polars frame."""
-    out: list[pl.Series] = []
-    for name, (dt, _) in table.columns.items():
-        arr = cols[name]
-        if isinstance(dt, pl.List) and arr.dtype == object and arr.size and isinstance(np.ma.getdata(arr)[0], str):
-            # joined by chr(31) in SQL (Store._range): split in one vectorised step, '' is the empty list
-            joined = pl.Series(name, np.ma.getdata(arr).tolist(), dtype=pl.String())
-            split = pl.select(
-                pl.when(joined == "").then(pl.lit([], dtype=dt)).otherwise(joined.str.split(chr(31))).alias(name)
-            ).to_series()
-            out.append(split.cast(dt))
-        elif isinstance(dt, pl.List):
-            data, mask = np.ma.getdata(arr), np.ma.getmaskarray(arr)
-            vals = [None if null else list(v) for v, null in zip(data.tolist(), mask.tolist(), strict=True)]
-            out.append(pl.Series(name, vals, dtype=dt))
-        elif isinstance(arr, np.ma.MaskedArray) and arr.dtype == object:  # nullable VARCHAR: None for NULL
-            data, mask = np.ma.getdata(arr), np.ma.getmaskarray(arr)
-            out.append(pl.Series(name, [None if null else v for v, null in zip(data, mask, strict=True)], dtype=dt))
-        else:
-            out.append(pl.Series(name, arr, dtype=dt))
-    return pl.DataFrame(out)
