@@ -174,3 +174,20 @@ def test_an_event_that_fails_twice_is_dead_lettered_with_the_error_and_the_agent
     # did (a failed event's stored outputs are sent again: repeats, with the same values)
     published, want = _published(failed["rows"]), _published(clean["rows"])
     assert 0 < len(published) < len(want) and all(want[k] == v for k, v in published.items())
+
+
+def test_outputs_delivered_waits_for_every_delivery_report(settings: Settings) -> None:
+    """What the worker awaits before each offset commit: every output sent so far has its report."""
+    s = settings.model_copy(update={"pairs": ["ETHUSDT/BTCUSDT"]})
+    outputs = _RecordingOutputs(s)
+    symbols = SymbolBook(s, candles=True, sample=True, colocated=True)
+    handler = TradesHandler(outputs, symbols, defaultdict(dict), defaultdict(dict), PairBook(s))
+
+    async def go() -> bool:
+        for e in _events(s)[:40]:
+            await handler(e)
+        return await outputs.delivered(30.0)
+
+    assert asyncio.run(go()) is True
+    st = outputs.producer.stats
+    assert st.sent > 100 and st.delivered == st.sent and st.failed == 0

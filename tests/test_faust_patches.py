@@ -18,6 +18,7 @@ from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from rtqis.agents import patches
 from rtqis.agents.patches import (
+    patch_commit_after_outputs,
     patch_consumer_highwaters,
     patch_fetch_with_no_active_partition,
     patch_flow_control_resume,
@@ -298,3 +299,37 @@ def test_table_manager_starts_without_its_fixed_one_second_sleep() -> None:
 
     assert run(stock) == ([1.0], ["channels", "recovery"])
     assert run(TableManager.on_start) == ([], ["channels", "recovery"])
+
+
+def test_offsets_are_committed_only_after_the_apps_outputs_are_delivered() -> None:
+    """Faust flushes only its own producer before a commit; the worker's outputs (confluent-kafka) are
+    awaited first through the app's ``outputs_delivered`` (apps without one commit as before)."""
+    from faust.transport.consumer import Consumer
+
+    patch_commit_after_outputs()
+    patch_commit_after_outputs()  # idempotent
+    events: list[str] = []
+
+    async def original(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        events.append(f"commit {dict(offsets)}")
+        return True
+
+    async def outputs_delivered() -> None:
+        await asyncio.sleep(0.01)
+        events.append("outputs delivered")
+
+    saved = Consumer._rtqis_original_commit_offsets  # type: ignore[attr-defined]
+    Consumer._rtqis_original_commit_offsets = original  # type: ignore[attr-defined]  # Faust's, recorded
+    tp = TP("ticks.trade", 0)
+
+    async def run(app: Any) -> bool:
+        return bool(await Consumer._commit_offsets(SimpleNamespace(app=app), {tp: 7}))  # type: ignore[arg-type]
+
+    try:
+        assert asyncio.run(run(SimpleNamespace(outputs_delivered=outputs_delivered))) is True
+        assert events == ["outputs delivered", f"commit {{{tp!r}: 7}}"]
+        events.clear()
+        assert asyncio.run(run(SimpleNamespace())) is True  # an app without outputs: as before
+        assert events == [f"commit {{{tp!r}: 7}}"]
+    finally:
+        Consumer._rtqis_original_commit_offsets = saved  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ with Faust (``murmur2_random``, the Java and aiokafka partitioner).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -75,6 +76,29 @@ class Outputs:
         """Serve delivery reports (callbacks) when no event comes to trigger them."""
         if self._producer is not None:
             self._producer.poll()
+
+    async def delivered(self, timeout_s: float = 60.0) -> bool:
+        """Wait (serving delivery reports, never blocking the event loop) until every output sent so far
+        has its delivery report, delivered or failed; False if that took longer than ``timeout_s``.
+
+        Called before each offset commit (:func:`~rtqis.agents.patches.patch_commit_after_outputs`), so
+        that a committed input offset means its outputs are on the broker: the outbox already makes them
+        crash-safe, but a replay, the crash drills and any user script take "the worker's group has
+        committed the end" for "its outputs are there", and a worker that handles a whole input within
+        one commit interval (1 s) had committed before the last outputs left (a drill's reference run
+        stored no candle)."""
+        if self._producer is None:
+            return True
+        st = self._producer.stats
+        target = st.sent
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while st.delivered + st.failed < target:
+            self._producer.poll(0)
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
 
     def flush(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for every output's delivery: the number still undelivered."""

@@ -1,4 +1,4 @@
-"""The seven changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
+"""The eight changes RT-QIS makes to Faust (faust-streaming 0.15) and mode, each named after what it patches.
 
 Each fixes a loss or a stall measured on the embedded broker (bench/README.md); each is idempotent (applying
 it twice patches once) and is checked on the real classes in tests/test_faust_patches.py:
@@ -11,7 +11,9 @@ it twice patches once) and is checked on the real classes in tests/test_faust_pa
   records, which Faust then dropped;
 - :func:`patch_seek_uncommitted_to_beginning`: a partition without a committed offset never re-read what
   was dropped, and stalled for good (seen on Apache Kafka with two workers, one SIGKILLed);
-- :func:`patch_table_manager_start`: every worker start waited a fixed second for tables to register.
+- :func:`patch_table_manager_start`: every worker start waited a fixed second for tables to register;
+- :func:`patch_commit_after_outputs`: input offsets were committed before the outputs they produced had
+  left the worker's output producer.
 
 :func:`apply_patches` applies them as the worker's settings ask.
 """
@@ -23,6 +25,7 @@ import logging
 from typing import Any
 
 from faust.tables.manager import TableManager
+from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from mode.utils.queues import FlowControlEvent
@@ -32,6 +35,7 @@ from rtqis.settings import Settings
 
 __all__ = [
     "apply_patches",
+    "patch_commit_after_outputs",
     "patch_consumer_highwaters",
     "patch_fetch_with_no_active_partition",
     "patch_flow_control_resume",
@@ -55,6 +59,31 @@ def apply_patches(settings: Settings, recovery_fix: str) -> None:
     patch_fetch_with_no_active_partition()
     patch_seek_uncommitted_to_beginning()
     patch_table_manager_start()
+    patch_commit_after_outputs()
+
+
+def patch_commit_after_outputs() -> None:
+    """Make Faust's ``Consumer._commit_offsets`` first await the app's ``outputs_delivered()`` (when it
+    has one: :class:`rtqis.agents.worker.RtqisApp`), which returns once every output sent so far has its
+    delivery report (:meth:`rtqis.agents.outputs.Outputs.delivered`).
+
+    Faust flushes its own producer (the changelogs) before a commit; the outputs go through
+    confluent-kafka, which Faust does not know. The offsets to commit are chosen before this wait, so
+    every output of the events they cover was sent before it began.
+    """
+    if getattr(Consumer, "_rtqis_patched", False):
+        return
+
+    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        wait = getattr(self.app, "outputs_delivered", None)
+        if wait is not None:
+            await wait()
+        commit = Consumer._rtqis_original_commit_offsets  # type: ignore[attr-defined]
+        return bool(await commit(self, offsets, start_new_transaction))
+
+    Consumer._rtqis_original_commit_offsets = Consumer._commit_offsets  # type: ignore[attr-defined]
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
+    Consumer._rtqis_patched = True  # type: ignore[attr-defined]
 
 
 def patch_table_manager_start() -> None:

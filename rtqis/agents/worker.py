@@ -45,6 +45,13 @@ class RtqisApp(faust.App):
         self.outputs = outputs
         self.progress = {}
 
+    async def outputs_delivered(self) -> None:
+        """Before each offset commit (:func:`rtqis.agents.patches.patch_commit_after_outputs`): wait for
+        the delivery reports of every output sent so far (then a committed offset means its outputs are
+        on the broker); after a minute without them, commit anyway (the outbox still holds them)."""
+        if not await self.outputs.delivered(60.0):
+            log.warning("outputs undelivered after 60 s: committing anyway (they stay in the outbox)")
+
 
 class Handler(Protocol):
     """What an agent does with one event (:mod:`rtqis.agents.handlers`)."""
