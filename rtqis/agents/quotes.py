@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtqis.analytics.sampling import leg_queues
+
 __all__ = ["LegQuotes"]
 
 Quote = tuple[float | None, float | None]
@@ -55,17 +57,9 @@ class LegQuotes:
         return _NONE if cur is None else (cur[1], cur[2])
 
     def state(self) -> dict[str, Any]:
-        """A snapshot (copies, as :meth:`rtqis.analytics.sampling.PairAligner.state`)."""
-        return {
-            "pending": {k: [list(s) for s in v] for k, v in self.pending.items()},
-            "last": {k: (list(v) if v is not None else None) for k, v in self.last.items()},
-        }
+        """A snapshot (copies: :func:`~rtqis.analytics.sampling.leg_queues`)."""
+        return leg_queues(self.pending, self.last)
 
     @classmethod
     def from_state(cls, d: dict[str, Any] | None) -> LegQuotes:
-        if not d:
-            return cls()
-        return cls(
-            pending={k: [list(s) for s in v] for k, v in d["pending"].items()},
-            last={k: (list(v) if v is not None else None) for k, v in d["last"].items()},
-        )
+        return cls(**leg_queues(d["pending"], d["last"])) if d else cls()

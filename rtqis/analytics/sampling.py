@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["AlignedRows", "LegSampler", "PairAligner"]
+__all__ = ["AlignedRows", "LegSampler", "PairAligner", "leg_queues"]
 
 _MAX_SPAN = 1_000_000  # sample times generated per update at most (a longer silence is skipped)
 
@@ -110,6 +110,17 @@ class LegSampler:
         )
 
 
+def leg_queues(pending: dict[str, list[list[float]]], last: dict[str, list[float] | None]) -> dict[str, Any]:
+    """Copies of per-leg sample queues and last samples, ``{"pending": ..., "last": ...}``: the state of a
+    :class:`PairAligner` (and of :class:`rtqis.agents.quotes.LegQuotes`), both ways. Copies, because the
+    owner goes on changing its lists in place after its state is stored (and a restored one must not
+    change the stored dict)."""
+    return {
+        "pending": {k: [list(x) for x in v] for k, v in pending.items()},
+        "last": {k: (list(v) if v is not None else None) for k, v in last.items()},
+    }
+
+
 @dataclass
 class AlignedRows:
     """Rows released by :meth:`PairAligner.drain`, in time order."""
@@ -194,16 +205,8 @@ class PairAligner:
 
     def state(self) -> dict[str, Any]:
         """A snapshot (copies: the aligner goes on changing its own lists after the state is stored)."""
-        return {
-            "max_pending": self.max_pending,
-            "pending": {k: [list(s) for s in v] for k, v in self.pending.items()},
-            "last": {k: (list(v) if v is not None else None) for k, v in self.last.items()},
-        }
+        return {"max_pending": self.max_pending, **leg_queues(self.pending, self.last)}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> PairAligner:
-        return cls(
-            max_pending=int(d["max_pending"]),
-            pending={k: [list(s) for s in v] for k, v in d["pending"].items()},
-            last={k: (list(v) if v is not None else None) for k, v in d["last"].items()},
-        )
+        return cls(max_pending=int(d["max_pending"]), **leg_queues(d["pending"], d["last"]))
