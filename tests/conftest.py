@@ -190,6 +190,20 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         ps.stop_all()
 
 
+def worker_progress(settings: Settings) -> tuple[int, int]:
+    """(committed, end): input messages the worker group has committed, and the inputs' ends, summed
+    over the worker's input topics. A SIGKILL test reads ``committed`` right after the kill and checks it
+    against the final end: the kill landed mid-stream and the restarted worker had work left (else the
+    test would only show a restart after the end)."""
+    from rtqis.kafka.offsets import topic_offsets
+    from rtqis.replay import worker_inputs
+    from rtqis.topics.registry import app_id, topic_name
+
+    names = [topic_name(t, settings.namespace) for t in worker_inputs(settings)]
+    rows = topic_offsets(settings, names, group=app_id(settings.namespace))
+    return sum(r.committed or 0 for r in rows), sum(r.end for r in rows)
+
+
 def collect(
     settings: Settings,
     topic: str,

@@ -21,7 +21,7 @@ from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.topics import ADF, DEADLETTER, LEGS, PAIR
-from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings
+from tests.conftest import BINANCE_DATA, Procs, collect, env_of, make_settings, worker_progress
 from tests.test_cli import run_cli
 
 # on Tansu only in make test: its logic is the least broker-specific; the Kafka pass has the pipeline tests
@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
 TRADES = BINANCE_DATA / "trades"
 FILES = [str(next(TRADES.glob(f"{s}-spot-trades-*.csv"))) for s in ("BTCUSDT", "ETHUSDT")]
+#: x real time for the SIGKILL test's feed: the files' 650 s of trades in about 16 s
+FEED_SPEED = 40
 WINDOWS = {"ols_window": 60, "zscore_window": 60, "huber_window": 120, "huber_refit_every": 10, "adf_window": 200}
 
 
@@ -106,11 +108,15 @@ def test_sigkill_mid_stream_gives_the_numbers_of_an_uninterrupted_run(
 ) -> None:
     s = _settings(bootstrap, tmp_path, frame_max_ticks=50, colocate_pairs=colocate)  # many frames, many legs
     r, want = reference(s)
-    assert run_cli("produce", "file", *FILES, env=env_of(s), timeout=120).returncode == 0
+    # fed at FEED_SPEED while the worker runs, so the kill lands mid-stream whatever the worker's speed
+    feed = procs.start(s, "produce", "file", "--speed", str(FEED_SPEED), *FILES, name="feed")
     w = procs.start(s, "worker", name="worker1")
     signals(s, 150)  # part-way through
     Procs.stop(w, signal.SIGKILL)
+    done_at_kill = worker_progress(s)[0]
     procs.start(s, "worker", name="worker2")
+    assert feed.wait(120) == 0, procs.log_of(feed)[-2000:]
+    assert done_at_kill < worker_progress(s)[1]  # killed mid-stream: the second worker had work left
     got = signals(s, len(r))
     assert [got[sig["time"]] for sig in want] == want  # exactly, not approximately
 

@@ -19,8 +19,8 @@ from rtqis.settings import Settings
 from rtqis.sinks.history import backfill, open_history
 from rtqis.sinks.sink import open_for_writing, sink_paths
 from rtqis.sinks.store import Store, StoreError
-from tests.conftest import Procs, env_of, make_settings, wait_until
-from tests.test_candles_pipeline import COMPLETE, KLINES, UM_ETH, binance_klines
+from tests.conftest import Procs, env_of, make_settings, wait_until, worker_progress
+from tests.test_candles_pipeline import COMPLETE, FEED_SPEED, KLINES, UM_ETH, binance_klines
 from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -83,14 +83,18 @@ def test_replay_to_duckdb_read_while_the_sink_runs(bootstrap: str, tmp_path: Pat
 def test_sigkill_worker_and_sink_mid_replay(bootstrap: str, tmp_path: Path, procs: Procs) -> None:
     s = make_settings(bootstrap, tmp_path, candle_grace_ms=0, frame_max_ticks=50)
     create_topics(s)
-    assert run_cli("produce", "file", str(UM_ETH), env=env_of(s), timeout=120).returncode == 0
+    # fed while worker and sink run, so both kills land mid-stream whatever their speed
+    feed = procs.start(s, "produce", "file", "--speed", str(FEED_SPEED), str(UM_ETH), name="feed")
     w = procs.start(s, "worker", name="worker1")
     k = procs.start(s, "sink", name="sink1")
     wait_until(lambda: _history_counts(s)[0] > 0, 60, "the sink to store something")
     Procs.stop(k, signal.SIGKILL)
     Procs.stop(w, signal.SIGKILL)
+    done_at_kill = worker_progress(s)[0]
     procs.start(s, "worker", name="worker2")
     procs.start(s, "sink", name="sink2")
+    assert feed.wait(120) == 0, procs.log_of(feed)[-2000:]
+    assert done_at_kill < worker_progress(s)[1]  # the second worker had work left
     wait_until(lambda: _history_counts(s) == (N_TRADES, 6), 90, "all trades and 6 closed candles")
     _check(s)
 
