@@ -16,7 +16,7 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import topic_offsets
-from rtqis.replay import ReplayResult, default_namespace, digest, run_replay
+from rtqis.replay import REPLAY_FRAME_MAX_TICKS, ReplayResult, default_namespace, digest, feed_settings, run_replay
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.sinks.sink import sink_paths
@@ -114,14 +114,18 @@ def test_a_sigkilled_worker_gives_the_same_digest(baseline: dict[str, Any]) -> N
     assert res.digest == first.digest
 
 
-def test_frames_spanning_minutes_give_the_same_digest(baseline: dict[str, Any]) -> None:
-    """Frames of 5,000 trades span ~3 minutes of these files, beyond the pair aligner's 60 s wait: cut by
-    count only, one leg ran ahead and the pair went on with the other's stale price (other signals than
-    live, whose frames span 20 ms). The replay's feed cuts frames by event time too."""
-    first: ReplayResult = baseline["result"]
-    res = run_replay(baseline["settings"].model_copy(update={"frame_max_ticks": 5_000}), FILES, namespace="big")
-    assert res.counts == first.counts
-    assert res.digest == first.digest
+def test_the_replay_feed_cuts_frames_by_event_time() -> None:
+    """As fast as possible, frames are cut by event time: at most half the aligner's wait (else a
+    sparse symbol's frame of 500 trades could span minutes: one leg ran ahead, and the pair went on with
+    the other's stale price, other signals than live), and by count only at :data:`REPLAY_FRAME_MAX_TICKS`
+    (the live cap of 500 bounds a live frame's latency, which a replay does not have). The baseline
+    replays with these frames and the SIGKILL test with paced frames of 20 trades: the same digest."""
+    s = make_settings("127.0.0.1:1", Path("/nonexistent"), align_wait_s=60.0, frame_max_ticks=500, frame_max_ms=20)
+    fast, speed = feed_settings(s, None)
+    assert speed > 1e9 and fast.frame_max_ms == 30_000 and fast.frame_max_ticks == REPLAY_FRAME_MAX_TICKS
+    assert feed_settings(s.model_copy(update={"frame_max_ticks": 20_000}), None)[0].frame_max_ticks == 20_000
+    paced, speed = feed_settings(s, 50.0)  # paced: as configured, like a live feed
+    assert speed == 50.0 and (paced.frame_max_ms, paced.frame_max_ticks) == (20, 500)
 
 
 def test_cli_replay_writes_the_summary(baseline: dict[str, Any], tmp_path: Path) -> None:
