@@ -89,9 +89,10 @@ def test_producer_back_pressure_is_counted_not_logged_line_by_line(caplog: pytes
 
     from rtqis.agents.worker import BackPressureLog
 
-    assert faust_producer.logger.name == "faust.transport.producer"  # where the filter is installed
-    f = BackPressureLog()
-    faust_producer.logger.addFilter(f)
+    assert faust_producer.logger.name == BackPressureLog.LOGGER  # where the filter is installed
+    BackPressureLog.install()
+    f = BackPressureLog.install()  # replaces the first: one filter however many apps a process builds
+    assert [x for x in faust_producer.logger.filters if isinstance(x, BackPressureLog)] == [f]
     try:
         with caplog.at_level(logging.INFO):
             for size in (101, 103):

@@ -136,8 +136,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
         except Exception as e:  # noqa: BLE001 - a check must never stop the worker (e.g. broker away)
             log.warning("stall check failed: %s: %s", type(e).__name__, e)
 
-    back_pressure = BackPressureLog()
-    logging.getLogger("faust.transport.producer").addFilter(back_pressure)
+    back_pressure = BackPressureLog.install()
 
     @app.timer(PROGRESS_LOG_S)
     async def log_progress() -> None:
