@@ -19,7 +19,7 @@ import pytest
 from rtqis.agents.books import PairBook, SymbolBook
 from rtqis.agents.handlers import TradesHandler
 from rtqis.agents.outputs import Outputs
-from rtqis.agents.worker import handle_event
+from rtqis.agents.worker import handle_event, run_events
 from rtqis.analytics.huber import HuberFairValue
 from rtqis.producers.feed import trade_frames
 from rtqis.producers.synthetic import SymbolSpec, SyntheticMarket
@@ -191,3 +191,50 @@ def test_outputs_delivered_waits_for_every_delivery_report(settings: Settings) -
     assert asyncio.run(go()) is True
     st = outputs.producer.stats
     assert st.sent > 100 and st.delivered == st.sent and st.failed == 0
+
+
+class _Fatal(Exception):
+    """Raised by the test app's ``fatal`` (the real one exits the process)."""
+
+
+def test_an_event_neither_handled_nor_dead_lettered_stops_the_worker_before_the_next_event(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler fails twice and the dead letter fails too (the topic refuses it): the worker must not
+    go on to the next event, which stock Faust does (the agent restarts) and which would let a commit
+    pass the lost one. run_events calls the app's ``fatal`` with the event's place and the error."""
+    s = settings.model_copy(update={"pairs": ["ETHUSDT/BTCUSDT"]})
+    events = _events(s)[:60]
+    outputs = _RecordingOutputs(s)
+
+    async def refused(key: bytes, value: bytes, headers: Any) -> None:
+        raise RuntimeError("dead-letter topic refused it")
+
+    outputs.deadletter.send = refused  # type: ignore[method-assign]
+    handler = TradesHandler(
+        outputs, SymbolBook(s, candles=True, sample=True, colocated=True), defaultdict(dict), defaultdict(dict),
+        PairBook(s),
+    )  # fmt: skip
+    _fail_once_at(monkeypatch, 100, always=True)
+    reasons: list[str] = []
+
+    def fatal(reason: str) -> None:
+        reasons.append(reason)
+        raise _Fatal(reason)
+
+    app = SimpleNamespace(pause=asyncio.Event(), busy=0, outputs=outputs, progress={}, fatal=fatal)
+
+    class _Stream:
+        async def events(self) -> Any:
+            for e in events:
+                yield e
+
+    with pytest.raises(_Fatal):
+        asyncio.run(run_events(app, _Stream(), handler))  # type: ignore[arg-type]
+    outputs.flush(30.0)
+    assert len(reasons) == 1
+    handled = sum(n for n, _ in app.progress.values())
+    assert 0 < handled < len(events)  # it stopped at the failing event, and never counted it as handled
+    topic = TRADES.full_name(s.namespace)
+    assert reasons[0].startswith(f"{topic}[0]@{handled}: neither handled nor dead-lettered (RuntimeError: ")
+    assert "dead-letter topic refused it" in reasons[0] and app.busy == 0

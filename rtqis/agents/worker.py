@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import faust
 
@@ -45,6 +45,16 @@ class RtqisApp(faust.App):
         self.outputs = outputs
         self.progress = {}
 
+    def fatal(self, reason: str) -> NoReturn:
+        """Exit at once, as a crash (exit code 1), with ``reason`` as the last log line: for an event that
+        could be neither handled nor dead-lettered. No offset commit passes it, so a restarted worker
+        reads it again; the agents are crash-safe (see :func:`make_worker`). Going on would skip it: the
+        one thing the worker must not do with an input."""
+        log.critical("%s", reason)
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os._exit(1)
+
     async def outputs_delivered(self) -> None:
         """Before each offset commit (:func:`rtqis.agents.patches.patch_commit_after_outputs`): wait for
         the delivery reports of every output sent so far (then a committed offset means its outputs are
@@ -75,7 +85,8 @@ async def handle_event(outputs: Outputs, event: Any, handle: Handler) -> bool:
     attempt may have changed it in place), then reads its tables again, where the event is either not
     applied or applied in part, which the handlers skip (trade ids, the aligner) and whose outputs wait
     in the outbox, sent again. An event that fails twice is dead-lettered with the error, so the agent
-    goes on and the frame can be found and replayed."""
+    goes on and the frame can be found and replayed. If that dead letter fails too, the error is raised:
+    :func:`run_events` then stops the worker (:meth:`RtqisApp.fatal`) rather than go past the event."""
     try:
         await handle(event)
         return True
@@ -109,6 +120,12 @@ async def run_events(app: RtqisApp, stream: Any, handle: Handler) -> None:
         app.busy += 1
         try:
             await handle_event(app.outputs, event, handle)
+        except Exception as e:  # noqa: BLE001 - neither handled nor dead-lettered (the dead letter failed too)
+            msg = event.message
+            app.fatal(
+                f"{msg.topic}[{msg.partition}]@{msg.offset}: neither handled nor dead-lettered "
+                f"({type(e).__name__}: {e}): the worker exits without committing it, a restarted worker reads it again"
+            )
         finally:
             app.busy -= 1
         msg = event.message
