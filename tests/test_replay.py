@@ -16,7 +16,15 @@ import pytest
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import topic_offsets
-from rtqis.replay import REPLAY_FRAME_MAX_TICKS, ReplayResult, default_namespace, digest, feed_settings, run_replay
+from rtqis.replay import (
+    REPLAY_FRAME_MAX_TICKS,
+    FeedPlan,
+    ReplayResult,
+    default_namespace,
+    digest,
+    feed_plan,
+    run_replay,
+)
 from rtqis.schemas import models as m
 from rtqis.settings import Settings
 from rtqis.sinks.sink import sink_paths
@@ -121,11 +129,9 @@ def test_the_replay_feed_cuts_frames_by_event_time() -> None:
     (the live cap of 500 bounds a live frame's latency, which a replay does not have). The baseline
     replays with these frames and the SIGKILL test with paced frames of 20 trades: the same digest."""
     s = make_settings("127.0.0.1:1", Path("/nonexistent"), align_wait_s=60.0, frame_max_ticks=500, frame_max_ms=20)
-    fast, speed = feed_settings(s, None)
-    assert speed > 1e9 and fast.frame_max_ms == 30_000 and fast.frame_max_ticks == REPLAY_FRAME_MAX_TICKS
-    assert feed_settings(s.model_copy(update={"frame_max_ticks": 20_000}), None)[0].frame_max_ticks == 20_000
-    paced, speed = feed_settings(s, 50.0)  # paced: as configured, like a live feed
-    assert speed == 50.0 and (paced.frame_max_ms, paced.frame_max_ticks) == (20, 500)
+    assert feed_plan(s, None) == FeedPlan(speed=None, slice_ms=30_000, max_ticks=REPLAY_FRAME_MAX_TICKS)
+    assert feed_plan(s.model_copy(update={"frame_max_ticks": 20_000}), None).max_ticks == 20_000
+    assert feed_plan(s, 50.0) == FeedPlan(speed=50.0, slice_ms=None, max_ticks=500)  # paced: as configured
 
 
 def test_cli_replay_writes_the_summary(baseline: dict[str, Any], tmp_path: Path) -> None:

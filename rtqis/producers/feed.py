@@ -272,12 +272,18 @@ def run_files(
     symbols: set[str] | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[FeedStats, int, int], None] | None = None,
+    slice_ms: int | None = None,
+    max_ticks: int | None = None,
 ) -> FeedStats:
     """Replay Binance data files (archive CSV/zip/Parquet, raw WebSocket captures) into the tick topics.
 
     Files are merged by event time with bounded memory. ``speed`` None = as fast as possible, 1 = real
     time, 60 = 60x. Bad rows go to ``deadletter`` with file and line, and are counted. A file of an
     unknown format fails before anything is published (:class:`rtqis.producers.files.SourceFormatError`).
+
+    Frames: the merged ticks are cut into slices of ``slice_ms`` of event time (default: the settings'
+    ``frame_max_ms`` when paced, no slices as fast as possible), each symbol's ticks of a slice into
+    frames of at most ``max_ticks`` (default: the settings' ``frame_max_ticks``).
     """
     from rtqis.producers.files import Pacer, inspect_file, merge_sources
 
@@ -292,7 +298,9 @@ def run_files(
     def _on_file_progress(rows: int, done: int, total: int) -> None:
         progress["done"], progress["total"] = done, total
 
-    slice_ms = settings.frame_max_ms if speed is not None else None
+    if slice_ms is None and speed is not None:
+        slice_ms = settings.frame_max_ms
+    max_ticks = max_ticks or settings.frame_max_ticks
     try:
         for batch in merge_sources(
             [Path(p) for p in paths],
@@ -320,7 +328,7 @@ def run_files(
             if not len(batch):
                 continue
             pacer.wait_until(batch.t0)
-            frames = batch.frames(settings.frame_max_ticks)
+            frames = batch.frames(max_ticks)
             _publish(producer, [(TRADES if f.type is TRADE_FRAME else BOOK, f) for f in frames], stats)
             if on_progress is not None:
                 on_progress(stats, progress["done"], progress["total"])

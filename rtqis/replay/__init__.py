@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from rtqis.errors import RtqisError
 from rtqis.settings import Settings
@@ -64,7 +64,8 @@ __all__ = [
     "default_namespace",
     "digest",
     "add_parser",
-    "feed_settings",
+    "FeedPlan",
+    "feed_plan",
     "cmd_replay",
     "run_archive_replay",
     "run_replay",
@@ -79,12 +80,9 @@ _STOP_TIMEOUT_S = 30.0
 #: no progress of the worker nor of the sink for this long fails the replay (s)
 _STALL_S = 300.0
 _POLL_S = 0.25
-#: "as fast as possible" is this many times real time: the file feed then cuts frames by event time
-#: (every ``frame_max_ms``) as it does when paced, and never waits (see :func:`feed_settings`)
-_MAX_SPEED = 1e12
 #: ticks per frame at most when the replay runs as fast as possible. The live cap (500) bounds a
 #: live frame's latency; a replay has none to bound, so its frames are cut by event time (see
-#: :func:`feed_settings`) and this only caps their size: 5,000 trades are about 350 KB of JSON, a third
+#: :func:`feed_plan`) and this only caps their size: 5,000 trades are about 350 KB of JSON, a third
 #: of Kafka's 1 MB message limit. Fewer, larger frames: a day of two symbols at 25 trades/s each goes
 #: from 9,000 frames of 500 to 6,000 of 750 (30 s), and 1 M trades took 8.5 - 8.9 s after the worker's
 #: start instead of 11.3 - 11.4 s, with the same digest (the outputs do not depend on the framing).
@@ -387,25 +385,31 @@ def _check_alive(kids: list[ChildProcess]) -> None:
             raise ReplayError(f"the replay's {k.name} exited with code {code}: see {k.log_path}")
 
 
-def feed_settings(s: Settings, speed: float | None) -> tuple[Settings, float]:
-    """The settings and speed the replay's file feed runs with.
+class FeedPlan(NamedTuple):
+    """How the replay's file feed runs (:func:`rtqis.producers.feed.run_files` arguments)."""
 
-    Paced (``speed`` given): as configured. As fast as possible: no frame may span more than half of
-    ``align_wait_s`` of event time (30 s by default; the settings' 10 s bound on ``frame_max_ms`` is for
-    a live feed's latency, this copy is the replay feed's alone). Why: a feed
-    that cuts frames by count only lets a sparse symbol's frame cover minutes (500 trades of a symbol at
-    2 trades/s: 250 s); the worker then holds one leg's samples far ahead of the other's, beyond the
-    aligner's wait, and the pair goes on with the late leg's stale price: signals flagged ``stale_leg``
-    that a live run (frames cut every 20 ms) never makes. Measured: 300,000 synthetic trades at 25/s
-    per symbol in frames of 5,000 gave 3,636 stale signals of 5,999 and another digest. The feed cuts by
-    time only when paced, so the replay paces at :data:`_MAX_SPEED` x real time (never waits) with
-    ``frame_max_ms`` = that bound, and frames of up to :data:`REPLAY_FRAME_MAX_TICKS` ticks (or the
-    configured cap if larger), so that the time bound, not the live feed's latency cap, cuts them."""
+    speed: float | None  # None: as fast as possible
+    slice_ms: int | None  # event time per slice (None: the settings' frame_max_ms when paced)
+    max_ticks: int  # ticks per frame at most
+
+
+def feed_plan(s: Settings, speed: float | None) -> FeedPlan:
+    """How the replay's file feed runs.
+
+    Paced (``speed`` given): as configured, like a live feed. As fast as possible: no frame may span
+    more than half of ``align_wait_s`` of event time (30 s by default; the settings' 10 s bound on
+    ``frame_max_ms`` is for a live feed's latency). Why: a feed that cuts frames by count only lets a
+    sparse symbol's frame cover minutes (500 trades of a symbol at 2 trades/s: 250 s); the worker then
+    holds one leg's samples far ahead of the other's, beyond the aligner's wait, and the pair goes on
+    with the late leg's stale price: signals flagged ``stale_leg`` that a live run (frames cut every
+    20 ms) never makes. Measured: 300,000 synthetic trades at 25/s per symbol in frames of 5,000 gave
+    3,636 stale signals of 5,999 and another digest. Within that bound, frames hold up to
+    :data:`REPLAY_FRAME_MAX_TICKS` ticks (or the configured cap if larger), so that the time bound, not
+    the live feed's latency cap, cuts them."""
     if speed is not None:
-        return s, speed
+        return FeedPlan(speed, None, s.frame_max_ticks)
     span_ms = max(1, int(s.align_wait_s * 1000 / 2))
-    ticks = max(s.frame_max_ticks, REPLAY_FRAME_MAX_TICKS)
-    return s.model_copy(update={"frame_max_ms": span_ms, "frame_max_ticks": ticks}), _MAX_SPEED
+    return FeedPlan(None, span_ms, max(s.frame_max_ticks, REPLAY_FRAME_MAX_TICKS))
 
 
 def replay_symbols(settings: Settings, symbols: list[str] | None) -> list[str]:
@@ -490,12 +494,21 @@ def run_replay(
         def on_feed(st: FeedStats, _done: int, _total: int) -> None:
             live["ticks"] = st.trades + st.books
 
-        feed_s, feed_speed = feed_settings(s, speed)
+        plan = feed_plan(s, speed)
 
         def publish() -> None:
             try:
                 fed.append(
-                    run_files(feed_s, paths, speed=feed_speed, symbols=set(s.symbols), stop=stop, on_progress=on_feed)
+                    run_files(
+                        s,
+                        paths,
+                        speed=plan.speed,
+                        slice_ms=plan.slice_ms,
+                        max_ticks=plan.max_ticks,
+                        symbols=set(s.symbols),
+                        stop=stop,
+                        on_progress=on_feed,
+                    )
                 )
                 published_at.append(time.monotonic())
             except BaseException as e:  # re-raised in the main thread  # noqa: BLE001
