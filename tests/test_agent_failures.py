@@ -18,6 +18,7 @@ import pytest
 
 from rtqis.agents.books import PairBook, SymbolBook
 from rtqis.agents.handlers import TradesHandler
+from rtqis.agents.outbox import Outbox, Output
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.worker import handle_event, run_events
 from rtqis.analytics.huber import HuberFairValue
@@ -238,3 +239,42 @@ def test_an_event_neither_handled_nor_dead_lettered_stops_the_worker_before_the_
     topic = TRADES.full_name(s.namespace)
     assert reasons[0].startswith(f"{topic}[0]@{handled}: neither handled nor dead-lettered (RuntimeError: ")
     assert "dead-letter topic refused it" in reasons[0] and app.busy == 0
+
+
+def test_room_waits_until_half_the_outputs_in_flight_are_delivered(settings: Settings) -> None:
+    """Before each event the worker waits while more than MAX_IN_FLIGHT outputs await their delivery
+    (their rows sit in the stored states' outboxes, which must stay far below the 1 MB record limit)."""
+    outputs = Outputs(settings, _DeadLetters())
+    sig = {"pair": "ETHUSDT/BTCUSDT", "time": 0, "kind": "exit", "zscore": 0.1, "threshold": 0.5, "spread": 0.0,
+           "beta": 1.0, "x": 1.0, "y": 1.0, "message": "m"}  # fmt: skip
+    outbox: Any = Outbox(lambda e: str(e))
+
+    async def go() -> tuple[bool, int, int]:
+        outputs.send(outbox, [Output("alerts", {**sig, "time": i}, f"k{i}") for i in range(300)], sig["pair"])
+        before = outputs.producer.in_flight
+        ok = await outputs.room(limit=100, timeout_s=60)
+        return ok, before, outputs.producer.in_flight
+
+    ok, before, after = asyncio.run(go())
+    assert before > 100  # the reports had not come yet: there was something to wait for
+    assert ok and after <= 50 and len(outbox.delivered) >= 250
+
+
+def test_room_gives_up_only_at_its_timeout_when_the_broker_is_away(tmp_path: Any) -> None:
+    """No broker: nothing is delivered, the wait does not end by itself (the worker stops progressing
+    instead of growing its states; the real call has no timeout)."""
+    from rtqis.process import free_port
+    from tests.conftest import make_settings
+
+    s = make_settings(f"127.0.0.1:{free_port()}", tmp_path)  # nobody listens there
+    outputs = Outputs(s, _DeadLetters())
+    sig = {"pair": "ETHUSDT/BTCUSDT", "time": 0, "kind": "exit", "zscore": 0.1, "threshold": 0.5, "spread": 0.0,
+           "beta": 1.0, "x": 1.0, "y": 1.0, "message": "m"}  # fmt: skip
+
+    async def go() -> tuple[bool, int]:
+        outputs.send(Outbox(str), [Output("alerts", {**sig, "time": i}, f"k{i}") for i in range(20)], sig["pair"])
+        assert await outputs.room(limit=50, timeout_s=0.5)  # under the limit: no wait
+        return await outputs.room(limit=10, timeout_s=1.0), outputs.producer.in_flight
+
+    ok, left = asyncio.run(go())
+    assert not ok and left == 20

@@ -40,6 +40,20 @@ def test_outbox_replays_what_a_new_process_never_sent() -> None:
     assert box.restore(stored).resend == []  # once
 
 
+def test_outbox_sends_again_what_failed_to_be_delivered() -> None:
+    """A delivery that failed (the broker away past the producer's message timeout) is sent again at the
+    next event of its state, as a restarted worker would send it; before, it waited for a restart."""
+    box: Outbox[dict[str, Any]] = Outbox(lambda e: f"{e['sym']}|{e['t']}")
+    draft = box.restore([])
+    box.add(draft, {"sym": "A", "t": 1})
+    box.add(draft, {"sym": "A", "t": 2})
+    box.commit(draft)
+    box.on_failed("A|1")
+    again = box.restore(draft.entries)
+    assert again.resend == [{"sym": "A", "t": 1}] and again.entries == draft.entries  # A|2 is in flight
+    assert box.restore(again.entries).resend == []  # once per failure
+
+
 def legs(t0: int, n: int, rng: np.random.Generator) -> list[m.LegSamples]:
     """Both legs of both pairs over the same sample times (so their outputs share times)."""
     times = [1000 * (t0 + i) for i in range(n)]

@@ -10,6 +10,14 @@ the state, in an outbox, and leave it only once this process has seen their deli
 - **forget on delivery**: the producer's delivery callback marks the key (:meth:`Outbox.on_delivered`);
   the next write of that state drops the entry, and the key leaves this process's memory with it
   (:meth:`Outbox.commit`), so memory holds one event's outputs, not the whole run's;
+- **send again on failure**: a delivery that failed (the broker away longer than the producer's message
+  timeout) unmarks the key as sent (:meth:`Outbox.on_failed`), so the next event of that state sends the
+  entry again, as a restarted worker would (before, it waited in the outbox until a restart);
+- **bounded**: entries are the outputs not yet seen delivered, and the worker lets at most
+  :data:`rtqis.agents.outputs.MAX_IN_FLIGHT` outputs wait for their delivery before it handles another
+  event (:meth:`rtqis.agents.outputs.Outputs.room`), so a stored state stays far below the broker's
+  1 MB record limit (a replay whose deliveries lagged wrote a 1,004,366-byte pair state, and the worker
+  crashed on it);
 - **replay on restart**: an entry restored from the changelog that this process never sent is sent
   again (:meth:`Outbox.restore`). Consumers upsert or deduplicate, so a repeat is harmless; a loss is
   impossible (effectively once).
@@ -74,6 +82,11 @@ class Outbox(Generic[E]):
     def on_delivered(self, key: str) -> None:
         """The producer's delivery callback for the output ``key``."""
         self.delivered.add(key)
+
+    def on_failed(self, key: str) -> None:
+        """The producer's callback for a failed delivery of the output ``key``: not sent, as far as this
+        process knows, so the next :meth:`restore` of its state sends it again."""
+        self.sent.discard(key)
 
     def restore(self, stored: Sequence[E]) -> OutboxDraft[E]:
         """Start an event on a state whose outbox holds ``stored``: delivered entries are dropped, and

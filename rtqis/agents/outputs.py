@@ -41,6 +41,14 @@ ROUTES: dict[str, tuple[TopicSpec, type[m.Message]]] = {
 }
 
 
+#: outputs that may wait for their delivery report before the worker handles another event
+#: (:meth:`Outputs.room`): they sit in the outboxes of the stored states, ~1.3 KB of JSON each for a
+#: signal, so a state stays far below the broker's 1 MB record limit
+MAX_IN_FLIGHT = 256
+#: log a wait for deliveries this often (s): the broker is away or very slow
+_ROOM_LOG_S = 30.0
+
+
 class Outputs:
     """The worker's output producer (made on first use) and its dead-letter topic (a Faust topic)."""
 
@@ -57,10 +65,16 @@ class Outputs:
         return self._producer
 
     def publish(
-        self, topic: TopicSpec, model: m.Message, key: str, on_delivered: Callable[[], None] | None = None
+        self,
+        topic: TopicSpec,
+        model: m.Message,
+        key: str,
+        on_delivered: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
-        """Produce ``model`` to ``topic``; ``on_delivered`` runs once the broker acknowledged it."""
-        self.producer.send(topic, model, key=key, on_delivered=on_delivered)
+        """Produce ``model`` to ``topic``; ``on_delivered`` runs once the broker acknowledged it,
+        ``on_failed`` if its delivery failed."""
+        self.producer.send(topic, model, key=key, on_delivered=on_delivered, on_failed=on_failed)
 
     def send(self, outbox: Outbox[Any], outputs: Iterable[Output], key: str) -> None:
         """Publish a book's outputs under ``key`` (leg samples: under their pair), in order; outbox rows
@@ -69,13 +83,47 @@ class Outputs:
             if o.kind == LOCAL_LEG:
                 continue
             topic, model = ROUTES[o.kind]
-            cb = partial(outbox.on_delivered, o.key) if o.key is not None else None
-            self.publish(topic, model(**o.row), o.row["pair"] if o.kind == "leg" else key, on_delivered=cb)
+            ok = partial(outbox.on_delivered, o.key) if o.key is not None else None
+            failed = partial(outbox.on_failed, o.key) if o.key is not None else None
+            self.publish(
+                topic, model(**o.row), o.row["pair"] if o.kind == "leg" else key, on_delivered=ok, on_failed=failed
+            )
 
     def poll(self) -> None:
         """Serve delivery reports (callbacks) when no event comes to trigger them."""
         if self._producer is not None:
             self._producer.poll()
+
+    async def room(self, limit: int = MAX_IN_FLIGHT, timeout_s: float | None = None) -> bool:
+        """Before an event: if more than ``limit`` outputs wait for their delivery report, wait (serving
+        reports, never blocking the event loop) until at most half of them do. False if ``timeout_s``
+        (None: no limit) passed first.
+
+        Why: an output stays in its state's outbox until its delivery is seen, and the state is written
+        whole at every event. When the deliveries lag (a replay flat out, a slow or absent broker), the
+        outboxes grew with every event: a replay wrote a pair state of 1,004,366 bytes, over the
+        broker's 1 MB record limit, and the worker crashed on it. Waiting here bounds them; a broker away
+        now stops the worker's progress (logged every 30 s) instead of growing its state."""
+        if self._producer is None or self._producer.in_flight <= limit:
+            return True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        next_log = start + _ROOM_LOG_S
+        while self._producer.in_flight > limit // 2:
+            self._producer.poll(0)
+            now = loop.time()
+            if timeout_s is not None and now - start > timeout_s:
+                return False
+            if now > next_log:
+                next_log = now + _ROOM_LOG_S
+                log.warning(
+                    "%d outputs have waited for their delivery for %.0f s: the next event waits for them "
+                    "(broker away or slow?)",
+                    self._producer.in_flight,
+                    now - start,
+                )
+            await asyncio.sleep(0.002)
+        return True
 
     async def delivered(self, timeout_s: float = 60.0) -> bool:
         """Wait (serving delivery reports, never blocking the event loop) until every output sent so far

@@ -114,6 +114,7 @@ async def run_events(app: RtqisApp, stream: Any, handle: Handler) -> None:
     ``app.busy``; once ``app.pause`` is set, park before the next event and leave it unprocessed and
     unacknowledged."""
     async for event in stream.events():
+        await app.outputs.room()  # bounded outboxes: at most MAX_IN_FLIGHT outputs await delivery
         if app.pause.is_set():  # stopping: leave this event unprocessed and unacknowledged
             app.parked.set()
             await asyncio.Event().wait()

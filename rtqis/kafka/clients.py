@@ -149,12 +149,20 @@ class MessageProducer:
         self.stats = ProducerStats()
         self._p = Producer(producer_config(settings, **overrides))
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message, then: Callable[[], None] | None = None) -> None:
+    def _on_delivery(
+        self,
+        err: KafkaError | None,
+        msg: Message,
+        then: Callable[[], None] | None = None,
+        failed: Callable[[], None] | None = None,
+    ) -> None:
         if err is not None:
             self.stats.failed += 1
             self.stats.last_error = str(err)
             if self.stats.failed == 1 or self.stats.failed % 1000 == 0:  # every failure is counted
                 log.warning("delivery to %s failed (%d failures so far): %s", msg.topic(), self.stats.failed, err)
+            if failed is not None:
+                failed()
         else:
             self.stats.delivered += 1
             if then is not None:
@@ -168,10 +176,12 @@ class MessageProducer:
         timestamp_ms: int | None = None,
         partition: int | None = None,
         on_delivered: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         """Produce one message; blocks (polling) while the local queue is full instead of growing or
         dropping it (counted in ``stats.queue_full_waits`` and ``stats.blocked_s``). ``on_delivered`` runs
-        (in a later :meth:`poll` or send) once the broker has acknowledged it."""
+        (in a later :meth:`poll` or send) once the broker has acknowledged it, ``on_failed`` once its
+        delivery has failed (after :data:`PRODUCER_MESSAGE_TIMEOUT_MS`, or an error no retry fixes)."""
         value, headers = encode(obj, self.codec)
         name = topic.full_name(self.namespace)
         kwargs: dict[str, Any] = {"key": key.encode() if key is not None else None, "value": value, "headers": headers}
@@ -179,7 +189,11 @@ class MessageProducer:
             kwargs["timestamp"] = int(timestamp_ms)
         if partition is not None:
             kwargs["partition"] = partition
-        cb = self._on_delivery if on_delivered is None else partial(self._on_delivery, then=on_delivered)
+        cb = (
+            self._on_delivery
+            if on_delivered is None and on_failed is None
+            else partial(self._on_delivery, then=on_delivered, failed=on_failed)
+        )
         blocked_since: float | None = None
         while True:
             try:
@@ -204,6 +218,11 @@ class MessageProducer:
 
     def poll(self, timeout: float = 0) -> None:
         self._p.poll(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent whose delivery report has not come yet."""
+        return self.stats.sent - self.stats.delivered - self.stats.failed
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still undelivered."""
