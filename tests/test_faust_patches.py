@@ -130,6 +130,52 @@ def test_producer_buffer_flush_waits_for_the_buffer_to_drain() -> None:
     assert waiting and published == 2 and took >= 0.3
 
 
+class _Slow:
+    """A channel whose every publish takes 2 ms (aiokafka busy under load)."""
+
+    def __init__(self) -> None:
+        self.published = 0
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await asyncio.sleep(0.002)
+        self.published += 1
+
+
+def test_producer_buffer_flush_waits_for_what_was_put_before_it_not_for_an_empty_buffer() -> None:
+    """An agent running flat out puts a changelog record at every event: the buffer is never empty. A
+    flush that waited for an empty buffer never returned (Faust committed nothing until the input ran
+    out); patched, it returns once the messages put before it are handed over."""
+    patch_producer_buffer_flush()
+
+    async def go() -> tuple[int, int, int]:
+        app = _app()
+        buffer = app.producer.buffer
+        await buffer.start()
+        channel = _Slow()
+        stop = asyncio.Event()
+
+        async def agent() -> None:  # a put every ~1 ms, faster than the 2 ms hand-overs
+            while not stop.is_set():
+                buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+                await asyncio.sleep(0.001)
+
+        task = asyncio.ensure_future(agent())
+        try:
+            await asyncio.sleep(0.1)
+            before = getattr(buffer, "_rtqis_put", 0)
+            await asyncio.wait_for(buffer.flush(), 5.0)  # stock-patched (empty buffer): times out here
+            return before, channel.published, buffer.size
+        finally:
+            stop.set()
+            await task
+            while buffer.size:  # drained, so that stopping does not refuse
+                await asyncio.sleep(0.01)
+            await buffer.stop()
+
+    before, published, left = asyncio.run(go())
+    assert published >= before > 10 and left > 0  # all put before it handed over; the buffer not empty
+
+
 def test_producer_buffer_flush_refuses_while_stopping() -> None:
     """A flush of a buffer that stops with messages in it raises (as Faust's does): no offset commit may
     follow it."""

@@ -171,21 +171,34 @@ def patch_producer_buffer_flush() -> None:
     tests/test_sink.py on a loaded machine (a restored 1m candle missed its first trades: wrong open).
     So ``ProducerBuffer._send_pending`` counts the messages in that hand-over, and the flush waits for
     them too.
+
+    The flush waits for the messages put *before it began* (a count of puts and of hand-overs done; the
+    buffer hands over in order), not for an empty buffer: an agent running flat out puts a changelog
+    record at every event, so the buffer was almost never empty and Faust committed no offset until the
+    input ran out (a 1 M-trade replay showed "0.0 % processed" for 9 s, then 89 %). The offsets a commit
+    covers are chosen before its flush, so every changelog record of their events was put before it.
     """
     if getattr(ProducerBuffer, "_rtqis_patched", False):
         return
     send_pending = ProducerBuffer._send_pending
+    put = ProducerBuffer.put
+
+    def _put(self: Any, fut: Any) -> None:
+        put(self, fut)
+        self._rtqis_put = getattr(self, "_rtqis_put", 0) + 1
 
     async def _send_pending(self: Any, fut: Any) -> None:
         # entered in the same step as the queue get that took the message: no gap before the count
         self._rtqis_handing = getattr(self, "_rtqis_handing", 0) + 1
         try:
             await send_pending(self, fut)
+            self._rtqis_done = getattr(self, "_rtqis_done", 0) + 1
         finally:
             self._rtqis_handing -= 1
 
     async def flush(self: Any) -> None:
-        while self.size or getattr(self, "_rtqis_handing", 0):
+        target = getattr(self, "_rtqis_put", 0)  # every message put so far, handed over in order
+        while getattr(self, "_rtqis_done", 0) < target:
             if self.state != "running" or self.should_stop:
                 # as Faust does: refuse, so that no offset is committed past unsent changelog records
                 raise RuntimeError(f"Cannot flush: producer buffer stopping with {self.size} messages")
@@ -195,6 +208,7 @@ def patch_producer_buffer_flush() -> None:
             except TimeoutError:
                 continue
 
+    ProducerBuffer.put = _put  # type: ignore[method-assign]
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = flush  # type: ignore[method-assign]
     ProducerBuffer._rtqis_patched = True  # type: ignore[attr-defined]
