@@ -301,7 +301,8 @@ def _lag(rows: list[PartitionOffsets]) -> int:
 
 
 class _Progress:
-    """The progress line on a terminal: ticks published, share processed, event-time position, rate."""
+    """The progress line on a terminal: ticks published, share processed (the worker's committed input
+    offsets), event-time position of the last committed frame, processing rate since the start."""
 
     def __init__(self, out: TextIO | None) -> None:
         self.out, self.t0, self.last = out, time.monotonic(), 0.0
@@ -314,9 +315,10 @@ class _Progress:
             return
         now = self.last = time.monotonic()
         at = datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if event_ms else "-"
-        rate = published / max(now - self.t0, 1e-9)
+        rate = done_frac * published / max(now - self.t0, 1e-9)  # processed (the share is by frames)
         self.out.write(
-            f"\r{published:,} ticks published, {100 * done_frac:5.1f}% processed, at {at} UTC, {rate:,.0f} ticks/s "
+            f"\r{published:,} ticks published, {100 * done_frac:5.1f}% processed, at {at} UTC, "
+            f"{rate:,.0f} ticks/s processed "
         )
         self.out.flush()
 
@@ -543,16 +545,22 @@ def run_replay(
                 kids[0] = _child(s, "worker2", "worker")
                 restarts += 1
                 continue
-            if done_feeding and worker_done_s is None and _lag(w) == 0:
+            worker_done = done_feeding and _lag(w) == 0
+            if worker_done and worker_done_s is None:
                 worker_done_s = time.monotonic() - t0
-            o = _offsets(s, sink_topics, _sink_group(ns))
-            seen = (done_msgs, sum(r.committed or 0 for r in o))
+            # the sink's offsets only once the worker is done: while the broker is busy, a lookup of the
+            # output topics' true ends took up to 7.7 s, and the progress line froze that long
+            sink_msgs = last_seen[1]
+            if worker_done:
+                o = _offsets(s, sink_topics, _sink_group(ns))
+                sink_msgs = sum(r.committed or 0 for r in o)
+            seen = (done_msgs, sink_msgs)
             if seen != last_seen:
                 last_seen, last_change = seen, time.monotonic()
             elif time.monotonic() - last_change > _STALL_S:
                 raise ReplayError(f"no progress for {_STALL_S:.0f} s: see the replay's logs in {s.log_dir}")
             # the sink's ends are read after the worker's commits, which follow its flushed outputs
-            if done_feeding and _lag(w) == 0 and _lag(o) == 0:
+            if worker_done and _lag(o) == 0:
                 break
         seconds = time.monotonic() - t0
         bar.done()
