@@ -241,16 +241,21 @@ def test_an_event_neither_handled_nor_dead_lettered_stops_the_worker_before_the_
     assert "dead-letter topic refused it" in reasons[0] and app.busy == 0
 
 
+def _alerts(n: int) -> list[Output]:
+    """``n`` alert outputs with outbox keys ``k0``, ``k1``, ..."""
+    row = {"pair": "ETHUSDT/BTCUSDT", "kind": "exit", "zscore": 0.1, "threshold": 0.5, "spread": 0.0, "beta": 1.0,
+           "x": 1.0, "y": 1.0, "message": "m"}  # fmt: skip
+    return [Output("alerts", {**row, "time": i}, f"k{i}") for i in range(n)]
+
+
 def test_room_waits_until_half_the_outputs_in_flight_are_delivered(settings: Settings) -> None:
     """Before each event the worker waits while more than MAX_IN_FLIGHT outputs await their delivery
     (their rows sit in the stored states' outboxes, which must stay far below the 1 MB record limit)."""
     outputs = Outputs(settings, _DeadLetters())
-    sig = {"pair": "ETHUSDT/BTCUSDT", "time": 0, "kind": "exit", "zscore": 0.1, "threshold": 0.5, "spread": 0.0,
-           "beta": 1.0, "x": 1.0, "y": 1.0, "message": "m"}  # fmt: skip
-    outbox: Any = Outbox(lambda e: str(e))
+    outbox: Any = Outbox(str)
 
     async def go() -> tuple[bool, int, int]:
-        outputs.send(outbox, [Output("alerts", {**sig, "time": i}, f"k{i}") for i in range(300)], sig["pair"])
+        outputs.send(outbox, _alerts(300), "ETHUSDT/BTCUSDT")
         before = outputs.producer.in_flight
         ok = await outputs.room(limit=100, timeout_s=60)
         return ok, before, outputs.producer.in_flight
@@ -268,11 +273,9 @@ def test_room_gives_up_only_at_its_timeout_when_the_broker_is_away(tmp_path: Any
 
     s = make_settings(f"127.0.0.1:{free_port()}", tmp_path)  # nobody listens there
     outputs = Outputs(s, _DeadLetters())
-    sig = {"pair": "ETHUSDT/BTCUSDT", "time": 0, "kind": "exit", "zscore": 0.1, "threshold": 0.5, "spread": 0.0,
-           "beta": 1.0, "x": 1.0, "y": 1.0, "message": "m"}  # fmt: skip
 
     async def go() -> tuple[bool, int]:
-        outputs.send(Outbox(str), [Output("alerts", {**sig, "time": i}, f"k{i}") for i in range(20)], sig["pair"])
+        outputs.send(Outbox(str), _alerts(20), "ETHUSDT/BTCUSDT")
         assert await outputs.room(limit=50, timeout_s=0.5)  # under the limit: no wait
         return await outputs.room(limit=10, timeout_s=1.0), outputs.producer.in_flight
 
