@@ -156,21 +156,20 @@ def patch_flow_control_resume() -> None:
 
 
 def patch_producer_buffer_flush() -> None:
-    """Make Faust's ``ProducerBuffer.flush`` wait until the buffer is really empty.
+    """Make Faust's ``ProducerBuffer.flush`` wait until every message put before it began is handed to
+    aiokafka.
 
     Faust commits consumer offsets after ``producer.flush()``, but its buffer flush gives up after
     100 ms without a message sent (``flush_atmost``), so offsets could be committed while table
     changelog records were still buffered; a SIGKILL then lost them and the table came back behind the
-    committed offsets (seen in tests/test_candles_pipeline.py). Waiting for the buffer to drain keeps
-    "changelog durable before offsets" true. While stopping it refuses, as Faust's own flush does.
+    committed offsets (seen in tests/test_candles_pipeline.py). While stopping it refuses, as Faust's
+    own flush does.
 
-    A message taken off the buffer's queue is not counted in its ``size`` while it is being handed to
-    aiokafka (``send`` can wait for room in aiokafka's accumulator, under load): a flush in that window
-    finds an empty buffer, the aiokafka flush after it does not know the message yet, and the offsets
-    are committed ahead of it. That is the likely cause of one failed run of the SIGKILL test in
-    tests/test_sink.py on a loaded machine (a restored 1m candle missed its first trades: wrong open).
-    So ``ProducerBuffer._send_pending`` counts the messages in that hand-over, and the flush waits for
-    them too.
+    A message counts as handed over only once ``ProducerBuffer._send_pending`` has returned: taken off
+    the queue, it is no longer in the buffer's ``size`` while aiokafka may still wait for room in its
+    accumulator, and a flush that trusted ``size`` in that window let the offsets be committed ahead of
+    it (the likely cause of one failed run of the SIGKILL test in tests/test_sink.py on a loaded
+    machine: a restored 1m candle missed its first trades).
 
     The flush waits for the messages put *before it began* (a count of puts and of hand-overs done; the
     buffer hands over in order), not for an empty buffer: an agent running flat out puts a changelog
@@ -188,13 +187,8 @@ def patch_producer_buffer_flush() -> None:
         self._rtqis_put = getattr(self, "_rtqis_put", 0) + 1
 
     async def _send_pending(self: Any, fut: Any) -> None:
-        # entered in the same step as the queue get that took the message: no gap before the count
-        self._rtqis_handing = getattr(self, "_rtqis_handing", 0) + 1
-        try:
-            await send_pending(self, fut)
-            self._rtqis_done = getattr(self, "_rtqis_done", 0) + 1
-        finally:
-            self._rtqis_handing -= 1
+        await send_pending(self, fut)
+        self._rtqis_done = getattr(self, "_rtqis_done", 0) + 1  # handed over (a failure stops the buffer)
 
     async def flush(self: Any) -> None:
         target = getattr(self, "_rtqis_put", 0)  # every message put so far, handed over in order

@@ -24,6 +24,12 @@ __all__ = ["BackPressureLog", "Handler", "RtqisApp", "handle_event", "make_worke
 log = logging.getLogger(__name__)
 
 
+def _flush_logs() -> None:
+    """Write out what the root logger's handlers hold: before ``os._exit``, which skips that."""
+    for h in logging.getLogger().handlers:
+        h.flush()
+
+
 class RtqisApp(faust.App):
     """faust.App with the RT-QIS settings, the outputs and the stop state attached."""
 
@@ -51,8 +57,7 @@ class RtqisApp(faust.App):
         reads it again; the agents are crash-safe (see :func:`make_worker`). Going on would skip it: the
         one thing the worker must not do with an input."""
         log.critical("%s", reason)
-        for h in logging.getLogger().handlers:
-            h.flush()
+        _flush_logs()
         os._exit(1)
 
     async def outputs_delivered(self) -> None:
@@ -235,8 +240,7 @@ def make_worker(app: RtqisApp, loglevel: str) -> Any:
             except Exception:  # noqa: BLE001 - never hang on stop; the next worker reprocesses
                 log.exception("clean stop failed; exiting without committing")
                 code = 1
-            for h in logging.getLogger().handlers:
-                h.flush()
+            _flush_logs()
             os._exit(code)
 
     return SafeStopWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
