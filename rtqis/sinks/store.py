@@ -41,9 +41,8 @@ from rtqis.sinks.schema import (
     BOOK_TICKERS,
     CANDLES,
     COUNTED,
-    SAVE_FINGERPRINTS_SQL,
-    SAVE_OFFSETS_SQL,
-    SAVE_TICK_MARKS_SQL,
+    SAVE_OFFSETS,
+    SAVE_TICK_MARKS,
     SIGNALS,
     TRADES,
     StoreError,
@@ -51,6 +50,7 @@ from rtqis.sinks.schema import (
     migrate,
     quote,
     transaction,
+    values_sql,
 )
 
 __all__ = ["Store", "StoreError"]
@@ -213,10 +213,10 @@ class Store:
                     for table, df in work:
                         written += self._upsert_df(table, df)
                     if mark_rows:  # with the ticks: retention may delete them, never their marks
-                        self._c.executemany(SAVE_TICK_MARKS_SQL, mark_rows)
+                        marks_sql = values_sql(*SAVE_TICK_MARKS, rows=len(mark_rows))
+                        self._c.execute(marks_sql, [v for row in mark_rows for v in row])
                     if offset_params:
-                        self._save_offsets_tx(offset_params)
-                        self._save_fingerprints_tx(offset_params, fingerprints or {})
+                        self._save_offsets_tx(offset_params, fingerprints or {})
             except duckdb.Error as e:
                 raise StoreError(f"write to {self.path} failed, nothing was written: {e}") from e
             self._marks = marks  # only once the rows are durable: a failed write leaves the marks as they were
@@ -259,17 +259,13 @@ class Store:
             con.unregister(BATCH)
         return int(row[0]) if row else 0
 
-    def _save_offsets_tx(self, rows: list[tuple[str, int, int, int]]) -> None:
-        self._c.executemany(SAVE_OFFSETS_SQL, rows)
-
-    def _save_fingerprints_tx(
+    def _save_offsets_tx(
         self, rows: list[tuple[str, int, int, int]], prints: Mapping[tuple[str, int], tuple[int, str]]
     ) -> None:
-        params = []
-        for topic, part, _, _ in rows:
-            ts, digest = prints.get((topic, part), (None, None))
-            params.append((ts, digest, topic, part))
-        self._c.executemany(SAVE_FINGERPRINTS_SQL, params)
+        params: list[Any] = []
+        for topic, part, off, at in rows:
+            params.extend((topic, part, off, at, *prints.get((topic, part), (None, None))))
+        self._c.execute(values_sql(*SAVE_OFFSETS, rows=len(rows)), params)
 
     def upsert_candles(
         self, rows: pl.DataFrame | Sequence[Mapping[str, Any] | m.Candle], *, source: str | None = None
