@@ -224,6 +224,12 @@ class Settings(BaseSettings):
         "(unbounded, it grows with the database up to 80% of RAM); 64 MB serves the writes and the 24 h reads at "
         "the same throughput as 256 (bench day)",
     )
+    sink_flush_rows: int = Field(
+        10_000,
+        ge=1,
+        description="the sink writes a batch once it holds this many rows (or is 500 ms old): a bound on its memory "
+        "while it catches up (~1 KB a row at its peak); a replay's sink uses 50,000, about twice as fast per row",
+    )
     # retention of the store (#22), applied by the running sink; 0 = keep forever
     retain_ticks_days: float = Field(7.0, ge=0, description="days of trades kept in the tick archive (0: forever)")
     retain_book_days: float = Field(7.0, ge=0, description="days of book tickers kept (0: forever)")

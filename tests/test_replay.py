@@ -18,11 +18,13 @@ from rtqis.kafka.clients import MessageProducer
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.replay import (
     REPLAY_FRAME_MAX_TICKS,
+    REPLAY_SINK_FLUSH_ROWS,
     FeedPlan,
     ReplayResult,
     default_namespace,
     digest,
     feed_plan,
+    replay_settings,
     run_replay,
 )
 from rtqis.schemas import models as m
@@ -132,6 +134,17 @@ def test_the_replay_feed_cuts_frames_by_event_time() -> None:
     assert feed_plan(s, None) == FeedPlan(speed=None, slice_ms=30_000, max_ticks=REPLAY_FRAME_MAX_TICKS)
     assert feed_plan(s.model_copy(update={"frame_max_ticks": 20_000}), None).max_ticks == 20_000
     assert feed_plan(s, 50.0) == FeedPlan(speed=50.0, slice_ms=None, max_ticks=500)  # paced: as configured
+
+
+def test_the_replays_sink_writes_larger_batches(tmp_path: Path) -> None:
+    """As fast as the feed goes, a live sink's batches (a DuckDB transaction every 0.1 s) cost the replay
+    CPU its worker needs: the replay's sink writes 50,000 rows at a time, or more if configured."""
+    s = make_settings("127.0.0.1:1", tmp_path)
+    assert s.sink_flush_rows < REPLAY_SINK_FLUSH_ROWS
+    files = [str(BINANCE_DATA / "x")]
+    assert replay_settings(s, files, "r1", None).sink_flush_rows == REPLAY_SINK_FLUSH_ROWS
+    more = s.model_copy(update={"sink_flush_rows": 200_000})
+    assert replay_settings(more, files, "r1", None).sink_flush_rows == 200_000
 
 
 def test_cli_replay_writes_the_summary(baseline: dict[str, Any], tmp_path: Path) -> None:

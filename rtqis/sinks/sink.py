@@ -269,17 +269,19 @@ def run_sink(
     stop: threading.Event,
     *,
     flush_ms: int = 500,
-    flush_rows: int = 10_000,
+    flush_rows: int | None = None,
     retry_s: float = WRITE_RETRY_S,
 ) -> SinkStats:
     """Run until ``stop`` is set; flushes what it holds before returning. Readers are served on the
     socket :func:`sink_paths` names while it runs.
 
-    A batch is written once it holds ``flush_rows`` rows (checked after every message, so it never holds
-    more than ``flush_rows`` plus one message) or is ``flush_ms`` old. A write the disk refuses (full,
+    A batch is written once it holds ``flush_rows`` rows (default ``settings.sink_flush_rows``; checked
+    after every message, so it never holds more than ``flush_rows`` plus one message) or is ``flush_ms``
+    old. A write the disk refuses (full,
     read-only, I/O error) holds the batch and stops consuming (:class:`~rtqis.sinks.writer.StoreWriter`).
     A data directory that cannot be created or written at start raises :class:`StoreError` (one line
     from the CLI)."""
+    flush_rows = settings.sink_flush_rows if flush_rows is None else flush_rows
     db_path, sock_path = sink_paths(settings)
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
