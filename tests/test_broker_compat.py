@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -63,6 +64,41 @@ def test_end_offset_equals_records_produced_in_one_batch(settings: Settings) -> 
     r = run_cli("topics", "offsets", topic, "--json", env={"RTQIS_BOOTSTRAP_SERVERS": settings.bootstrap})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"topic": topic, "partition": 0, "earliest": 0, "end": 1000}
+
+
+def test_the_end_of_a_topic_still_being_written_is_found_without_waiting_for_quiet(settings: Settings) -> None:
+    """A topic a producer keeps writing (the sink resuming after a broker outage while the producers
+    flush their backlog): the end lookup answers an end at least the one it started from, and returns once
+    every partition answered instead of reading on until the writes pause (the fetch-based probe on Tansu
+    did, to its 10 s timeout, and the sink resumed 10 s late)."""
+    topic = new_topic(settings)
+    produce(settings, topic, 1000)
+    stop = threading.Event()
+
+    def write() -> None:
+        p = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5})
+        i = 0
+        while not stop.is_set():
+            p.produce(topic, value=b"busy%d" % i, partition=0)
+            p.poll(0)
+            i += 1
+            if i % 50 == 0:
+                time.sleep(0.005)
+        p.flush(10)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        (row,) = topic_offsets(settings, [topic])
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        writer.join(15)
+    (after,) = topic_offsets(settings, [topic])
+    assert 1000 < row.end <= after.end
+    assert took < 5.0, f"the lookup took {took:.1f} s on a busy topic (the probe's timeout is 10 s)"
 
 
 #: each broker's raw ListOffsets answers for 50 records in one batch (timestamps 1_000_000 + 10 i), and what

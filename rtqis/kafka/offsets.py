@@ -39,6 +39,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 10.0
+#: a true-end probe of a partition still being written stops this long after every partition answered:
+#: it used to read on until 200 ms without a record, so a busy topic kept it to the 10 s timeout (the
+#: sink resuming after a broker outage, while producers flushed their backlog, spent 10 s in it) (s)
+_BUSY_TOPIC_S = 0.5
 #: consumer overrides of the offset probes: short fetch waits (they read a few records, not a stream)
 _PROBE_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 10}
 #: how long a lookup keeps retrying answers that clear by themselves (a node of a cluster just killed or
@@ -195,21 +199,23 @@ def _true_ends(c: Consumer, wm: dict[tuple[str, int], tuple[int, int]]) -> dict[
     deadline = time.monotonic() + _PROBE_TIMEOUT_S
     seen: dict[tuple[str, int], int] = {}
     quiet_since = time.monotonic()
+    answered_at: float | None = None  # when every partition had answered
     while time.monotonic() < deadline:
         msg = c.poll(0.05)
         now = time.monotonic()
-        if msg is None or msg.error():
-            # done once every partition answered and nothing more came for 200 ms
-            if len(seen) == len(todo) and now - quiet_since >= 0.2:
-                break
-            continue
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        if topic is None or partition is None or offset is None:
-            continue
-        k = (topic, partition)
-        if k in todo:
-            seen[k] = max(seen.get(k, -1), offset)
-            quiet_since = now
+        if msg is not None and not msg.error():
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            k = (topic or "", partition if partition is not None else -1)
+            if k in todo and offset is not None:
+                seen[k] = max(seen.get(k, -1), offset)
+                quiet_since = now
+        if answered_at is None and len(seen) == len(todo):
+            answered_at = now
+        # done once every partition answered and nothing more came for 200 ms, or, on a topic still
+        # being written (records keep coming), _BUSY_TOPIC_S after that: the whole batch the lookup
+        # started in came with the first answer, and a later end only counts newer records
+        if answered_at is not None and (now - quiet_since >= 0.2 or now - answered_at >= _BUSY_TOPIC_S):
+            break
     c.unassign()
     missing = set(todo) - set(seen)
     if missing:
