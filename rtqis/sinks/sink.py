@@ -277,10 +277,9 @@ def run_sink(
 
     A batch is written once it holds ``flush_rows`` rows (default ``settings.sink_flush_rows``; checked
     after every message, so it never holds more than ``flush_rows`` plus one message) or is ``flush_ms``
-    old. A write the disk refuses (full,
-    read-only, I/O error) holds the batch and stops consuming (:class:`~rtqis.sinks.writer.StoreWriter`).
-    A data directory that cannot be created or written at start raises :class:`StoreError` (one line
-    from the CLI)."""
+    old. A write the disk refuses (full, read-only, I/O error) holds the batch and stops consuming
+    (:class:`~rtqis.sinks.writer.StoreWriter`). A data directory that cannot be created or written at
+    start raises :class:`StoreError` (one line from the CLI)."""
     flush_rows = settings.sink_flush_rows if flush_rows is None else flush_rows
     db_path, sock_path = sink_paths(settings)
     try:
