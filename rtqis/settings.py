@@ -228,7 +228,8 @@ class Settings(BaseSettings):
         10_000,
         ge=1,
         description="the sink writes a batch once it holds this many rows (or is 500 ms old): a bound on its memory "
-        "while it catches up (~1 KB a row at its peak); a replay's sink uses 50,000, about twice as fast per row",
+        "while it catches up (a sink far behind grew 49 MB at 10,000, 94 MB at 50,000); a replay's sink uses 50,000, "
+        "half the CPU per stored tick",
     )
     # retention of the store (#22), applied by the running sink; 0 = keep forever
     retain_ticks_days: float = Field(7.0, ge=0, description="days of trades kept in the tick archive (0: forever)")
