@@ -658,6 +658,16 @@ def up_drill(
                 report.skipped[kind] += 1
                 kind = "up"
                 p.kill()
+            if kind == "producer":
+                # the producer may have finished between the check above and the kill, which then reached
+                # an exited process that `up` had not reaped yet: `up` reports the replay finished and,
+                # rightly, keeps running (a clean-clone run timed out on it): kill `up` instead
+                reacted = lambda up=p: up.poll() is not None or "finished the replay" in runs.text()  # noqa: E731
+                _wait_for(reacted, 120, "`up` to react to the kill")
+                if p.poll() is None:
+                    report.skipped[kind] += 1
+                    kind = "up"
+                    p.kill()
             code = p.wait(120)  # after a child's death `up` stops the others: up to 15 s each
             report.kills[kind] += 1
             if kind != "up":
