@@ -610,6 +610,40 @@ class UpRuns:
             raise AssertionError(f"rtqis up exited by itself with code {self.proc.returncode}:\n{self.text()[-3000:]}")
 
 
+def _kill(up: subprocess.Popen[bytes], runs: UpRuns, kind: str, report: DrillReport) -> str:
+    """SIGKILL ``kind`` (`up` itself or its child of that name) and return what was killed.
+
+    A producer that has finished its replay cannot be killed: then `up` is killed instead and the
+    producer's kill is counted as skipped. It may finish before the kill (`up` said so already), just
+    before it (its process group is gone) or during it (the kill reached an exited process that `up`
+    had not reaped yet: `up` then reports the replay finished and, rightly, keeps running; a CI run and
+    a clean-clone run timed out on those two)."""
+
+    def kill_up_instead() -> str:
+        report.skipped[kind] += 1
+        up.kill()
+        return "up"
+
+    if kind == "up":
+        up.kill()
+        return kind
+    if kind == "producer" and "finished the replay" in runs.text():
+        return kill_up_instead()
+    pid = runs.pid_of(kind)
+    assert pid is not None, runs.text()
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return kill_up_instead()
+    if kind == "producer":
+        _wait_for(
+            lambda: up.poll() is not None or "finished the replay" in runs.text(), 120, "`up` to react to the kill"
+        )
+        if up.poll() is None:
+            return kill_up_instead()
+    return kind
+
+
 def up_drill(
     settings: Settings,
     tmp: Path,
@@ -645,29 +679,7 @@ def up_drill(
                 _wait_for(lambda: "Stop everything" in runs.text(), 90, "`rtqis up` to start", runs.check_alive)
             _wait_for(_clock_past(time.monotonic() + delay), max_delay_s + 5, "the kill", runs.check_alive)
             tree = descendants(p.pid)
-            if kind == "producer" and "finished the replay" in runs.text():
-                # it exited already, and its pid may name a process group that is gone or not yet empty:
-                # a kill there reached nothing and `up`, rightly, kept running (a CI run timed out on it)
-                report.skipped[kind] += 1
-                kind = "up"
-            pid = p.pid if kind == "up" else runs.pid_of(kind)
-            assert pid is not None, runs.text()
-            try:
-                os.killpg(pid, signal.SIGKILL) if kind != "up" else p.kill()
-            except ProcessLookupError:  # the producer already finished its replay: kill `up` instead
-                report.skipped[kind] += 1
-                kind = "up"
-                p.kill()
-            if kind == "producer":
-                # the producer may have finished between the check above and the kill, which then reached
-                # an exited process that `up` had not reaped yet: `up` reports the replay finished and,
-                # rightly, keeps running (a clean-clone run timed out on it): kill `up` instead
-                reacted = lambda up=p: up.poll() is not None or "finished the replay" in runs.text()  # noqa: E731
-                _wait_for(reacted, 120, "`up` to react to the kill")
-                if p.poll() is None:
-                    report.skipped[kind] += 1
-                    kind = "up"
-                    p.kill()
+            kind = _kill(p, runs, kind, report)
             code = p.wait(120)  # after a child's death `up` stops the others: up to 15 s each
             report.kills[kind] += 1
             if kind != "up":
