@@ -195,7 +195,8 @@ def patch_producer_buffer_flush() -> None:
         while getattr(self, "_rtqis_done", 0) < target:
             if self.state != "running" or self.should_stop:
                 # as Faust does: refuse, so that no offset is committed past unsent changelog records
-                raise RuntimeError(f"Cannot flush: producer buffer stopping with {self.size} messages")
+                left = target - getattr(self, "_rtqis_done", 0)
+                raise RuntimeError(f"Cannot flush: producer buffer stopping with {left} messages not handed over")
             self.message_sent.clear()
             try:
                 await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)

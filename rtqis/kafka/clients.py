@@ -234,7 +234,8 @@ class MessageProducer:
 
     def finish(self, *, stopped: bool) -> int:
         """Flush at the end of a run: 30 s when the source ended, :data:`STOP_FLUSH_S` when it was
-        ``stopped`` (a signal). Logs how many messages stay undelivered (lost, counted) and returns it."""
+        ``stopped`` (a signal). Logs how many messages stay undelivered (lost, counted) and returns it; the
+        last line logged accounts for every message sent (delivered, failed or undelivered)."""
         timeout_s = STOP_FLUSH_S if stopped else 30.0
         left = self.flush(timeout_s)
         if left:
@@ -243,6 +244,8 @@ class MessageProducer:
                 left,
                 timeout_s,
             )
+        s = self.stats
+        log.info("deliveries: %d sent, %d delivered, %d failed, %d undelivered", s.sent, s.delivered, s.failed, left)
         return left
 
     def close(self) -> None:
