@@ -253,11 +253,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pw.stop()
 
 
-def _open(ctx: Any, url: str) -> Any:
+def _open(ctx: Any, url: str, *, wait: bool = True) -> Any:
+    """A new page on ``url``, once its charts have data (``wait``; else call :func:`_loaded` later)."""
     page = ctx.new_page()
-    page.goto(url)
-    page.wait_for_function(f"() => ({JS_LEN})('src-candles') > 0 && ({JS_LEN})('src-z') > 0", timeout=60_000)
+    page.goto(url, wait_until="commit" if not wait else "load")
+    if wait:
+        _loaded(page)
     return page
+
+
+def _loaded(page: Any, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function(f"() => ({JS_LEN})('src-candles') > 0 && ({JS_LEN})('src-z') > 0", timeout=timeout_ms)
 
 
 # arrival times of the PATCH-DOC messages (one per session update) the main page receives
@@ -596,8 +602,10 @@ def test_streaming_does_not_recompute_styles_per_paint(live: Live, page: Any) ->
 def test_server_memory_with_1_and_10_sessions(live: Live, page: Any, browser: Any) -> None:
     proc = psutil.Process(live.ui.pid)
     rss1 = proc.memory_info().rss
-    extra = [_open(browser, live.url) for _ in range(9)]
+    extra = [_open(browser, live.url, wait=False) for _ in range(9)]  # opened together: each loads once
     try:
+        for p in extra:
+            _loaded(p, 120_000)
         page.locator("#rtqis-status").filter(has_text="viewers 10").wait_for(timeout=30_000)
         cpu0, t0 = proc.cpu_times(), time.monotonic()
         extra[-1].wait_for_timeout(10_000)
