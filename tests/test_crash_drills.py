@@ -180,7 +180,8 @@ def test_sink_reads_a_new_broker_whose_log_already_passed_the_stored_offset(tmp_
         with EmbeddedBroker(port=port, log_path=tmp_path / "broker-b.log"):
             create_topics(s)
             _produce(s, second)
-            assert all(_true_ends(s, list(old))[k] > old[k] for k in old)  # the new log is past the stored offsets
+            ends = _true_ends(s, list(old))
+            assert all(ends[k] > old[k] for k in old), (old, ends)  # the new log is past the stored offsets
             sink = procs.start(s, "sink", name="sink2")
             group = f"rtqis-sink-{s.namespace}"
             trades = [TRADES.full_name(s.namespace)]
