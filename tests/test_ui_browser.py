@@ -283,7 +283,7 @@ def page(live: Live, browser: Any) -> Iterator[Any]:
     p = browser.new_page()
     p.on("websocket", _count_patch_docs)
     p.goto(live.url)
-    p.wait_for_function(f"() => ({JS_LEN})('src-candles') > 0 && ({JS_LEN})('src-z') > 0", timeout=60_000)
+    _loaded(p)
     yield p
     p.close()
 
