@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     app.attach(settings, fix, outputs)
     # with one partition the pairs are computed by the tick agent whose prices they use (trades or book),
     # their state in that agent's table (one event's writes in one changelog partition, in order)
-    local_pairs = PairBook(settings)
+    local_pairs = PairBook(settings, serve=outputs.poll)
 
     # ticks.trade --> trades --> last_trade, candles (+ co-located pairs)
     trades, last_trade, candles = topic(TRADES), table("last_trade"), table("candles")
@@ -110,7 +110,7 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     import statsmodels.tsa.stattools  # noqa: F401
 
     legs, pair_state = topic(LEGS), table("pair_state")
-    on_legs = LegsHandler(outputs, PairBook(settings), pair_state)
+    on_legs = LegsHandler(outputs, PairBook(settings, serve=outputs.poll), pair_state)
 
     @app.agent(legs, name="pairs")
     async def pairs_agent(stream: Any) -> None:

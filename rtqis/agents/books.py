@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -257,12 +257,13 @@ class PairBook:
 
     CHUNK = 60  # samples per history chunk
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, serve: Callable[[], None] | None = None) -> None:
         self.pairs = list(settings.pairs)
         self.params = PairParams.from_settings(settings)
         self.max_pending = max(1, int(settings.align_wait_s * 1000 // settings.sample_ms))
         self.cache: dict[str, tuple[int, PairAligner, PairModel]] = {}
-        self.outbox: Outbox[list[Any]] = Outbox(lambda entry: str(entry[2]))
+        # ``serve``: the producer's delivery reports, served before each state is written (Outbox.settle)
+        self.outbox: Outbox[list[Any]] = Outbox(lambda entry: str(entry[2]), serve)
 
     def forget(self) -> None:
         """Drop what this book keeps in memory (models, aligners, sent outputs): the next event starts
@@ -337,6 +338,7 @@ class PairBook:
         dropped = self._write_history(pair, table, model, n_before, int(stored.get("dropped", 0)))
         seq += 1
         self.cache[pair] = (seq, aligner, model)
+        self.outbox.settle(box)
         self.outbox.commit(box)
         table[pair] = {
             "seq": seq,
