@@ -27,7 +27,7 @@ from rtqis.kafka.admin import create_topics, list_topics
 from rtqis.kafka.apache import ApacheKafka, KafkaCluster, kafka_classpath, kafka_version, server_properties
 from rtqis.kafka.clients import MessageProducer, new_consumer
 from rtqis.kafka.embedded import EmbeddedBroker, local_broker, port_is_free
-from rtqis.kafka.offsets import broker_capabilities, offsets_at_time, true_end_offsets
+from rtqis.kafka.offsets import broker_capabilities, offsets_at_time, partition_bounds, true_end_offsets
 from rtqis.process import die_with_parent
 from rtqis.schemas.codec import decode
 from rtqis.schemas.frames import Frame
@@ -250,6 +250,26 @@ def test_storage_is_formatted_once_and_data_survives_a_restart(tmp_path: Path) -
         assert true_end_offsets(s, [(name, 0)]) == {(name, 0): 1}  # the message is still there
     assert (data / "kafka" / "cluster.id").read_text() == cid
     assert (data / "kafka" / "data" / "meta.properties").read_text() == meta  # not formatted again
+
+
+@requires_kafka
+def test_a_new_broker_on_the_same_address_is_checked_again(tmp_path: Path) -> None:
+    """The self-check's answer is kept per broker (address and cluster id), not per address: a process
+    that saw Apache Kafka (exact end offsets) and then Tansu on the same port (not exact) must not trust
+    Tansu's end offsets, or a long-lived sink or bot reads Tansu's understated ends as the truth."""
+    port, controller = _ports()
+    s = make_settings(f"127.0.0.1:{port}", tmp_path)
+    with ApacheKafka(port=port, controller_port=controller, data_dir=tmp_path / "var", log_path=tmp_path / "k.log"):
+        assert broker_capabilities(s).exact_end_offsets
+    with EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log"):
+        assert not broker_capabilities(s).exact_end_offsets
+        create_topics(s)
+        p = MessageProducer(s, **{"linger.ms": 50})
+        for i in range(10):  # one batch: Tansu's own answer for the end is 1
+            p.send(TRADES, _frame("ETHUSDT", [i]), key="ETHUSDT", partition=0)
+        assert p.flush() == 0
+        name = TRADES.full_name(s.namespace)
+        assert partition_bounds(s, [(name, 0)]) == {(name, 0): (0, 10)}
 
 
 # --- `rtqis broker` with RTQIS_BROKER=kafka: clean stop, no orphan -----------------------------------------

@@ -2,8 +2,8 @@
 
 Some brokers answer ListOffsets wrongly (the embedded Tansu 0.6 reports the *base offset of the last
 record batch + 1* as the end, and offset 0 for every timestamp). Whether the broker can be trusted is
-decided once per process by a self-check (:func:`broker_capabilities`), never by the broker's name.
-When it cannot, the end is read from a fetch (its high watermark is right) and the time seek is a
+decided once per process and broker by a self-check (:func:`broker_capabilities`), never by the
+broker's name. When it cannot, the end is read from a fetch (its high watermark is right) and the time seek is a
 binary search over record timestamps.
 """
 
@@ -43,8 +43,10 @@ _PROBE_TIMEOUT_S = 10.0
 #: it used to read on until 200 ms without a record, so a busy topic kept it to the 10 s timeout (the
 #: sink resuming after a broker outage, while producers flushed their backlog, spent 10 s in it) (s)
 _BUSY_TOPIC_S = 0.5
-#: consumer overrides of the offset probes: short fetch waits (they read a few records, not a stream)
-_PROBE_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 10}
+#: consumer overrides of the offset probes: short fetch waits (they read a few records, not a stream), and
+#: no librdkafka log below critical: a probe that finds no broker raises one BrokerError, and closing it
+#: wrote its queued connection failures on top (58 lines in 3 s; the CLI's error is one line)
+_PROBE_CONSUMER: dict[str, Any] = {"fetch.wait.max.ms": 10, "log_level": 2}
 #: how long a lookup keeps retrying answers that clear by themselves (a node of a cluster just killed or
 #: restarted, a fresh cluster's coordinator loading); longer than a leader election, shorter than a session
 TRANSIENT_RETRY_S = 30.0
@@ -115,26 +117,40 @@ class PartitionOffsets:
         return d
 
 
-_caps_cache: dict[str, BrokerCapabilities] = {}
+#: (bootstrap address, cluster id) -> the self-check's answer
+_caps_cache: dict[tuple[str, str], BrokerCapabilities] = {}
 
 
-def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapabilities:
-    """Self-check, once per process and bootstrap: three records in one batch to a scratch topic.
-
-    A broker with exact end offsets answers 3 for the end; one with a time index answers offset 1 for
-    the second record's timestamp.
-    """
-    key = settings.bootstrap
-    if not refresh and key in _caps_cache:
-        return _caps_cache[key]
-    topic = f"_rtqis.selfcheck.{uuid.uuid4().hex[:12]}"
-    admin = admin_client(settings)
+def _metadata(client: Any, settings: Settings, topic: str | None = None) -> Any:
+    """The broker's metadata (of ``topic`` only, if given), read with ``client`` (an admin client or a
+    consumer); BrokerError if no broker answers."""
     try:
-        admin.list_topics(timeout=_PROBE_TIMEOUT_S)
+        return client.list_topics(topic, timeout=_PROBE_TIMEOUT_S)
     except KafkaException:
         raise BrokerError(
             f"no broker answers at {settings.bootstrap}: start one with `rtqis up` or `rtqis broker`"
         ) from None
+
+
+def broker_capabilities(settings: Settings, refresh: bool = False, cluster_id: str | None = None) -> BrokerCapabilities:
+    """Self-check, once per process and broker: three records in one batch to a scratch topic.
+
+    A broker with exact end offsets answers 3 for the end; one with a time index answers offset 1 for
+    the second record's timestamp. "The broker" is its address *and* its cluster id (``cluster_id``
+    when the caller has the broker's metadata, else asked for): a long-lived process (the sink, a bot)
+    that sees another broker come up on the same address, Tansu after Apache Kafka say, checks it again
+    instead of trusting it as the first.
+    """
+    admin = admin_client(settings) if cluster_id is None else None
+    if admin is not None:
+        cluster_id = str(_metadata(admin, settings).cluster_id or "")
+    key = (settings.bootstrap, cluster_id or "")
+    if not refresh and key in _caps_cache:
+        return _caps_cache[key]
+    if admin is None:
+        admin = admin_client(settings)
+        _metadata(admin, settings)  # one clear error when no broker answers
+    topic = f"_rtqis.selfcheck.{uuid.uuid4().hex[:12]}"
     from confluent_kafka.admin import NewTopic
 
     fut = admin.create_topics([NewTopic(topic, 1, replication_factor=-1)], operation_timeout=10)[topic]
@@ -167,13 +183,18 @@ def broker_capabilities(settings: Settings, refresh: bool = False) -> BrokerCapa
     finally:
         admin.delete_topics([topic], operation_timeout=10)
     if not caps.exact_end_offsets or not caps.time_index:
-        log.debug("broker at %s: %s; using fetch-based offsets", key, caps)
+        log.debug("broker at %s (cluster %s): %s; using fetch-based offsets", *key, caps)
     _caps_cache[key] = caps
     return caps
 
 
-def _partitions(c: Consumer, topics: list[str]) -> list[TopicPartition]:
-    md = c.list_topics(timeout=_PROBE_TIMEOUT_S)
+def _capabilities(settings: Settings, c: Consumer, topic: str) -> BrokerCapabilities:
+    """:func:`broker_capabilities` of the broker ``c`` talks to (its cluster id read with ``c``, in the
+    metadata of ``topic``: Tansu answers for all its topics in ~25 ms, for one in a few)."""
+    return broker_capabilities(settings, cluster_id=str(_metadata(c, settings, topic).cluster_id or ""))
+
+
+def _partitions(md: Any, topics: list[str]) -> list[TopicPartition]:
     out: list[TopicPartition] = []
     for t in topics:
         tm = md.topics.get(t)
@@ -247,9 +268,9 @@ def partition_bounds(settings: Settings, partitions: list[tuple[str, int]]) -> d
     else read with a fetch. Raises :class:`BrokerError` when the broker does not answer."""
     if not partitions:
         return {}
-    caps = broker_capabilities(settings)
     c = Consumer(consumer_config(settings, **_PROBE_CONSUMER))
     try:
+        caps = _capabilities(settings, c, partitions[0][0])
         wm = _watermarks(c, [TopicPartition(t, p) for t, p in partitions])
         ends = {k: hi for k, (lo, hi) in wm.items()} if caps.exact_end_offsets else _true_ends(c, wm)
         return {k: (lo, ends[k]) for k, (lo, _) in wm.items()}
@@ -293,19 +314,20 @@ def topic_offsets(
     settings: Settings, topics: list[str], group: str | None = None, at_time_ms: int | None = None
 ) -> list[PartitionOffsets]:
     """Earliest and true end offset of every partition of ``topics`` (+ group lag, + offset at a time)."""
-    caps = broker_capabilities(settings)
     try:
-        return retry_transient(lambda: _topic_offsets(settings, caps, topics, group, at_time_ms), "offset lookup")
+        return retry_transient(lambda: _topic_offsets(settings, topics, group, at_time_ms), "offset lookup")
     except KafkaException as e:  # transient, but for longer than TRANSIENT_RETRY_S
         raise BrokerError(f"offset lookup failed: {e}") from None
 
 
 def _topic_offsets(
-    settings: Settings, caps: BrokerCapabilities, topics: list[str], group: str | None, at_time_ms: int | None
+    settings: Settings, topics: list[str], group: str | None, at_time_ms: int | None
 ) -> list[PartitionOffsets]:
     c = Consumer(consumer_config(settings, group, **_PROBE_CONSUMER))
     try:
-        tps = _partitions(c, topics)
+        md = _metadata(c, settings)
+        caps = broker_capabilities(settings, cluster_id=str(md.cluster_id or ""))
+        tps = _partitions(md, topics)
         wm = _watermarks(c, tps)
         ends = {k: hi for k, (lo, hi) in wm.items()} if caps.exact_end_offsets else _true_ends(c, wm)
         rows = [
