@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="the worker logs and resumes an input partition with messages waiting and no progress for this "
         "long, outside a rebalance (s)",
     )
+    group_session_s: float | None = Field(
+        None,
+        ge=1.0,
+        le=300.0,
+        description="the worker's consumer-group session timeout (s); default 2 on the embedded Tansu (it holds a "
+        "group join for half the session), else 6 (Kafka's minimum)",
+    )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols"
     )

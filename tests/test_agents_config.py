@@ -8,7 +8,7 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from rtqis.agents.config import app_config, processing_guarantee, recovery_fix
+from rtqis.agents.config import KAFKA_SESSION_S, app_config, processing_guarantee, recovery_fix
 from rtqis.agents.security import broker_credentials
 from rtqis.settings import Settings
 
@@ -33,6 +33,16 @@ def test_app_config_from_settings() -> None:
     # many changelog records per batch (a frame's pair state is ~21 KB), under Kafka's 1 MB message limit
     assert 64 * 1024 <= conf["producer_max_batch_size"] < 1_000_000
     assert app_config(s, "batch1")["producer_max_batch_size"] == 1  # one changelog record per batch
+
+
+def test_app_config_takes_the_group_session() -> None:
+    """6 s (Kafka's minimum) unless told; the heartbeat a quarter of a short session, at most 1 s."""
+    conf = app_config(Settings(), "off")
+    assert (conf["broker_session_timeout"], conf["broker_heartbeat_interval"]) == (KAFKA_SESSION_S, 1.0) == (6.0, 1.0)
+    conf = app_config(Settings(), "off", session_s=2.0)
+    assert (conf["broker_session_timeout"], conf["broker_heartbeat_interval"]) == (2.0, 0.5)
+    with pytest.raises(ValidationError):
+        Settings(group_session_s=0.5)
 
 
 def test_recovery_fix_auto_follows_the_broker_self_check() -> None:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rtqis.agents.books import PairBook, SymbolBook
-from rtqis.agents.config import app_config, faust_datadir, processing_guarantee, recovery_fix
+from rtqis.agents.config import app_config, faust_datadir, group_session_s, processing_guarantee, recovery_fix
 from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
@@ -63,8 +63,12 @@ def create_app(settings: Settings, *, exact_end_offsets: bool | None = None) -> 
     guarantee = processing_guarantee(settings)
     apply_patches(settings, fix)
     faust_datadir(settings).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
-    app = RtqisApp(app_id(settings.namespace), **app_config(settings, fix, guarantee))
-    log.info("recovery fix: %s; processing guarantee: %s; fetch wait %d ms", fix, guarantee, settings.fetch_max_wait_ms)
+    session_s = group_session_s(settings)
+    app = RtqisApp(app_id(settings.namespace), **app_config(settings, fix, guarantee, session_s))
+    log.info(
+        "recovery fix: %s; processing guarantee: %s; fetch wait %d ms; group session %.1f s",
+        fix, guarantee, settings.fetch_max_wait_ms, session_s,
+    )  # fmt: skip
 
     def topic(spec: TopicSpec) -> Any:
         """A topic of raw bytes: the agents decode themselves, to dead-letter what does not decode."""

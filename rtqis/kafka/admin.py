@@ -23,7 +23,15 @@ from rtqis.settings import Settings
 from rtqis.topics import ALL_TOPICS, TopicSpec
 from rtqis.topics.registry import TIMESTAMP_CONFIG, changelog_topics
 
-__all__ = ["TopicInfo", "admin_client", "create_topics", "delete_topics", "list_topics", "wait_for_topics"]
+__all__ = [
+    "TopicInfo",
+    "admin_client",
+    "cluster_id",
+    "create_topics",
+    "delete_topics",
+    "list_topics",
+    "wait_for_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,17 @@ def admin_client(settings: Settings, errors: SecurityErrors | None = None) -> Ad
         conf["error_cb"] = errors
         conf["log_level"] = 0  # polled for the errors: no log lines on top of the one error raised
     return AdminClient(conf)
+
+
+def cluster_id(settings: Settings, timeout_s: float = 10.0) -> str:
+    """The cluster id the broker at ``settings.bootstrap`` reports ("" if it gives none); BrokerError if no
+    broker answers."""
+    try:
+        return str(admin_client(settings).list_topics(timeout=timeout_s).cluster_id or "")
+    except KafkaException:
+        raise BrokerError(
+            f"no broker answers at {settings.bootstrap}: start one with `rtqis up` or `rtqis broker`"
+        ) from None
 
 
 @dataclass(frozen=True, order=True)
