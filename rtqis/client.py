@@ -64,6 +64,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from rtqis.errors import BrokerError, DecodeError, RtqisError
 from rtqis.kafka.clients import consumer_config
+from rtqis.kafka.groups import consumer_timeouts, group_session_s
 from rtqis.kafka.offsets import topic_offsets
 from rtqis.schemas import models as m
 from rtqis.schemas.codec import decode
@@ -256,6 +257,7 @@ class Subscription:
         if group is not None:
             overrides["enable.auto.commit"] = False
             overrides["auto.offset.reset"] = "earliest"
+            overrides.update(consumer_timeouts(group_session_s(settings)))  # joins in ~1 s on Tansu, not 3
         self._c = Consumer(consumer_config(settings, group, **overrides))
         try:
             if group is None:

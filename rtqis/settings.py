@@ -135,8 +135,8 @@ class Settings(BaseSettings):
         None,
         ge=1.0,
         le=300.0,
-        description="the worker's consumer-group session timeout (s); default 2 on the embedded Tansu (it holds a "
-        "group join for half the session), else 6 (Kafka's minimum)",
+        description="consumer-group session timeout (s) of the worker, the sink and rtqis.client groups; default 2 "
+        "on the embedded Tansu (it holds a group join for half the session), else 6 (Kafka's minimum)",
     )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols"

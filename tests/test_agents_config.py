@@ -8,8 +8,9 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from rtqis.agents.config import KAFKA_SESSION_S, app_config, processing_guarantee, recovery_fix
+from rtqis.agents.config import app_config, processing_guarantee, recovery_fix
 from rtqis.agents.security import broker_credentials
+from rtqis.kafka.groups import KAFKA_SESSION_S
 from rtqis.settings import Settings
 
 

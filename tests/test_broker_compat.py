@@ -30,8 +30,8 @@ import pytest
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic
 
-from rtqis.agents.config import group_session_s
 from rtqis.kafka.admin import admin_client, create_topics, wait_for_topics
+from rtqis.kafka.groups import group_session_s
 from rtqis.kafka.offsets import BrokerCapabilities, broker_capabilities, offsets_at_time, topic_offsets
 from rtqis.settings import Settings
 from rtqis.topics import TRADES

@@ -11,12 +11,13 @@ import logging
 from typing import Any
 
 from rtqis.agents.books import PairBook, SymbolBook
-from rtqis.agents.config import app_config, faust_datadir, group_session_s, processing_guarantee, recovery_fix
+from rtqis.agents.config import app_config, faust_datadir, processing_guarantee, recovery_fix
 from rtqis.agents.handlers import BookHandler, LegsHandler, TradesHandler
 from rtqis.agents.outputs import Outputs
 from rtqis.agents.patches import apply_patches
 from rtqis.agents.watchdog import StallWatch, check_stalls
 from rtqis.agents.worker import BackPressureLog, RtqisApp, make_worker, progress_line, run_events
+from rtqis.kafka.groups import group_session_s
 from rtqis.settings import Settings
 from rtqis.topics import BOOK, DEADLETTER, LEGS, TRADES, TopicSpec
 from rtqis.topics.registry import app_id

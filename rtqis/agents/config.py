@@ -6,7 +6,7 @@ bench/README.md).
 - consumer fetch wait = ``RTQIS_FETCH_MAX_WAIT_MS`` (Faust hard-codes 1,500 ms and the broker holds each
   fetch that long even when data is there: :mod:`rtqis.agents.patches`);
 - rebalance/session timeouts of a few seconds; on the embedded Tansu a session of 2 s, which it accepts
-  and which makes its group join 1 s instead of 3 (:func:`group_session_s`);
+  and which makes its group join 1 s instead of 3 (:func:`rtqis.kafka.groups.group_session_s`);
 - Faust's data directory under ``RTQIS_DATA_DIR`` (:func:`faust_datadir`), not the current directory.
 """
 
@@ -16,23 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from rtqis.agents.security import broker_credentials
-from rtqis.errors import BrokerError
-from rtqis.kafka.admin import cluster_id
+from rtqis.kafka.groups import KAFKA_SESSION_S, heartbeat_s
 from rtqis.kafka.offsets import broker_capabilities
 from rtqis.settings import Settings
 from rtqis.topics.registry import app_id
 
-__all__ = ["app_config", "faust_datadir", "group_session_s", "processing_guarantee", "recovery_fix"]
-
-#: the cluster id Tansu reports unless started with another (``tansu broker --cluster-id``)
-TANSU_CLUSTER_ID = "tansu_cluster"
-#: the worker's group session on Tansu (s): Tansu holds a group join for about half the session, so at
-#: Kafka's minimum (6 s) a worker waited 3 s to join; at 2 s it waits 1 s (worker ready 5.1 -> 3.0 s,
-#: a replay of tests/data 6.6 -> 4.6 s; at 1.5 s no faster). Tansu accepts sessions below 6 s
-#: (tests/test_broker_compat.py), Kafka refuses them (group.min.session.timeout.ms)
-TANSU_SESSION_S = 2.0
-#: the worker's group session elsewhere (s): Kafka's group.min.session.timeout.ms
-KAFKA_SESSION_S = 6.0
+__all__ = ["app_config", "faust_datadir", "processing_guarantee", "recovery_fix"]
 
 
 def faust_datadir(settings: Settings) -> Path:
@@ -58,19 +47,6 @@ def recovery_fix(settings: Settings, exact_end_offsets: bool | None = None) -> s
     return fix
 
 
-def group_session_s(settings: Settings) -> float:
-    """The worker's consumer-group session timeout (s): ``RTQIS_GROUP_SESSION_S`` if set, else
-    :data:`TANSU_SESSION_S` when the broker reports Tansu's cluster id, else :data:`KAFKA_SESSION_S`
-    (also when no broker answers yet: the worker then fails on the broker, not on its session)."""
-    if settings.group_session_s is not None:
-        return settings.group_session_s
-    try:
-        tansu = cluster_id(settings) == TANSU_CLUSTER_ID
-    except BrokerError:
-        return KAFKA_SESSION_S
-    return TANSU_SESSION_S if tansu else KAFKA_SESSION_S
-
-
 def processing_guarantee(settings: Settings) -> str:
     """The worker's processing guarantee: ``"exactly_once"`` or ``"at_least_once"``.
 
@@ -88,7 +64,8 @@ def app_config(
     settings: Settings, fix: str, guarantee: str = "at_least_once", session_s: float = KAFKA_SESSION_S
 ) -> dict[str, Any]:
     """The ``faust.App`` options of the worker for ``settings``, the recovery ``fix``, the processing
-    ``guarantee`` (:func:`processing_guarantee`) and the group session ``session_s`` (:func:`group_session_s`)."""
+    ``guarantee`` (:func:`processing_guarantee`) and the group session ``session_s``
+    (:func:`rtqis.kafka.groups.group_session_s`)."""
     conf: dict[str, Any] = {
         "processing_guarantee": guarantee,
         "broker": f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
@@ -100,7 +77,7 @@ def app_config(
         "broker_rebalance_timeout": 5.0,
         # Kafka refuses sessions below its group.min.session.timeout.ms (default 6 s); Tansu takes 2 s
         "broker_session_timeout": session_s,
-        "broker_heartbeat_interval": min(1.0, session_s / 4),
+        "broker_heartbeat_interval": heartbeat_s(session_s),
         "broker_commit_interval": 1.0,
         "web_port": settings.worker_web_port,
         "web_bind": "127.0.0.1",
