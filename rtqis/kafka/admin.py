@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -26,6 +27,7 @@ from rtqis.topics.registry import TIMESTAMP_CONFIG, changelog_topics
 __all__ = [
     "TopicInfo",
     "admin_client",
+    "broker_metadata",
     "cluster_id",
     "create_topics",
     "delete_topics",
@@ -49,15 +51,21 @@ def admin_client(settings: Settings, errors: SecurityErrors | None = None) -> Ad
     return AdminClient(conf)
 
 
-def cluster_id(settings: Settings, timeout_s: float = 10.0) -> str:
-    """The cluster id the broker at ``settings.bootstrap`` reports ("" if it gives none); BrokerError if no
-    broker answers."""
+def broker_metadata(client: Any, settings: Settings, topic: str | None = None, timeout_s: float = 10.0) -> Any:
+    """The broker's metadata (of ``topic`` only, if given), read with ``client`` (an admin client or a
+    consumer); BrokerError if no broker answers."""
     try:
-        return str(admin_client(settings).list_topics(timeout=timeout_s).cluster_id or "")
+        return client.list_topics(topic, timeout=timeout_s)
     except KafkaException:
         raise BrokerError(
             f"no broker answers at {settings.bootstrap}: start one with `rtqis up` or `rtqis broker`"
         ) from None
+
+
+def cluster_id(settings: Settings) -> str:
+    """The cluster id the broker at ``settings.bootstrap`` reports ("" if it gives none); BrokerError if no
+    broker answers."""
+    return str(broker_metadata(admin_client(settings), settings).cluster_id or "")
 
 
 @dataclass(frozen=True, order=True)
