@@ -327,6 +327,8 @@ def _stop_on_signals(stop: threading.Event, limit_s: float | None = None, what: 
     import os
     import signal
 
+    from rtqis.process import set_from_signal_handler
+
     def _exit(why: str) -> None:
         print(f"{what}: {why}: exiting now; what was stored is kept, the rest is read again", file=sys.stderr)
         sys.stderr.flush()
@@ -339,7 +341,7 @@ def _stop_on_signals(stop: threading.Event, limit_s: float | None = None, what: 
             timer = threading.Timer(limit_s, _exit, args=(f"still stopping {limit_s:.0f} s after the signal",))
             timer.daemon = True
             timer.start()
-        stop.set()
+        set_from_signal_handler(stop)
 
     signal.signal(signal.SIGINT, _h)
     signal.signal(signal.SIGTERM, _h)

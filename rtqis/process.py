@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ __all__ = [
     "free_port",
     "rss_bytes",
     "rtqis_argv",
+    "set_from_signal_handler",
     "settings_env",
     "stop_process",
 ]
@@ -136,6 +138,17 @@ def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> d
         if v is not None:
             env[f"RTQIS_{k.upper()}"] = ",".join(v) if isinstance(v, list) else str(v)
     return env
+
+
+def set_from_signal_handler(event: threading.Event) -> None:
+    """``event.set()`` for a signal handler, which must not call it directly.
+
+    A handler runs in the main thread between two bytecodes, possibly while that thread is inside
+    ``event.wait()`` holding the event's (non-reentrant) lock: ``set()`` there waits for that lock for
+    ever. Seen: `rtqis produce synthetic` (it paces itself with ``stop.wait``) hung on SIGTERM in a CI run
+    after logging "signal 15: stopping", and a loop of ``wait(0.0005)`` hung on 1 SIGTERM of 800. A
+    short-lived thread sets it instead, as soon as the main thread lets the lock go."""
+    threading.Thread(target=event.set, name="signal-stop", daemon=True).start()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -30,7 +30,7 @@ from typing import Any
 from rtqis.errors import RtqisError
 from rtqis.kafka.admin import create_topics
 from rtqis.kafka.embedded import LocalBroker, local_broker
-from rtqis.process import ChildProcess, rtqis_argv
+from rtqis.process import ChildProcess, rtqis_argv, set_from_signal_handler
 from rtqis.settings import Settings
 
 __all__ = ["BROKER_LOST_EXIT", "Supervisor", "latest_stored_trade_ms"]
@@ -141,7 +141,7 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         def _handler(signum: int, _frame: Any) -> None:
-            self.stop_event.set()
+            set_from_signal_handler(self.stop_event)
 
         signal.signal(signal.SIGINT, _handler)
         signal.signal(signal.SIGTERM, _handler)

@@ -9,12 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
 
-from rtqis.process import ChildExited, ChildProcess, free_port, rtqis_argv, settings_env
+from rtqis.process import ChildExited, ChildProcess, free_port, rtqis_argv, set_from_signal_handler, settings_env
 from rtqis.settings import load_settings
 from tests.conftest import wait_until
 
@@ -122,3 +123,20 @@ def test_free_port_can_be_bound() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_a_signal_handler_sets_the_stop_event_without_waiting_for_its_lock() -> None:
+    """A signal can find the main thread inside ``stop.wait()``, holding the event's lock; ``stop.set()``
+    in the handler then waits for that lock for ever (`rtqis produce synthetic` hung on SIGTERM in CI).
+    The helper returns at once and the event is set once the lock is free."""
+    ev = threading.Event()
+    returned = threading.Event()
+
+    def handler_inside_wait() -> None:
+        with ev._cond:  # type: ignore[attr-defined]  # what Event.wait holds (CPython)
+            set_from_signal_handler(ev)  # ev.set() here would never return
+            returned.set()
+
+    threading.Thread(target=handler_inside_wait, daemon=True).start()
+    assert returned.wait(5), "the handler waited for the event's lock"
+    assert ev.wait(5)

@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from rtqis.kafka.clients import MessageProducer
+from rtqis.process import set_from_signal_handler
 from rtqis.producers.synthetic import BookBatch, SymbolSpec, SyntheticMarket, TradeBatch
 from rtqis.schemas import models as m
 from rtqis.schemas.deadletters import bounded_dead_letter
@@ -255,7 +256,7 @@ def install_stop_signals(stop: threading.Event) -> None:
 
     def _handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
-        stop.set()
+        set_from_signal_handler(stop)
 
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
