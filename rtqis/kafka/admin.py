@@ -62,10 +62,12 @@ def broker_metadata(client: Any, settings: Settings, topic: str | None = None, t
         ) from None
 
 
-def cluster_id(settings: Settings) -> str:
-    """The cluster id the broker at ``settings.bootstrap`` reports ("" if it gives none); BrokerError if no
-    broker answers."""
-    return str(broker_metadata(admin_client(settings), settings).cluster_id or "")
+def cluster_id(settings: Settings, client: Any = None, topic: str | None = None) -> str:
+    """The cluster id the broker at ``settings.bootstrap`` reports ("" if it gives none), read with
+    ``client`` (default: a new admin client) in the metadata of ``topic`` only if given; BrokerError if
+    no broker answers."""
+    md = broker_metadata(client if client is not None else admin_client(settings), settings, topic)
+    return str(md.cluster_id or "")
 
 
 @dataclass(frozen=True, order=True)
